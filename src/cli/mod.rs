@@ -1,0 +1,236 @@
+//! The `ebsim` command line, shaped like the AWS CLI v2: `ebsim <service>
+//! <operation> --param value`, global options before or after the service
+//! (`--region`, `--output`, `--query`, `--home`, `--cli-binary-format`), AWS's
+//! error lines and exit codes. One file per service.
+
+pub mod clock;
+pub mod cloudtrail;
+pub mod input;
+pub mod kms;
+pub mod output;
+
+use crate::clock::{Clock, parse_time};
+use crate::error::{Error, ErrorKind, Result, exit};
+use crate::home::{DEFAULT_REGION, DataRoot};
+use crate::kms::access::Caller;
+use crate::kms::quota::Backoff;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit codes (the AWS CLI v2's):
+  0    success
+  252  the command line or a parameter could not be parsed
+  253  the data root or configuration is missing or corrupt (root key, store, config.json)
+  254  the service returned an error; stderr says which, as
+       'An error occurred (<Code>) when calling the <Operation> operation: <message>'
+  255  any other failure (I/O)
+
+Environment: EBSIM_HOME (data root), EBSIM_REGION, EBSIM_OUTPUT, EBSIM_NOW (pin the
+clock: RFC 3339 or Unix seconds), EBSIM_MAX_ATTEMPTS (retries when throttled).";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ebsim",
+    version,
+    about = "AWS KMS and EBS-style envelope encryption, for real, on one Linux box",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub service: Service,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Globals {
+    /// Region whose KMS (and later volumes) to use [default: us-east-1]
+    #[arg(long, global = true, env = "EBSIM_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Output format [default: json]
+    #[arg(long, global = true, env = "EBSIM_OUTPUT", value_enum)]
+    pub output: Option<output::Format>,
+    /// JMESPath expression applied to the response
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
+    /// Data root [default: the checkout's volumes/ folder]
+    #[arg(long, global = true, env = "EBSIM_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// How inline blob parameters are read [default: base64]
+    #[arg(long, global = true, value_enum)]
+    pub cli_binary_format: Option<input::BinaryFormat>,
+    /// Attempts per call when throttled (exponential backoff with jitter) [default: 3]
+    #[arg(long, global = true, env = "EBSIM_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Service {
+    /// AWS Key Management Service
+    Kms {
+        #[command(subcommand)]
+        op: kms::KmsCommand,
+    },
+    /// CloudTrail: look up the audit log
+    Cloudtrail {
+        #[command(subcommand)]
+        op: cloudtrail::CloudTrailCommand,
+    },
+    /// ebsim's movable clock (an ebsim extension): make a year pass in a second
+    Clock {
+        #[command(subcommand)]
+        op: clock::ClockCommand,
+    },
+}
+
+/// What every handler needs: the data root, the region, the clock, output settings.
+pub struct Ctx {
+    pub root: DataRoot,
+    pub region: String,
+    pub clock: Clock,
+    pub out: output::Output,
+    pub binary: input::BinaryFormat,
+    pub backoff: Backoff,
+    pub caller: Caller,
+}
+
+impl Ctx {
+    fn new(g: &Globals) -> Result<Self> {
+        let root = DataRoot::open(
+            g.home
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::home::DEFAULT_ROOT)),
+        )?;
+        let region = g.region.clone().unwrap_or_else(|| DEFAULT_REGION.to_string());
+        crate::home::validate_region(&region)?;
+        let config = root.config()?;
+        let clock = match std::env::var("EBSIM_NOW") {
+            Ok(t) if !t.is_empty() => Clock::manual(parse_time(&t).map_err(|e| {
+                Error::environment(format!("EBSIM_NOW: {}", e.message()))
+            })?),
+            _ => Clock::system(chrono::TimeDelta::seconds(config.clock_offset_seconds)),
+        };
+        let max_attempts = g.max_attempts.unwrap_or(3);
+        if max_attempts == 0 {
+            return Err(Error::usage("--max-attempts must be at least 1"));
+        }
+        Ok(Ctx {
+            caller: Caller::account_root(&config.account_id),
+            root,
+            region,
+            clock,
+            out: output::Output {
+                format: g.output.unwrap_or_default(),
+                query: g.query.clone(),
+            },
+            binary: g.cli_binary_format.unwrap_or_default(),
+            backoff: Backoff {
+                max_attempts,
+                ..Backoff::default()
+            },
+        })
+    }
+
+    pub fn kms(&self) -> Result<crate::kms::Kms> {
+        crate::kms::Kms::open(&self.root, &self.region, self.clock.clone())
+    }
+
+    /// Prints a response (nothing for an empty one, unless `--query` asks).
+    pub fn print<T: serde::Serialize>(&self, operation: &str, resp: &T) -> Result<()> {
+        let v = serde_json::to_value(resp).expect("responses serialize");
+        if v.is_null() && self.out.query.is_none() {
+            return Ok(());
+        }
+        self.out.print(operation, v)
+    }
+}
+
+/// `encrypt` → `Encrypt`, `re-encrypt` → `ReEncrypt`.
+pub fn operation_name(kebab: &str) -> String {
+    kebab
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+        }
+    };
+    let operation = matches
+        .subcommand()
+        .and_then(|(_, m)| m.subcommand_name())
+        .map(operation_name)
+        .unwrap_or_default();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return exit::USAGE;
+        }
+    };
+    match run(cli) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            report(&e, &operation);
+            e.kind().exit_code()
+        }
+    }
+}
+
+/// Prints an error the way the AWS CLI does.
+pub fn report(e: &Error, operation: &str) {
+    if e.kind().is_service_error() {
+        eprintln!(
+            "\nAn error occurred ({}) when calling the {operation} operation: {}",
+            e.code(),
+            e.message()
+        );
+    } else if e.kind() == ErrorKind::Usage {
+        eprintln!("\n{}", e.message());
+    } else {
+        eprintln!("ebsim: {}", e.message());
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::new(&cli.globals)?;
+    match cli.service {
+        Service::Kms { op } => kms::run(&ctx, op),
+        Service::Cloudtrail { op } => cloudtrail::run(&ctx, op),
+        Service::Clock { op } => clock::run(&ctx, op),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names() {
+        assert_eq!(operation_name("encrypt"), "Encrypt");
+        assert_eq!(operation_name("re-encrypt"), "ReEncrypt");
+        assert_eq!(
+            operation_name("generate-data-key-without-plaintext"),
+            "GenerateDataKeyWithoutPlaintext"
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,22 @@
+//! Cryptographic building blocks: secret byte buffers that stay in locked memory
+//! and are zeroized on drop, AES-256-GCM sealing, key derivation and randomness.
+//! The KMS and (later) the volume code build on these; nothing here knows about AWS.
+
+pub mod aead;
+pub mod secret;
+
+pub use secret::SecretBytes;
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn random_fill(buf: &mut [u8]) {
+    // getrandom only fails when the OS has no entropy source at all; there is
+    // nothing sensible to do then but stop.
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+/// `n` random bytes.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    random_fill(&mut v);
+    v
+}

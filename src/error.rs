@@ -1,0 +1,197 @@
+//! One error type for the whole crate: a stable [`ErrorKind`] (which maps to the
+//! AWS error code a caller sees and to the CLI's exit code), a message written the
+//! way AWS writes it, and an optional source.
+
+use std::fmt;
+
+/// What went wrong, as AWS names it where AWS has a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    // --- KMS service errors (names from the KMS API model) ---
+    NotFound,
+    Disabled,
+    KmsInvalidState,
+    InvalidCiphertext,
+    IncorrectKey,
+    InvalidKeyUsage,
+    InvalidGrantToken,
+    InvalidGrantId,
+    LimitExceeded,
+    AlreadyExists,
+    InvalidAliasName,
+    InvalidArn,
+    MalformedPolicyDocument,
+    UnsupportedOperation,
+    Conflict,
+    Tag,
+    InvalidMarker,
+    DryRunOperation,
+    // --- errors common to every AWS API ---
+    AccessDenied,
+    Throttling,
+    Validation,
+    // --- local errors that AWS has no name for ---
+    /// The data root (root key, store, config) is missing, corrupt or unusable.
+    Environment,
+    /// The command line could not be understood.
+    Usage,
+    /// An operating-system error (I/O) that is not the caller's fault.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The error code as AWS sends it (`__type`), or ebsim's own name for local errors.
+    pub fn code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            NotFound => "NotFoundException",
+            Disabled => "DisabledException",
+            KmsInvalidState => "KMSInvalidStateException",
+            InvalidCiphertext => "InvalidCiphertextException",
+            IncorrectKey => "IncorrectKeyException",
+            InvalidKeyUsage => "InvalidKeyUsageException",
+            InvalidGrantToken => "InvalidGrantTokenException",
+            InvalidGrantId => "InvalidGrantIdException",
+            LimitExceeded => "LimitExceededException",
+            AlreadyExists => "AlreadyExistsException",
+            InvalidAliasName => "InvalidAliasNameException",
+            InvalidArn => "InvalidArnException",
+            MalformedPolicyDocument => "MalformedPolicyDocumentException",
+            UnsupportedOperation => "UnsupportedOperationException",
+            Conflict => "ConflictException",
+            Tag => "TagException",
+            InvalidMarker => "InvalidMarkerException",
+            DryRunOperation => "DryRunOperationException",
+            AccessDenied => "AccessDeniedException",
+            Throttling => "ThrottlingException",
+            Validation => "ValidationException",
+            Environment => "EnvironmentError",
+            Usage => "UsageError",
+            Internal => "InternalError",
+        }
+    }
+
+    /// True for errors a service returned (printed as `An error occurred (…)`).
+    pub fn is_service_error(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::Environment | ErrorKind::Usage | ErrorKind::Internal
+        )
+    }
+
+    /// Exit code of the `ebsim` binary, the same numbers the AWS CLI v2 uses.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => exit::USAGE,
+            ErrorKind::Environment => exit::ENVIRONMENT,
+            ErrorKind::Internal => exit::OTHER,
+            _ => exit::SERVICE,
+        }
+    }
+
+    /// Errors worth retrying with backoff (AWS SDKs' "throttling" and "transient" classes).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Throttling)
+    }
+}
+
+/// Exit codes of the `ebsim` binary (the AWS CLI v2's return codes).
+pub mod exit {
+    /// The command succeeded.
+    pub const OK: i32 = 0;
+    /// The command line could not be parsed, or a parameter was invalid before any call.
+    pub const USAGE: i32 = 252;
+    /// The data root or configuration is missing or corrupt.
+    pub const ENVIRONMENT: i32 = 253;
+    /// The service returned an error (the AWS error code is printed).
+    pub const SERVICE: i32 = 254;
+    /// Anything else (an I/O failure).
+    pub const OTHER: i32 = 255;
+}
+
+/// The crate's error: kind, message, optional source.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// AWS's `1 validation error detected: …` message for one constraint.
+    pub fn validation(value: impl fmt::Display, member: &str, constraint: &str) -> Self {
+        Error::new(
+            ErrorKind::Validation,
+            format!(
+                "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {constraint}"
+            ),
+        )
+    }
+
+    pub fn environment(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Environment, message)
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Usage, message)
+    }
+
+    /// An I/O error with the path it happened on.
+    pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
+        Error::new(ErrorKind::Internal, format!("{what}: {err}")).with_source(err)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind.is_service_error() {
+            write!(f, "{}: {}", self.kind.code(), self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::new(ErrorKind::Internal, format!("KMS store: {e}")).with_source(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

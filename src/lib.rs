@@ -1,0 +1,28 @@
+//! ebsim: AWS KMS and EBS-style envelope encryption, for real, on one Linux box.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`error`] | the one error type: AWS error code, message, exit code |
+//! | [`clock`] | the movable clock every time rule reads |
+//! | [`home`] | the data root: config, root key, per-region subtrees |
+//! | [`fsutil`] | private modes and atomic file replacement |
+//! | [`crypto`] | locked zeroizing secrets, AES-256-GCM, HKDF, randomness |
+//! | [`kms`] | keys, backing-key versions, aliases, rotation, deletion, crypto operations, sealed store, audit log, quotas |
+//! | [`cli`] | the `ebsim` command line, shaped like the AWS CLI |
+//!
+//! docs/ARCHITECTURE.md shows how the parts fit; docs/KMS.md specifies the
+//! ciphertext and store formats.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod fsutil;
+pub mod home;
+pub mod kms;
+
+pub use error::{Error, ErrorKind, Result};
