@@ -34,7 +34,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| ctx("cannot create a temporary file for", e))?;
     tmp.write_all(bytes).map_err(|e| ctx("cannot write", e))?;
-    tmp.as_file().sync_all().map_err(|e| ctx("cannot fsync", e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ctx("cannot fsync", e))?;
     tmp.persist(path)
         .map_err(|e| ctx("cannot rename into place", e.error))?;
     fsync_dir(dir)

@@ -156,10 +156,23 @@ mod tests {
 
     #[test]
     fn region_names() {
-        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-4"] {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-4",
+        ] {
             validate_region(ok).unwrap();
         }
-        for bad in ["", "us-east", "US-east-1", "us-east-01", "us--1", "../etc", "us-east-1/x"] {
+        for bad in [
+            "",
+            "us-east",
+            "US-east-1",
+            "us-east-01",
+            "us--1",
+            "../etc",
+            "us-east-1/x",
+        ] {
             assert!(validate_region(bad).is_err(), "{bad}");
         }
     }
@@ -169,8 +182,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = DataRoot::open(d.path().join("home")).unwrap();
         assert_eq!(root.config().unwrap(), Config::default());
-        let mut c = Config::default();
-        c.clock_offset_seconds = 86400;
+        let mut c = Config {
+            clock_offset_seconds: 86400,
+            ..Default::default()
+        };
         root.save_config(&c).unwrap();
         assert_eq!(root.config().unwrap(), c);
         c.account_id = "12".into();

@@ -35,7 +35,11 @@ pub fn run(ctx: &Ctx, cmd: ClockCommand) -> Result<()> {
     let mut config = ctx.root.config()?;
     let offset = match cmd {
         ClockCommand::Show => None,
-        ClockCommand::Advance { days, hours, seconds } => {
+        ClockCommand::Advance {
+            days,
+            hours,
+            seconds,
+        } => {
             let add = days
                 .checked_mul(86_400)
                 .and_then(|d| d.checked_add(hours.checked_mul(3600)?))

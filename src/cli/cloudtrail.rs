@@ -29,7 +29,13 @@ pub enum CloudTrailCommand {
 
 pub fn run(ctx: &Ctx, cmd: CloudTrailCommand) -> Result<()> {
     match cmd {
-        CloudTrailCommand::LookupEvents { lookup_attributes, start_time, end_time, max_results, next_token } => {
+        CloudTrailCommand::LookupEvents {
+            lookup_attributes,
+            start_time,
+            end_time,
+            max_results,
+            next_token,
+        } => {
             let attributes: Vec<LookupAttribute> = if lookup_attributes.is_empty() {
                 Vec::new()
             } else {
@@ -58,7 +64,8 @@ pub fn run(ctx: &Ctx, cmd: CloudTrailCommand) -> Result<()> {
                     None => break,
                 }
             }
-            ctx.out.print("LookupEvents", serde_json::json!({ "Events": all }))
+            ctx.out
+                .print("LookupEvents", serde_json::json!({ "Events": all }))
         }
     }
 }

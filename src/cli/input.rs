@@ -76,8 +76,8 @@ pub fn map(param: &str, value: &str) -> Result<EncryptionContext> {
     let text = text(param, value)?;
     let t = text.trim();
     if t.starts_with('{') {
-        let v: serde_json::Value =
-            serde_json::from_str(t).map_err(|e| param_error(param, format!("Invalid JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(t)
+            .map_err(|e| param_error(param, format!("Invalid JSON: {e}")))?;
         let obj = v
             .as_object()
             .ok_or_else(|| param_error(param, "expected a JSON object"))?;
@@ -95,7 +95,10 @@ pub fn map(param: &str, value: &str) -> Result<EncryptionContext> {
     let mut out = EncryptionContext::new();
     for pair in split_shorthand(t) {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            param_error(param, format!("Expected: '=', received: EOF for input: {t}"))
+            param_error(
+                param,
+                format!("Expected: '=', received: EOF for input: {t}"),
+            )
         })?;
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
@@ -127,7 +130,8 @@ pub fn structs<T: DeserializeOwned>(param: &str, values: &[String]) -> Result<Ve
     if values.len() == 1 {
         let t = text(param, &values[0])?;
         if t.trim_start().starts_with('[') {
-            return serde_json::from_str(&t).map_err(|e| param_error(param, format!("Invalid JSON: {e}")));
+            return serde_json::from_str(&t)
+                .map_err(|e| param_error(param, format!("Invalid JSON: {e}")));
         }
     }
     values
@@ -148,14 +152,24 @@ mod tests {
     fn blobs_follow_cli_binary_format() {
         assert_eq!(&blob("p", "aGk=", BinaryFormat::Base64).unwrap()[..], b"hi");
         assert!(blob("p", "hi there", BinaryFormat::Base64).is_err());
-        assert_eq!(&blob("p", "hi there", BinaryFormat::RawInBase64Out).unwrap()[..], b"hi there");
+        assert_eq!(
+            &blob("p", "hi there", BinaryFormat::RawInBase64Out).unwrap()[..],
+            b"hi there"
+        );
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("b");
         std::fs::write(&f, [0u8, 255, 1]).unwrap();
-        let v = blob("p", &format!("fileb://{}", f.display()), BinaryFormat::Base64).unwrap();
+        let v = blob(
+            "p",
+            &format!("fileb://{}", f.display()),
+            BinaryFormat::Base64,
+        )
+        .unwrap();
         assert_eq!(&v[..], &[0, 255, 1]);
         let e = blob("plaintext", "fileb:///nonexistent/x", BinaryFormat::Base64).unwrap_err();
-        assert!(e.message().starts_with("Error parsing parameter '--plaintext': Unable to load paramfile fileb:///nonexistent/x"));
+        assert!(e.message().starts_with(
+            "Error parsing parameter '--plaintext': Unable to load paramfile fileb:///nonexistent/x"
+        ));
     }
 
     #[test]
@@ -172,7 +186,11 @@ mod tests {
     #[test]
     fn tag_lists() {
         use crate::kms::model::Tag;
-        let t: Vec<Tag> = structs("tags", &["TagKey=a,TagValue=1".into(), "TagKey=b,TagValue=2".into()]).unwrap();
+        let t: Vec<Tag> = structs(
+            "tags",
+            &["TagKey=a,TagValue=1".into(), "TagKey=b,TagValue=2".into()],
+        )
+        .unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[1].tag_value, "2");
         let j: Vec<Tag> = structs("tags", &[r#"[{"TagKey":"x","TagValue":""}]"#.into()]).unwrap();

@@ -331,7 +331,9 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
     let kms = ctx.kms()?;
     let who = &ctx.caller;
     let retry = |f: &mut dyn FnMut() -> Result<Value>| ctx.backoff.run(f);
-    let key = |k: &str| KeyIdRequest { key_id: k.to_string() };
+    let key = |k: &str| KeyIdRequest {
+        key_id: k.to_string(),
+    };
     match cmd {
         C::CreateKey {
             policy,
@@ -353,19 +355,37 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 customer_master_key_spec,
                 origin,
                 bypass_policy_lockout_safety_check,
-                tags: if tags.is_empty() { Vec::new() } else { input::structs::<Tag>("tags", &tags)? },
+                tags: if tags.is_empty() {
+                    Vec::new()
+                } else {
+                    input::structs::<Tag>("tags", &tags)?
+                },
                 multi_region: multi_region.then_some(true),
             };
             let r = retry(&mut || Ok(value(kms.create_key(who, req.clone())?)))?;
             ctx.print("CreateKey", &r)
         }
-        C::DescribeKey { key_id, grant_tokens } => {
-            let req = DescribeKeyRequest { key_id, grant_tokens };
+        C::DescribeKey {
+            key_id,
+            grant_tokens,
+        } => {
+            let req = DescribeKeyRequest {
+                key_id,
+                grant_tokens,
+            };
             let r = retry(&mut || Ok(value(kms.describe_key(who, req.clone())?)))?;
             ctx.print("DescribeKey", &r)
         }
         C::ListKeys { paging } => paginate(ctx, "ListKeys", &paging, "Keys", |limit, marker| {
-            retry(&mut || Ok(value(kms.list_keys(who, ListRequest { limit, marker: marker.clone() })?)))
+            retry(&mut || {
+                Ok(value(kms.list_keys(
+                    who,
+                    ListRequest {
+                        limit,
+                        marker: marker.clone(),
+                    },
+                )?))
+            })
         }),
         C::EnableKey { key_id } => {
             retry(&mut || Ok(value(kms.enable_key(who, key(&key_id))?)))?;
@@ -375,8 +395,14 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             retry(&mut || Ok(value(kms.disable_key(who, key(&key_id))?)))?;
             Ok(())
         }
-        C::ScheduleKeyDeletion { key_id, pending_window_in_days } => {
-            let req = ScheduleKeyDeletionRequest { key_id, pending_window_in_days };
+        C::ScheduleKeyDeletion {
+            key_id,
+            pending_window_in_days,
+        } => {
+            let req = ScheduleKeyDeletionRequest {
+                key_id,
+                pending_window_in_days,
+            };
             let r = retry(&mut || Ok(value(kms.schedule_key_deletion(who, req.clone())?)))?;
             ctx.print("ScheduleKeyDeletion", &r)
         }
@@ -384,34 +410,62 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             let r = retry(&mut || Ok(value(kms.cancel_key_deletion(who, key(&key_id))?)))?;
             ctx.print("CancelKeyDeletion", &r)
         }
-        C::UpdateKeyDescription { key_id, description } => {
-            let req = UpdateKeyDescriptionRequest { key_id, description };
+        C::UpdateKeyDescription {
+            key_id,
+            description,
+        } => {
+            let req = UpdateKeyDescriptionRequest {
+                key_id,
+                description,
+            };
             retry(&mut || Ok(value(kms.update_key_description(who, req.clone())?)))?;
             Ok(())
         }
-        C::CreateAlias { alias_name, target_key_id } => {
-            let req = AliasRequest { alias_name, target_key_id };
+        C::CreateAlias {
+            alias_name,
+            target_key_id,
+        } => {
+            let req = AliasRequest {
+                alias_name,
+                target_key_id,
+            };
             retry(&mut || Ok(value(kms.create_alias(who, req.clone())?)))?;
             Ok(())
         }
-        C::UpdateAlias { alias_name, target_key_id } => {
-            let req = AliasRequest { alias_name, target_key_id };
+        C::UpdateAlias {
+            alias_name,
+            target_key_id,
+        } => {
+            let req = AliasRequest {
+                alias_name,
+                target_key_id,
+            };
             retry(&mut || Ok(value(kms.update_alias(who, req.clone())?)))?;
             Ok(())
         }
         C::DeleteAlias { alias_name } => {
-            let req = AliasRequest { alias_name, target_key_id: String::new() };
+            let req = AliasRequest {
+                alias_name,
+                target_key_id: String::new(),
+            };
             retry(&mut || Ok(value(kms.delete_alias(who, req.clone())?)))?;
             Ok(())
         }
         C::ListAliases { key_id, paging } => {
             paginate(ctx, "ListAliases", &paging, "Aliases", |limit, marker| {
-                let req = ListAliasesRequest { key_id: key_id.clone(), limit, marker };
+                let req = ListAliasesRequest {
+                    key_id: key_id.clone(),
+                    limit,
+                    marker,
+                };
                 retry(&mut || Ok(value(kms.list_aliases(who, req.clone())?)))
             })
         }
         C::TagResource { key_id, tags } => {
-            let req = TagResourceRequest { key_id, tags: input::structs("tags", &tags)? };
+            let req = TagResourceRequest {
+                key_id,
+                tags: input::structs("tags", &tags)?,
+            };
             retry(&mut || Ok(value(kms.tag_resource(who, req.clone())?)))?;
             Ok(())
         }
@@ -422,12 +476,22 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
         }
         C::ListResourceTags { key_id, paging } => {
             paginate(ctx, "ListResourceTags", &paging, "Tags", |limit, marker| {
-                let req = ListResourceTagsRequest { key_id: key_id.clone(), limit, marker };
+                let req = ListResourceTagsRequest {
+                    key_id: key_id.clone(),
+                    limit,
+                    marker,
+                };
                 retry(&mut || Ok(value(kms.list_resource_tags(who, req.clone())?)))
             })
         }
-        C::EnableKeyRotation { key_id, rotation_period_in_days } => {
-            let req = EnableKeyRotationRequest { key_id, rotation_period_in_days };
+        C::EnableKeyRotation {
+            key_id,
+            rotation_period_in_days,
+        } => {
+            let req = EnableKeyRotationRequest {
+                key_id,
+                rotation_period_in_days,
+            };
             retry(&mut || Ok(value(kms.enable_key_rotation(who, req.clone())?)))?;
             Ok(())
         }
@@ -443,8 +507,16 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             let r = retry(&mut || Ok(value(kms.rotate_key_on_demand(who, key(&key_id))?)))?;
             ctx.print("RotateKeyOnDemand", &r)
         }
-        C::ListKeyRotations { key_id, include_key_material, paging } => {
-            paginate(ctx, "ListKeyRotations", &paging, "Rotations", |limit, marker| {
+        C::ListKeyRotations {
+            key_id,
+            include_key_material,
+            paging,
+        } => paginate(
+            ctx,
+            "ListKeyRotations",
+            &paging,
+            "Rotations",
+            |limit, marker| {
                 let req = ListKeyRotationsRequest {
                     key_id: key_id.clone(),
                     include_key_material: include_key_material.clone(),
@@ -452,9 +524,16 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     marker,
                 };
                 retry(&mut || Ok(value(kms.list_key_rotations(who, req.clone())?)))
-            })
-        }
-        C::Encrypt { key_id, plaintext, encryption_context, grant_tokens, encryption_algorithm, dry } => {
+            },
+        ),
+        C::Encrypt {
+            key_id,
+            plaintext,
+            encryption_context,
+            grant_tokens,
+            encryption_algorithm,
+            dry,
+        } => {
             let req = EncryptRequest {
                 key_id,
                 plaintext: Blob(input::blob("plaintext", &plaintext, ctx.binary)?),
@@ -466,9 +545,20 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             let r = retry(&mut || Ok(value(kms.encrypt(who, req.clone())?)))?;
             ctx.print("Encrypt", &r)
         }
-        C::Decrypt { ciphertext_blob, encryption_context, grant_tokens, key_id, encryption_algorithm, dry } => {
+        C::Decrypt {
+            ciphertext_blob,
+            encryption_context,
+            grant_tokens,
+            key_id,
+            encryption_algorithm,
+            dry,
+        } => {
             let req = DecryptRequest {
-                ciphertext_blob: Blob(input::blob("ciphertext-blob", &ciphertext_blob, ctx.binary)?),
+                ciphertext_blob: Blob(input::blob(
+                    "ciphertext-blob",
+                    &ciphertext_blob,
+                    ctx.binary,
+                )?),
                 encryption_context: ctx_param("encryption-context", &encryption_context)?,
                 grant_tokens,
                 key_id,
@@ -491,8 +581,15 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             dry,
         } => {
             let req = ReEncryptRequest {
-                ciphertext_blob: Blob(input::blob("ciphertext-blob", &ciphertext_blob, ctx.binary)?),
-                source_encryption_context: ctx_param("source-encryption-context", &source_encryption_context)?,
+                ciphertext_blob: Blob(input::blob(
+                    "ciphertext-blob",
+                    &ciphertext_blob,
+                    ctx.binary,
+                )?),
+                source_encryption_context: ctx_param(
+                    "source-encryption-context",
+                    &source_encryption_context,
+                )?,
                 source_key_id,
                 destination_key_id,
                 destination_encryption_context: ctx_param(
@@ -509,16 +606,28 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
         }
         C::GenerateDataKey { a } => {
             let req = a.request()?;
-            let r = ctx.backoff.run(|| kms.generate_data_key(who, req.clone()))?;
+            let r = ctx
+                .backoff
+                .run(|| kms.generate_data_key(who, req.clone()))?;
             ctx.print("GenerateDataKey", &r)
         }
         C::GenerateDataKeyWithoutPlaintext { a } => {
             let req = a.request()?;
-            let r = retry(&mut || Ok(value(kms.generate_data_key_without_plaintext(who, req.clone())?)))?;
+            let r = retry(&mut || {
+                Ok(value(
+                    kms.generate_data_key_without_plaintext(who, req.clone())?,
+                ))
+            })?;
             ctx.print("GenerateDataKeyWithoutPlaintext", &r)
         }
-        C::GenerateRandom { number_of_bytes, custom_key_store_id } => {
-            let req = GenerateRandomRequest { number_of_bytes, custom_key_store_id };
+        C::GenerateRandom {
+            number_of_bytes,
+            custom_key_store_id,
+        } => {
+            let req = GenerateRandomRequest {
+                number_of_bytes,
+                custom_key_store_id,
+            };
             let r = ctx.backoff.run(|| kms.generate_random(who, req.clone()))?;
             ctx.print("GenerateRandom", &r)
         }

@@ -104,13 +104,17 @@ impl Ctx {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(crate::home::DEFAULT_ROOT)),
         )?;
-        let region = g.region.clone().unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let region = g
+            .region
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
         crate::home::validate_region(&region)?;
         let config = root.config()?;
         let clock = match std::env::var("EBSIM_NOW") {
-            Ok(t) if !t.is_empty() => Clock::manual(parse_time(&t).map_err(|e| {
-                Error::environment(format!("EBSIM_NOW: {}", e.message()))
-            })?),
+            Ok(t) if !t.is_empty() => Clock::manual(
+                parse_time(&t)
+                    .map_err(|e| Error::environment(format!("EBSIM_NOW: {}", e.message())))?,
+            ),
             _ => Clock::system(chrono::TimeDelta::seconds(config.clock_offset_seconds)),
         };
         let max_attempts = g.max_attempts.unwrap_or(3);
@@ -167,7 +171,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
     let operation = matches

@@ -40,7 +40,13 @@ impl Output {
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|_| out.flush())
-            .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(|e| Error::io("cannot write to standard output", e))
     }
 }
@@ -60,7 +66,8 @@ pub fn render(format: Format, operation: &str, value: &Value) -> String {
 
 /// Evaluates a JMESPath expression.
 pub fn query(expr: &str, value: &Value) -> Result<Value> {
-    let bad = |e: &dyn std::fmt::Display| Error::usage(format!("Bad value for --query {expr}: {e}"));
+    let bad =
+        |e: &dyn std::fmt::Display| Error::usage(format!("Bad value for --query {expr}: {e}"));
     let compiled = jmespath::compile(expr).map_err(|e| bad(&e))?;
     let result = compiled.search(value).map_err(|e| bad(&e))?;
     serde_json::to_value(&*result).map_err(|e| bad(&e))
@@ -135,7 +142,11 @@ fn text(v: &Value, ident: Option<&str>, scalar_keys: Option<&[String]>, out: &mu
                 let mut keys: Vec<String> = items
                     .iter()
                     .filter_map(|x| x.as_object())
-                    .flat_map(|m| m.iter().filter(|(_, v)| is_scalar(v)).map(|(k, _)| k.clone()))
+                    .flat_map(|m| {
+                        m.iter()
+                            .filter(|(_, v)| is_scalar(v))
+                            .map(|(k, _)| k.clone())
+                    })
                     .collect();
                 keys.sort();
                 keys.dedup();
@@ -169,7 +180,13 @@ fn scalar_list(items: &[&Value], ident: Option<&str>, out: &mut String) {
             }
         }
         None => {
-            out.push_str(&items.iter().map(|x| scalar(x)).collect::<Vec<_>>().join("\t"));
+            out.push_str(
+                &items
+                    .iter()
+                    .map(|x| scalar(x))
+                    .collect::<Vec<_>>()
+                    .join("\t"),
+            );
             out.push('\n');
         }
     }
@@ -213,7 +230,11 @@ fn build_box(title: &str, v: &Value) -> TableBox {
             }
             cols.sort();
             for m in items.iter().filter_map(|x| x.as_object()) {
-                b.rows.push(cols.iter().map(|c| m.get(c).map(scalar).unwrap_or_default()).collect());
+                b.rows.push(
+                    cols.iter()
+                        .map(|c| m.get(c).map(scalar).unwrap_or_default())
+                        .collect(),
+                );
                 for (k, x) in m {
                     if !is_scalar(x) {
                         b.children.push(build_box(k, x));
@@ -257,9 +278,13 @@ impl TableBox {
     }
 
     fn min_width(&self) -> usize {
-        let cells: usize = self.col_widths().iter().map(|w| w + 4).sum::<usize>() + self.columns().saturating_sub(1);
+        let cells: usize = self.col_widths().iter().map(|w| w + 4).sum::<usize>()
+            + self.columns().saturating_sub(1);
         let own = (self.title.chars().count() + 4).max(cells + 2);
-        self.children.iter().map(|c| c.min_width() + 2).fold(own, usize::max)
+        self.children
+            .iter()
+            .map(|c| c.min_width() + 2)
+            .fold(own, usize::max)
     }
 
     fn render(&self, width: usize, out: &mut Vec<String>) {

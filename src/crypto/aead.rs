@@ -1,8 +1,8 @@
 //! AES-256-GCM sealing and HKDF-SHA256 key derivation, the two primitives the KMS
 //! (ciphertext blobs, the encrypted store) is built from.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use zeroize::Zeroizing;
 
 /// Length of an AES-GCM tag.

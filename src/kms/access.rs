@@ -62,9 +62,11 @@ impl Caller {
 
 /// Actions the AWS managed key policy lets the account call directly.
 fn aws_managed_direct(action: &str) -> bool {
-    ["Describe", "Get", "List"]
-        .iter()
-        .any(|p| action.strip_prefix("kms:").is_some_and(|a| a.starts_with(p)))
+    ["Describe", "Get", "List"].iter().any(|p| {
+        action
+            .strip_prefix("kms:")
+            .is_some_and(|a| a.starts_with(p))
+    })
 }
 
 /// Actions the AWS managed key policy allows through the owning service.
@@ -92,10 +94,10 @@ pub fn authorize(caller: &Caller, action: &str, key: &KeyRecord) -> Result<()> {
                 aws_managed_direct(action)
                     || (aws_managed_via_service(action)
                         && key.service.as_deref().is_some_and(|svc| {
-                            caller
-                                .via_service
-                                .as_deref()
-                                .is_some_and(|v| v.split('.').next() == Some(svc_endpoint(svc)))
+                            // kms:ViaService must name the owning service in the key's region.
+                            let region = key.arn.split(':').nth(3).unwrap_or_default();
+                            caller.via_service.as_deref()
+                                == Some(&format!("{}.{region}.amazonaws.com", svc_endpoint(svc)))
                         }))
             }
         };
@@ -180,7 +182,9 @@ pub fn check_policy_document(policy: &str) -> Result<()> {
     let malformed = |why: &str| {
         Error::new(
             ErrorKind::MalformedPolicyDocument,
-            format!("The new key policy will not allow you to update the key policy in the future. ({why})"),
+            format!(
+                "The new key policy will not allow you to update the key policy in the future. ({why})"
+            ),
         )
     };
     let v: serde_json::Value = serde_json::from_str(policy).map_err(|e| {

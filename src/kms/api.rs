@@ -87,7 +87,11 @@ pub fn camel_case(v: serde_json::Value) -> serde_json::Value {
                         None => k.clone(),
                     };
                     // Context maps are user data: keep their keys as given.
-                    let v = if k.contains("EncryptionContext") { v } else { camel_case(v) };
+                    let v = if k.contains("EncryptionContext") {
+                        v
+                    } else {
+                        camel_case(v)
+                    };
                     (key, v)
                 })
                 .collect(),
@@ -532,7 +536,8 @@ mod tests {
             plaintext: Blob::new(b"TOP SECRET".to_vec()),
             ..Default::default()
         };
-        req.encryption_context.insert("Department".into(), "IT".into());
+        req.encryption_context
+            .insert("Department".into(), "IT".into());
         let v = req.audit_parameters();
         assert_eq!(
             v,

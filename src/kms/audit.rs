@@ -96,8 +96,12 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&rec).expect("records serialize");
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
-            .map_err(|e| Error::io(format!("cannot append to the audit log {}", self.path.display()), e))
+        f.write_all(&line).map_err(|e| {
+            Error::io(
+                format!("cannot append to the audit log {}", self.path.display()),
+                e,
+            )
+        })
     }
 }
 
@@ -172,26 +176,26 @@ pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
         )
         .with_cloudtrail("InvalidLookupAttributesException"));
     }
-    if let Some(a) = q.attributes.first() {
-        if !LOOKUP_KEYS.contains(&a.attribute_key.as_str()) {
-            return Err(Error::new(
-                ErrorKind::Validation,
-                format!(
-                    "1 validation error detected: Value '{}' at 'lookupAttributes.1.member.attributeKey' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
-                    a.attribute_key,
-                    LOOKUP_KEYS.join(", ")
-                ),
-            ));
-        }
+    if let Some(a) = q.attributes.first()
+        && !LOOKUP_KEYS.contains(&a.attribute_key.as_str())
+    {
+        return Err(Error::new(
+            ErrorKind::Validation,
+            format!(
+                "1 validation error detected: Value '{}' at 'lookupAttributes.1.member.attributeKey' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                a.attribute_key,
+                LOOKUP_KEYS.join(", ")
+            ),
+        ));
     }
-    if let (Some(s), Some(e)) = (q.start_time, q.end_time) {
-        if s > e {
-            return Err(Error::new(
-                ErrorKind::Validation,
-                "Start time must be earlier than end time.",
-            )
-            .with_cloudtrail("InvalidTimeRangeException"));
-        }
+    if let (Some(s), Some(e)) = (q.start_time, q.end_time)
+        && s > e
+    {
+        return Err(Error::new(
+            ErrorKind::Validation,
+            "Start time must be earlier than end time.",
+        )
+        .with_cloudtrail("InvalidTimeRangeException"));
     }
     let max = q.max_results.unwrap_or(50);
     if !(1..=50).contains(&max) {
@@ -212,7 +216,8 @@ pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
     match std::fs::File::open(path) {
         Ok(f) => {
             for line in std::io::BufReader::new(f).lines() {
-                let line = line.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+                let line =
+                    line.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
                 // A torn last line (a crash mid-append) is skipped, not fatal.
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     records.push(v);

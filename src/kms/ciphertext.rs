@@ -104,7 +104,12 @@ impl<'a> Blob<'a> {
         context_aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, aead::OpenError> {
         let key = message_key(backing_key, &self.nonce, &self.header[..21]);
-        aead::open(&key, &[0; aead::NONCE_LEN], &aad(self.header, context_aad), self.body)
+        aead::open(
+            &key,
+            &[0; aead::NONCE_LEN],
+            &aad(self.header, context_aad),
+            self.body,
+        )
     }
 }
 
@@ -129,7 +134,14 @@ pub fn seal(
 ) -> Vec<u8> {
     let mut nonce = [0u8; 16];
     crate::crypto::random_fill(&mut nonce);
-    seal_with_nonce(key_id, material_version, backing_key, context_aad, plaintext, nonce)
+    seal_with_nonce(
+        key_id,
+        material_version,
+        backing_key,
+        context_aad,
+        plaintext,
+        nonce,
+    )
 }
 
 /// [`seal`] with a chosen nonce: for test vectors only.
@@ -147,7 +159,12 @@ pub fn seal_with_nonce(
     header.extend_from_slice(&material_version.to_be_bytes());
     header.extend_from_slice(&nonce);
     let key = message_key(backing_key, &nonce, &header[..21]);
-    let body = aead::seal(&key, &[0; aead::NONCE_LEN], &aad(&header, context_aad), plaintext);
+    let body = aead::seal(
+        &key,
+        &[0; aead::NONCE_LEN],
+        &aad(&header, context_aad),
+        plaintext,
+    );
     header.extend_from_slice(&body);
     header
 }
@@ -211,7 +228,10 @@ mod tests {
         let aad = crate::kms::context::canonical_bytes(&ctx);
         let blob = seal_with_nonce(&id(), 1, &KEY, &aad, b"hello", [0x22; 16]);
         let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(&hex[..74], "011234abcd12ab34cd56ef1234567890ab0000000122222222222222222222222222222222");
+        assert_eq!(
+            &hex[..74],
+            "011234abcd12ab34cd56ef1234567890ab0000000122222222222222222222222222222222"
+        );
         assert_eq!(hex, GOLDEN.trim());
         let parsed = Blob::parse(&blob).unwrap();
         assert_eq!(&parsed.open(&KEY, &aad).unwrap()[..], b"hello");

@@ -13,7 +13,10 @@ pub type EncryptionContext = BTreeMap<String, String>;
 /// The AAD bytes for `ctx`: `u32 count`, then for each pair in key order
 /// `u32 len, key, u32 len, value` (big-endian lengths).
 pub fn canonical_bytes(ctx: &EncryptionContext) -> Vec<u8> {
-    let size: usize = 4 + ctx.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+    let size: usize = 4 + ctx
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len())
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(ctx.len() as u32).to_be_bytes());
     for (k, v) in ctx {

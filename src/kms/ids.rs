@@ -102,7 +102,9 @@ pub fn validate_alias_name(name: &str, allow_reserved: bool) -> Result<()> {
     let Some(rest) = name.strip_prefix("alias/") else {
         return Err(Error::new(
             ErrorKind::InvalidAliasName,
-            format!("Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html ({name})"),
+            format!(
+                "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html ({name})"
+            ),
         ));
     };
     if name.len() > 256 {
@@ -140,29 +142,62 @@ mod tests {
 
     #[test]
     fn the_four_forms() {
-        assert!(matches!(parse_key_ref(ID).unwrap(), KeyRef::Key { id, region: None, .. } if id == ID));
+        assert!(
+            matches!(parse_key_ref(ID).unwrap(), KeyRef::Key { id, region: None, .. } if id == ID)
+        );
         let arn = key_arn("us-west-2", "111122223333", ID);
-        assert!(matches!(parse_key_ref(&arn).unwrap(), KeyRef::Key { region: Some(r), .. } if r == "us-west-2"));
-        assert!(matches!(parse_key_ref("alias/x").unwrap(), KeyRef::Alias { name, .. } if name == "alias/x"));
+        assert!(
+            matches!(parse_key_ref(&arn).unwrap(), KeyRef::Key { region: Some(r), .. } if r == "us-west-2")
+        );
+        assert!(
+            matches!(parse_key_ref("alias/x").unwrap(), KeyRef::Alias { name, .. } if name == "alias/x")
+        );
         let aarn = alias_arn("eu-west-1", "111122223333", "alias/x");
-        assert!(matches!(parse_key_ref(&aarn).unwrap(), KeyRef::Alias { name, region: Some(_), .. } if name == "alias/x"));
+        assert!(
+            matches!(parse_key_ref(&aarn).unwrap(), KeyRef::Alias { name, region: Some(_), .. } if name == "alias/x")
+        );
     }
 
     #[test]
     fn bad_ids_get_aws_errors() {
-        assert_eq!(parse_key_ref("nope").unwrap_err().kind(), ErrorKind::NotFound);
-        assert_eq!(parse_key_ref("arn:aws:s3:::bucket").unwrap_err().kind(), ErrorKind::InvalidArn);
-        assert_eq!(parse_key_ref("arn:aws:kms:us-east-1:12:key/x").unwrap_err().kind(), ErrorKind::InvalidArn);
+        assert_eq!(
+            parse_key_ref("nope").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            parse_key_ref("arn:aws:s3:::bucket").unwrap_err().kind(),
+            ErrorKind::InvalidArn
+        );
+        assert_eq!(
+            parse_key_ref("arn:aws:kms:us-east-1:12:key/x")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArn
+        );
         assert_eq!(parse_key_ref("").unwrap_err().kind(), ErrorKind::Validation);
     }
 
     #[test]
     fn alias_names() {
         validate_alias_name("alias/my-key_1/x", false).unwrap();
-        assert_eq!(validate_alias_name("my-key", false).unwrap_err().kind(), ErrorKind::InvalidAliasName);
-        assert_eq!(validate_alias_name("alias/aws/ebs", false).unwrap_err().kind(), ErrorKind::InvalidAliasName);
+        assert_eq!(
+            validate_alias_name("my-key", false).unwrap_err().kind(),
+            ErrorKind::InvalidAliasName
+        );
+        assert_eq!(
+            validate_alias_name("alias/aws/ebs", false)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidAliasName
+        );
         validate_alias_name("alias/aws/ebs", true).unwrap();
-        assert_eq!(validate_alias_name("alias/", false).unwrap_err().kind(), ErrorKind::Validation);
-        assert_eq!(validate_alias_name("alias/a b", false).unwrap_err().kind(), ErrorKind::Validation);
+        assert_eq!(
+            validate_alias_name("alias/", false).unwrap_err().kind(),
+            ErrorKind::Validation
+        );
+        assert_eq!(
+            validate_alias_name("alias/a b", false).unwrap_err().kind(),
+            ErrorKind::Validation
+        );
     }
 }

@@ -67,13 +67,37 @@ pub const PREDEFINED_AWS_ALIASES: &[&str] = &[
 ];
 
 const KEY_SPECS: &[&str] = &[
-    "RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521",
-    "ECC_SECG_P256K1", "SYMMETRIC_DEFAULT", "HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512",
-    "SM2", "ML_DSA_44", "ML_DSA_65", "ML_DSA_87", "ECC_NIST_EDWARDS25519",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
 ];
-const KEY_USAGES: &[&str] = &["SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
+const KEY_USAGES: &[&str] = &[
+    "SIGN_VERIFY",
+    "ENCRYPT_DECRYPT",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+];
 const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
-const ENCRYPTION_ALGORITHMS: &[&str] = &["SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
+const ENCRYPTION_ALGORITHMS: &[&str] = &[
+    "SYMMETRIC_DEFAULT",
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "SM2PKE",
+];
 
 /// In-memory view of the store.
 #[derive(Default)]
@@ -110,7 +134,9 @@ impl Cache {
     }
 
     fn aliases_of(&self, key_id: &str) -> impl Iterator<Item = &AliasRecord> {
-        self.aliases.values().filter(move |a| a.target_key_id == key_id)
+        self.aliases
+            .values()
+            .filter(move |a| a.target_key_id == key_id)
     }
 }
 
@@ -282,8 +308,10 @@ impl Kms {
                 // The waiting period is over: the key, its material and its aliases go.
                 let when = key.deletion_date.unwrap_or(now);
                 tx.delete(Kind::Key, &key.key_id)?;
-                let aliases: Vec<String> =
-                    cache.aliases_of(&key.key_id).map(|a| a.name.clone()).collect();
+                let aliases: Vec<String> = cache
+                    .aliases_of(&key.key_id)
+                    .map(|a| a.name.clone())
+                    .collect();
                 for a in aliases {
                     tx.delete(Kind::Alias, &a)?;
                     cache.aliases.remove(&a);
@@ -295,7 +323,8 @@ impl Kms {
                 let period = TimeDelta::days(i64::from(k.rotation.period_days));
                 // One rotation per elapsed period, each dated when it fell due.
                 while let Some(next) = k.rotation.next.filter(|n| *n <= now) {
-                    k.materials.push(new_material(next, Some(RotationType::Automatic)));
+                    k.materials
+                        .push(new_material(next, Some(RotationType::Automatic)));
                     k.rotation.next = Some(next + period);
                     events.push(("RotateKey", k.arn.clone(), next));
                 }
@@ -325,10 +354,10 @@ impl Kms {
     ) -> Result<Resp> {
         let mut audit = Audit::default();
         let result = (|| {
-            if kind == CallKind::Crypto {
-                if let Some(b) = &self.bucket {
-                    b.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-                }
+            if kind == CallKind::Crypto
+                && let Some(b) = &self.bucket
+            {
+                b.lock().unwrap_or_else(|p| p.into_inner()).take()?;
             }
             op(&mut audit)
         })();
@@ -359,14 +388,20 @@ impl Kms {
     fn not_found_key(&self, id: &str) -> Error {
         Error::new(
             ErrorKind::NotFound,
-            format!("Key '{}' does not exist", key_arn(&self.region, &self.account_id, id)),
+            format!(
+                "Key '{}' does not exist",
+                key_arn(&self.region, &self.account_id, id)
+            ),
         )
     }
 
     fn not_found_alias(&self, name: &str) -> Error {
         Error::new(
             ErrorKind::NotFound,
-            format!("Alias {} is not found.", alias_arn(&self.region, &self.account_id, name)),
+            format!(
+                "Alias {} is not found.",
+                alias_arn(&self.region, &self.account_id, name)
+            ),
         )
     }
 
@@ -378,16 +413,28 @@ impl Kms {
                 && account.as_deref().is_none_or(|a| a == self.account_id)
         };
         match parse_key_ref(input)? {
-            KeyRef::Key { id, region, account } => {
+            KeyRef::Key {
+                id,
+                region,
+                account,
+            } => {
                 if !here(&region, &account) {
                     return Err(Error::new(
                         ErrorKind::NotFound,
                         format!("Key '{input}' does not exist"),
                     ));
                 }
-                cache.keys.get(&id).cloned().ok_or_else(|| self.not_found_key(&id))
+                cache
+                    .keys
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| self.not_found_key(&id))
             }
-            KeyRef::Alias { name, region, account } => {
+            KeyRef::Alias {
+                name,
+                region,
+                account,
+            } => {
                 if !aliases {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -400,7 +447,10 @@ impl Kms {
                         format!("Alias {input} is not found."),
                     ));
                 }
-                let a = cache.aliases.get(&name).ok_or_else(|| self.not_found_alias(&name))?;
+                let a = cache
+                    .aliases
+                    .get(&name)
+                    .ok_or_else(|| self.not_found_alias(&name))?;
                 cache
                     .keys
                     .get(&a.target_key_id)
@@ -431,10 +481,10 @@ impl Kms {
         }
         let now = self.clock.now();
         let k = self.mutate(|cache, tx| {
-            if let Some(a) = cache.aliases.get(&alias) {
-                if let Some(k) = cache.keys.get(&a.target_key_id) {
-                    return Ok(k.clone());
-                }
+            if let Some(a) = cache.aliases.get(&alias)
+                && let Some(k) = cache.keys.get(&a.target_key_id)
+            {
+                return Ok(k.clone());
             }
             let mut key = self.new_key_record(now, String::new(), Origin::AwsKms);
             key.manager = KeyManager::Aws;
@@ -520,7 +570,11 @@ impl Kms {
     // key management
     // ------------------------------------------------------------------
 
-    pub fn create_key(&self, caller: &Caller, req: CreateKeyRequest) -> Result<KeyMetadataResponse> {
+    pub fn create_key(
+        &self,
+        caller: &Caller,
+        req: CreateKeyRequest,
+    ) -> Result<KeyMetadataResponse> {
         self.call(caller, "CreateKey", CallKind::Mutation, &req, |audit| {
             let description = req.description.clone().unwrap_or_default();
             check_description(&description)?;
@@ -599,12 +653,17 @@ impl Kms {
         })
     }
 
-    pub fn describe_key(&self, caller: &Caller, req: DescribeKeyRequest) -> Result<KeyMetadataResponse> {
+    pub fn describe_key(
+        &self,
+        caller: &Caller,
+        req: DescribeKeyRequest,
+    ) -> Result<KeyMetadataResponse> {
         self.call(caller, "DescribeKey", CallKind::Read, &req, |audit| {
             check_grant_tokens(&req.grant_tokens)?;
             let key = match self.resolve_fresh(&req.key_id, true) {
-                Err(e) if e.kind() == ErrorKind::NotFound
-                    && PREDEFINED_AWS_ALIASES.contains(&req.key_id.as_str()) =>
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound
+                        && PREDEFINED_AWS_ALIASES.contains(&req.key_id.as_str()) =>
                 {
                     // DescribeKey on a predefined AWS alias creates the AWS managed key.
                     let service = req.key_id.trim_start_matches("alias/aws/");
@@ -653,7 +712,8 @@ impl Kms {
                     k.state = KeyState::Enabled;
                     // A key that missed its rotation while disabled rotates now.
                     if k.rotation.enabled && k.rotation.next.is_some_and(|n| n <= now) {
-                        k.materials.push(new_material(now, Some(RotationType::Automatic)));
+                        k.materials
+                            .push(new_material(now, Some(RotationType::Automatic)));
                         k.rotation.next =
                             Some(now + TimeDelta::days(i64::from(k.rotation.period_days)));
                     }
@@ -678,53 +738,93 @@ impl Kms {
         caller: &Caller,
         req: ScheduleKeyDeletionRequest,
     ) -> Result<ScheduleKeyDeletionResponse> {
-        self.call(caller, "ScheduleKeyDeletion", CallKind::Mutation, &req, |audit| {
-            let days = req.pending_window_in_days.unwrap_or(30);
-            check_range(days, "pendingWindowInDays", 7, 30)?;
-            self.update_key(caller, audit, &req.key_id, "kms:ScheduleKeyDeletion", |k, now| {
-                if k.state == KeyState::PendingDeletion {
-                    return Err(invalid_state(k, "is pending deletion."));
-                }
-                let when = now + TimeDelta::days(i64::from(days));
-                k.state = KeyState::PendingDeletion;
-                k.deletion_date = Some(when);
-                k.pending_window_days = Some(days);
-                Ok(ScheduleKeyDeletionResponse {
-                    key_id: k.arn.clone(),
-                    deletion_date: Time(when),
-                    key_state: KeyState::PendingDeletion.as_str().into(),
-                    pending_window_in_days: days,
-                })
-            })
-        })
+        self.call(
+            caller,
+            "ScheduleKeyDeletion",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                let days = req.pending_window_in_days.unwrap_or(30);
+                check_range(days, "pendingWindowInDays", 7, 30)?;
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:ScheduleKeyDeletion",
+                    |k, now| {
+                        if k.state == KeyState::PendingDeletion {
+                            return Err(invalid_state(k, "is pending deletion."));
+                        }
+                        let when = now + TimeDelta::days(i64::from(days));
+                        k.state = KeyState::PendingDeletion;
+                        k.deletion_date = Some(when);
+                        k.pending_window_days = Some(days);
+                        Ok(ScheduleKeyDeletionResponse {
+                            key_id: k.arn.clone(),
+                            deletion_date: Time(when),
+                            key_state: KeyState::PendingDeletion.as_str().into(),
+                            pending_window_in_days: days,
+                        })
+                    },
+                )
+            },
+        )
     }
 
     pub fn cancel_key_deletion(&self, caller: &Caller, req: KeyIdRequest) -> Result<KeyIdResponse> {
-        self.call(caller, "CancelKeyDeletion", CallKind::Mutation, &req, |audit| {
-            self.update_key(caller, audit, &req.key_id, "kms:CancelKeyDeletion", |k, _| {
-                if k.state != KeyState::PendingDeletion {
-                    return Err(invalid_state(k, "is not pending deletion."));
-                }
-                // AWS puts a key whose deletion is cancelled in Disabled, not Enabled.
-                k.state = KeyState::Disabled;
-                k.deletion_date = None;
-                k.pending_window_days = None;
-                Ok(KeyIdResponse {
-                    key_id: k.arn.clone(),
-                })
-            })
-        })
+        self.call(
+            caller,
+            "CancelKeyDeletion",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:CancelKeyDeletion",
+                    |k, _| {
+                        if k.state != KeyState::PendingDeletion {
+                            return Err(invalid_state(k, "is not pending deletion."));
+                        }
+                        // AWS puts a key whose deletion is cancelled in Disabled, not Enabled.
+                        k.state = KeyState::Disabled;
+                        k.deletion_date = None;
+                        k.pending_window_days = None;
+                        Ok(KeyIdResponse {
+                            key_id: k.arn.clone(),
+                        })
+                    },
+                )
+            },
+        )
     }
 
-    pub fn update_key_description(&self, caller: &Caller, req: UpdateKeyDescriptionRequest) -> Result<()> {
-        self.call(caller, "UpdateKeyDescription", CallKind::Mutation, &req, |audit| {
-            check_description(&req.description)?;
-            self.update_key(caller, audit, &req.key_id, "kms:UpdateKeyDescription", |k, _| {
-                check_not_pending_deletion(k)?;
-                k.description = req.description.clone();
-                Ok(())
-            })
-        })
+    pub fn update_key_description(
+        &self,
+        caller: &Caller,
+        req: UpdateKeyDescriptionRequest,
+    ) -> Result<()> {
+        self.call(
+            caller,
+            "UpdateKeyDescription",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                check_description(&req.description)?;
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:UpdateKeyDescription",
+                    |k, _| {
+                        check_not_pending_deletion(k)?;
+                        k.description = req.description.clone();
+                        Ok(())
+                    },
+                )
+            },
+        )
     }
 
     // ------------------------------------------------------------------
@@ -832,7 +932,11 @@ impl Kms {
         })
     }
 
-    pub fn list_aliases(&self, caller: &Caller, req: ListAliasesRequest) -> Result<ListAliasesResponse> {
+    pub fn list_aliases(
+        &self,
+        caller: &Caller,
+        req: ListAliasesRequest,
+    ) -> Result<ListAliasesResponse> {
         self.call(caller, "ListAliases", CallKind::Read, &req, |audit| {
             let inner = self.fresh()?;
             let filter = match &req.key_id {
@@ -930,39 +1034,69 @@ impl Kms {
     // rotation
     // ------------------------------------------------------------------
 
-    pub fn enable_key_rotation(&self, caller: &Caller, req: EnableKeyRotationRequest) -> Result<()> {
-        self.call(caller, "EnableKeyRotation", CallKind::Mutation, &req, |audit| {
-            let days = req.rotation_period_in_days.unwrap_or(365);
-            check_range(days, "rotationPeriodInDays", 90, 2560)?;
-            self.update_key(caller, audit, &req.key_id, "kms:EnableKeyRotation", |k, now| {
-                check_rotatable(k)?;
-                let anchor = if k.rotation.enabled {
-                    // Changing the period keeps the schedule's anchor: the last
-                    // rotation (or when rotation was turned on).
-                    k.rotation.next.map(|n| n - TimeDelta::days(i64::from(k.rotation.period_days)))
-                } else {
-                    None
-                };
-                let next = anchor.unwrap_or(now) + TimeDelta::days(i64::from(days));
-                k.rotation = Rotation {
-                    enabled: true,
-                    period_days: days,
-                    next: Some(next.max(now)),
-                };
-                Ok(())
-            })
-        })
+    pub fn enable_key_rotation(
+        &self,
+        caller: &Caller,
+        req: EnableKeyRotationRequest,
+    ) -> Result<()> {
+        self.call(
+            caller,
+            "EnableKeyRotation",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                let days = req.rotation_period_in_days.unwrap_or(365);
+                check_range(days, "rotationPeriodInDays", 90, 2560)?;
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:EnableKeyRotation",
+                    |k, now| {
+                        check_rotatable(k)?;
+                        let anchor = if k.rotation.enabled {
+                            // Changing the period keeps the schedule's anchor: the last
+                            // rotation (or when rotation was turned on).
+                            k.rotation
+                                .next
+                                .map(|n| n - TimeDelta::days(i64::from(k.rotation.period_days)))
+                        } else {
+                            None
+                        };
+                        let next = anchor.unwrap_or(now) + TimeDelta::days(i64::from(days));
+                        k.rotation = Rotation {
+                            enabled: true,
+                            period_days: days,
+                            next: Some(next.max(now)),
+                        };
+                        Ok(())
+                    },
+                )
+            },
+        )
     }
 
     pub fn disable_key_rotation(&self, caller: &Caller, req: KeyIdRequest) -> Result<()> {
-        self.call(caller, "DisableKeyRotation", CallKind::Mutation, &req, |audit| {
-            self.update_key(caller, audit, &req.key_id, "kms:DisableKeyRotation", |k, _| {
-                check_rotatable(k)?;
-                k.rotation.enabled = false;
-                k.rotation.next = None;
-                Ok(())
-            })
-        })
+        self.call(
+            caller,
+            "DisableKeyRotation",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:DisableKeyRotation",
+                    |k, _| {
+                        check_rotatable(k)?;
+                        k.rotation.enabled = false;
+                        k.rotation.next = None;
+                        Ok(())
+                    },
+                )
+            },
+        )
     }
 
     pub fn get_key_rotation_status(
@@ -970,25 +1104,35 @@ impl Kms {
         caller: &Caller,
         req: KeyIdRequest,
     ) -> Result<GetKeyRotationStatusResponse> {
-        self.call(caller, "GetKeyRotationStatus", CallKind::Read, &req, |audit| {
-            let key = self.resolve_fresh(&req.key_id, false)?;
-            audit.resources.push(key.arn.clone());
-            authorize(caller, "kms:GetKeyRotationStatus", &key)?;
-            if key.origin == Origin::External {
-                return Err(external_unsupported(&key));
-            }
-            let r = &key.rotation;
-            Ok(GetKeyRotationStatusResponse {
-                key_rotation_enabled: r.enabled,
-                key_id: key.arn.clone(),
-                rotation_period_in_days: r.enabled.then_some(r.period_days),
-                next_rotation_date: r.next.filter(|_| r.enabled).map(Time),
-                on_demand_rotation_start_date: None,
-            })
-        })
+        self.call(
+            caller,
+            "GetKeyRotationStatus",
+            CallKind::Read,
+            &req,
+            |audit| {
+                let key = self.resolve_fresh(&req.key_id, false)?;
+                audit.resources.push(key.arn.clone());
+                authorize(caller, "kms:GetKeyRotationStatus", &key)?;
+                if key.origin == Origin::External {
+                    return Err(external_unsupported(&key));
+                }
+                let r = &key.rotation;
+                Ok(GetKeyRotationStatusResponse {
+                    key_rotation_enabled: r.enabled,
+                    key_id: key.arn.clone(),
+                    rotation_period_in_days: r.enabled.then_some(r.period_days),
+                    next_rotation_date: r.next.filter(|_| r.enabled).map(Time),
+                    on_demand_rotation_start_date: None,
+                })
+            },
+        )
     }
 
-    pub fn rotate_key_on_demand(&self, caller: &Caller, req: KeyIdRequest) -> Result<KeyIdResponse> {
+    pub fn rotate_key_on_demand(
+        &self,
+        caller: &Caller,
+        req: KeyIdRequest,
+    ) -> Result<KeyIdResponse> {
         self.call(caller, "RotateKeyOnDemand", CallKind::Mutation, &req, |audit| {
             self.update_key(caller, audit, &req.key_id, "kms:RotateKeyOnDemand", |k, now| {
                 check_rotatable(k)?;
@@ -1025,7 +1169,11 @@ impl Kms {
                 None | Some("ROTATIONS_ONLY") => false,
                 Some("ALL_KEY_MATERIAL") => true,
                 Some(other) => {
-                    return Err(enum_error(other, "includeKeyMaterial", &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"]));
+                    return Err(enum_error(
+                        other,
+                        "includeKeyMaterial",
+                        &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"],
+                    ));
                 }
             };
             let key = self.resolve_fresh(&req.key_id, false)?;
@@ -1043,7 +1191,12 @@ impl Kms {
                 .map(|(i, m)| RotationsListEntry {
                     key_id: key.arn.clone(),
                     key_material_id: m.id.clone(),
-                    key_material_state: if i == current { "CURRENT" } else { "NON_CURRENT" }.into(),
+                    key_material_state: if i == current {
+                        "CURRENT"
+                    } else {
+                        "NON_CURRENT"
+                    }
+                    .into(),
                     rotation_date: m.rotation.map(|_| Time(m.created)),
                     rotation_type: m.rotation.map(|r| {
                         match r {
@@ -1069,7 +1222,13 @@ impl Kms {
     // ------------------------------------------------------------------
 
     /// Resolves, authorizes and state-checks a key for a cryptographic operation.
-    fn usable_key(&self, caller: &Caller, audit: &mut Audit, key_id: &str, action: &str) -> Result<Arc<KeyRecord>> {
+    fn usable_key(
+        &self,
+        caller: &Caller,
+        audit: &mut Audit,
+        key_id: &str,
+        action: &str,
+    ) -> Result<Arc<KeyRecord>> {
         let key = self.resolve_fresh(key_id, true)?;
         audit.resources.push(key.arn.clone());
         authorize(caller, action, &key)?;
@@ -1077,11 +1236,22 @@ impl Kms {
         Ok(key)
     }
 
-    fn seal_under(&self, key: &KeyRecord, ctx: &EncryptionContext, plaintext: &[u8]) -> Result<(Vec<u8>, String)> {
+    fn seal_under(
+        &self,
+        key: &KeyRecord,
+        ctx: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, String)> {
         let (version, m) = key
             .current_material()
             .ok_or_else(|| invalid_state(key, "is pending import."))?;
-        let blob = ciphertext::seal(&key.uuid(), version, m.secret.expose(), &canonical_bytes(ctx), plaintext);
+        let blob = ciphertext::seal(
+            &key.uuid(),
+            version,
+            m.secret.expose(),
+            &canonical_bytes(ctx),
+            plaintext,
+        );
         Ok((blob, m.id.clone()))
     }
 
@@ -1099,7 +1269,9 @@ impl Kms {
         check_len(blob.len(), "ciphertextBlob", 1, ciphertext::MAX_LEN)?;
         let parsed = ciphertext::Blob::parse(blob).map_err(|_| invalid_ciphertext())?;
         let inner = self.fresh()?;
-        let named = key_id.map(|id| self.resolve(&inner.cache, id, true)).transpose()?;
+        let named = key_id
+            .map(|id| self.resolve(&inner.cache, id, true))
+            .transpose()?;
         let key = inner.cache.keys.get(&parsed.key_id.to_string()).cloned();
         drop(inner);
         let Some(key) = key else {
@@ -1109,13 +1281,13 @@ impl Kms {
             ));
         };
         audit.resources.push(key.arn.clone());
-        if let Some(named) = named {
-            if named.key_id != key.key_id {
-                return Err(Error::new(
-                    ErrorKind::IncorrectKey,
-                    "The key ID in the request does not identify a CMK that can perform this operation.",
-                ));
-            }
+        if let Some(named) = named
+            && named.key_id != key.key_id
+        {
+            return Err(Error::new(
+                ErrorKind::IncorrectKey,
+                "The key ID in the request does not identify a CMK that can perform this operation.",
+            ));
         }
         authorize(caller, action, &key)?;
         check_usable(&key)?;
@@ -1137,7 +1309,8 @@ impl Kms {
             check_algorithm(req.encryption_algorithm.as_deref())?;
             let key = self.usable_key(caller, audit, &req.key_id, "kms:Encrypt")?;
             dry_run(req.dry_run)?;
-            let (blob, _) = self.seal_under(&key, &req.encryption_context, req.plaintext.as_slice())?;
+            let (blob, _) =
+                self.seal_under(&key, &req.encryption_context, req.plaintext.as_slice())?;
             Ok(EncryptResponse {
                 ciphertext_blob: Blob::new(blob),
                 key_id: key.arn.clone(),
@@ -1181,7 +1354,8 @@ impl Kms {
                 req.source_key_id.as_deref(),
                 "kms:ReEncryptFrom",
             )?;
-            let dest = self.usable_key(caller, audit, &req.destination_key_id, "kms:ReEncryptTo")?;
+            let dest =
+                self.usable_key(caller, audit, &req.destination_key_id, "kms:ReEncryptTo")?;
             dry_run(req.dry_run)?;
             let (blob, dest_material) =
                 self.seal_under(&dest, &req.destination_encryption_context, &plaintext)?;
@@ -1230,9 +1404,14 @@ impl Kms {
         Ok((data_key, blob, key, material))
     }
 
-    pub fn generate_data_key(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse> {
+    pub fn generate_data_key(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse> {
         self.call(caller, "GenerateDataKey", CallKind::Crypto, &req, |audit| {
-            let (dk, blob, key, material) = self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
+            let (dk, blob, key, material) =
+                self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
             Ok(GenerateDataKeyResponse {
                 ciphertext_blob: Blob::new(blob),
                 plaintext: Blob::new(dk.expose().to_vec()),
@@ -1247,18 +1426,28 @@ impl Kms {
         caller: &Caller,
         req: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyWithoutPlaintextResponse> {
-        self.call(caller, "GenerateDataKeyWithoutPlaintext", CallKind::Crypto, &req, |audit| {
-            let (_, blob, key, material) =
-                self.data_key(caller, audit, &req, "kms:GenerateDataKeyWithoutPlaintext")?;
-            Ok(GenerateDataKeyWithoutPlaintextResponse {
-                ciphertext_blob: Blob::new(blob),
-                key_id: key.arn.clone(),
-                key_material_id: material,
-            })
-        })
+        self.call(
+            caller,
+            "GenerateDataKeyWithoutPlaintext",
+            CallKind::Crypto,
+            &req,
+            |audit| {
+                let (_, blob, key, material) =
+                    self.data_key(caller, audit, &req, "kms:GenerateDataKeyWithoutPlaintext")?;
+                Ok(GenerateDataKeyWithoutPlaintextResponse {
+                    ciphertext_blob: Blob::new(blob),
+                    key_id: key.arn.clone(),
+                    key_material_id: material,
+                })
+            },
+        )
     }
 
-    pub fn generate_random(&self, caller: &Caller, req: GenerateRandomRequest) -> Result<GenerateRandomResponse> {
+    pub fn generate_random(
+        &self,
+        caller: &Caller,
+        req: GenerateRandomRequest,
+    ) -> Result<GenerateRandomResponse> {
         self.call(caller, "GenerateRandom", CallKind::Crypto, &req, |_| {
             if req.custom_key_store_id.is_some() {
                 return Err(Error::new(
@@ -1355,7 +1544,10 @@ fn invalid_ciphertext() -> Error {
 fn external_unsupported(k: &KeyRecord) -> Error {
     Error::new(
         ErrorKind::UnsupportedOperation,
-        format!("{} origin is EXTERNAL which is not valid for this operation.", k.arn),
+        format!(
+            "{} origin is EXTERNAL which is not valid for this operation.",
+            k.arn
+        ),
     )
 }
 
@@ -1363,7 +1555,10 @@ fn external_unsupported(k: &KeyRecord) -> Error {
 fn check_usable(k: &KeyRecord) -> Result<()> {
     match k.state {
         KeyState::Enabled => Ok(()),
-        KeyState::Disabled => Err(Error::new(ErrorKind::Disabled, format!("{} is disabled.", k.arn))),
+        KeyState::Disabled => Err(Error::new(
+            ErrorKind::Disabled,
+            format!("{} is disabled.", k.arn),
+        )),
         KeyState::PendingDeletion => Err(invalid_state(k, "is pending deletion.")),
         KeyState::PendingImport => Err(invalid_state(k, "is pending import.")),
     }
@@ -1392,7 +1587,10 @@ fn check_rotatable(k: &KeyRecord) -> Result<()> {
         return Err(external_unsupported(k));
     }
     match k.state {
-        KeyState::Disabled => Err(Error::new(ErrorKind::Disabled, format!("{} is disabled.", k.arn))),
+        KeyState::Disabled => Err(Error::new(
+            ErrorKind::Disabled,
+            format!("{} is disabled.", k.arn),
+        )),
         KeyState::PendingDeletion => Err(invalid_state(k, "is pending deletion.")),
         _ => Ok(()),
     }
@@ -1438,9 +1636,17 @@ fn check_algorithm(alg: Option<&str>) -> Result<()> {
 
 fn check_range(v: u32, member: &str, min: u32, max: u32) -> Result<()> {
     if v < min {
-        Err(Error::validation(v, member, &format!("Member must have value greater than or equal to {min}")))
+        Err(Error::validation(
+            v,
+            member,
+            &format!("Member must have value greater than or equal to {min}"),
+        ))
     } else if v > max {
-        Err(Error::validation(v, member, &format!("Member must have value less than or equal to {max}")))
+        Err(Error::validation(
+            v,
+            member,
+            &format!("Member must have value less than or equal to {max}"),
+        ))
     } else {
         Ok(())
     }
@@ -1457,7 +1663,9 @@ fn check_len(len: usize, member: &str, min: usize, max: usize) -> Result<()> {
     };
     Err(Error::new(
         ErrorKind::Validation,
-        format!("1 validation error detected: Value at '{member}' failed to satisfy constraint: {c}"),
+        format!(
+            "1 validation error detected: Value at '{member}' failed to satisfy constraint: {c}"
+        ),
     ))
 }
 
@@ -1479,7 +1687,10 @@ fn check_grant_tokens(tokens: &[String]) -> Result<()> {
         ));
     }
     if tokens.iter().any(|t| t.is_empty() || t.len() > 8192) {
-        return Err(Error::new(ErrorKind::InvalidGrantToken, "Invalid grant token."));
+        return Err(Error::new(
+            ErrorKind::InvalidGrantToken,
+            "Invalid grant token.",
+        ));
     }
     Ok(())
 }
@@ -1487,20 +1698,39 @@ fn check_grant_tokens(tokens: &[String]) -> Result<()> {
 fn check_tags(new: &[Tag], existing: &[Tag]) -> Result<()> {
     for t in new {
         if t.tag_key.is_empty() || t.tag_key.chars().count() > 128 {
-            return Err(Error::new(ErrorKind::Tag, format!("Tag key '{}' must be 1 to 128 characters.", t.tag_key)));
+            return Err(Error::new(
+                ErrorKind::Tag,
+                format!("Tag key '{}' must be 1 to 128 characters.", t.tag_key),
+            ));
         }
         if t.tag_value.chars().count() > 256 {
-            return Err(Error::new(ErrorKind::Tag, format!("Tag value for '{}' must be at most 256 characters.", t.tag_key)));
+            return Err(Error::new(
+                ErrorKind::Tag,
+                format!(
+                    "Tag value for '{}' must be at most 256 characters.",
+                    t.tag_key
+                ),
+            ));
         }
         if t.tag_key.starts_with("aws:") {
-            return Err(Error::new(ErrorKind::Tag, format!("Tags beginning with aws: are reserved: {}", t.tag_key)));
+            return Err(Error::new(
+                ErrorKind::Tag,
+                format!("Tags beginning with aws: are reserved: {}", t.tag_key),
+            ));
         }
     }
-    let mut keys: Vec<&str> = existing.iter().chain(new).map(|t| t.tag_key.as_str()).collect();
+    let mut keys: Vec<&str> = existing
+        .iter()
+        .chain(new)
+        .map(|t| t.tag_key.as_str())
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     if keys.len() > TAGS_PER_KEY {
-        return Err(Error::new(ErrorKind::Tag, format!("A key can have at most {TAGS_PER_KEY} tags.")));
+        return Err(Error::new(
+            ErrorKind::Tag,
+            format!("A key can have at most {TAGS_PER_KEY} tags."),
+        ));
     }
     Ok(())
 }
@@ -1533,4 +1763,90 @@ fn paginate<T>(
     let next = truncated.then(|| b64.encode(format!("ebsim:{end}")));
     let page = items.into_iter().skip(start).take(end - start).collect();
     Ok((page, next, truncated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backing keys (and the root key outside root.key) never appear in any file.
+    #[test]
+    fn backing_keys_are_never_stored_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DataRoot::open(dir.path()).unwrap();
+        let kms = Kms::open_with(
+            &root,
+            "us-east-1",
+            "111122223333",
+            Clock::manual(chrono::Utc::now()),
+            None,
+        )
+        .unwrap();
+        let me = Caller::account_root("111122223333");
+        for _ in 0..3 {
+            let k = kms
+                .create_key(&me, CreateKeyRequest::default())
+                .unwrap()
+                .key_metadata;
+            kms.rotate_key_on_demand(&me, KeyIdRequest { key_id: k.key_id })
+                .unwrap();
+        }
+        kms.aws_managed_key("ebs").unwrap();
+        let mut secrets: Vec<Vec<u8>> = Vec::new();
+        {
+            let inner = kms.fresh().unwrap();
+            for k in inner.cache.keys.values() {
+                for m in &k.materials {
+                    secrets.push(m.secret.expose().to_vec());
+                }
+            }
+        }
+        assert_eq!(secrets.len(), 7);
+        let root_key = std::fs::read(dir.path().join("root.key")).unwrap()[8..40].to_vec();
+        let scan = |secrets: &[Vec<u8>]| {
+            let mut stack = vec![dir.path().to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                        continue;
+                    }
+                    let bytes = std::fs::read(&p).unwrap();
+                    for s in secrets {
+                        assert!(
+                            !bytes.windows(s.len()).any(|w| w == &s[..]),
+                            "secret found in {}",
+                            p.display()
+                        );
+                    }
+                    if !p.ends_with("root.key") {
+                        assert!(
+                            !bytes.windows(32).any(|w| w == &root_key[..]),
+                            "root key found in {}",
+                            p.display()
+                        );
+                    }
+                }
+            }
+        };
+        scan(&secrets);
+        drop(kms);
+        scan(&secrets);
+    }
+
+    #[test]
+    fn pagination_markers_are_opaque_and_checked() {
+        let items: Vec<u32> = (0..5).collect();
+        let (p, next, t) = paginate(items.clone(), Some(2), 10, 5, None).unwrap();
+        assert_eq!((p, t), (vec![0, 1], true));
+        let (p, next, t) = paginate(items.clone(), Some(2), 10, 5, next.as_deref()).unwrap();
+        assert_eq!((p, t), (vec![2, 3], true));
+        let (p, next, t) = paginate(items.clone(), Some(2), 10, 5, next.as_deref()).unwrap();
+        assert_eq!((p, next, t), (vec![4], None, false));
+        assert!(
+            paginate(items, None, 10, 5, Some("ZWJzaW06OTk=")).is_err(),
+            "offset past the end"
+        );
+    }
 }

@@ -196,7 +196,11 @@ mod tests {
 
     #[test]
     fn backoff_is_jittered_and_capped() {
-        let b = Backoff { max_attempts: 5, base: Duration::from_millis(10), cap: Duration::from_millis(40) };
+        let b = Backoff {
+            max_attempts: 5,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(40),
+        };
         for attempt in 1..10 {
             assert!(b.delay(attempt) < Duration::from_millis(40));
         }
@@ -206,7 +210,11 @@ mod tests {
 
     #[test]
     fn retry_gives_up_after_max_attempts_and_passes_other_errors_through() {
-        let b = Backoff { max_attempts: 3, base: Duration::from_millis(1), cap: Duration::from_millis(2) };
+        let b = Backoff {
+            max_attempts: 3,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        };
         let mut calls = 0;
         let r: Result<()> = b.run(|| {
             calls += 1;
@@ -224,7 +232,11 @@ mod tests {
         let mut calls = 0;
         let r = b.run(|| {
             calls += 1;
-            if calls < 3 { Err(Error::new(ErrorKind::Throttling, "x")) } else { Ok(7) }
+            if calls < 3 {
+                Err(Error::new(ErrorKind::Throttling, "x"))
+            } else {
+                Ok(7)
+            }
         });
         assert_eq!(r.unwrap(), 7);
     }

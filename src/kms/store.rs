@@ -64,7 +64,10 @@ impl RootKey {
                 }
                 Self::create(path)
             }
-            Err(e) => Err(Error::io(format!("cannot read the root key {}", path.display()), e)),
+            Err(e) => Err(Error::io(
+                format!("cannot read the root key {}", path.display()),
+                e,
+            )),
         }
     }
 
@@ -186,7 +189,11 @@ impl Store {
         let aad = b"meta/root-check";
         let found: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE name = 'root-check'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'root-check'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         match found {
             Some(sealed) => match keys.open_blob(aad, &sealed) {
@@ -217,7 +224,9 @@ impl Store {
 
     /// SQLite's `data_version`: changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// All rows of one kind, opened.
@@ -241,7 +250,11 @@ impl Store {
     }
 }
 
-fn list_in<T: DeserializeOwned>(conn: &Connection, keys: &StoreKeys<'_>, kind: Kind) -> Result<Vec<T>> {
+fn list_in<T: DeserializeOwned>(
+    conn: &Connection,
+    keys: &StoreKeys<'_>,
+    kind: Kind,
+) -> Result<Vec<T>> {
     let mut stmt = conn.prepare_cached("SELECT id, sealed FROM objects WHERE kind = ?1")?;
     let rows = stmt.query_map(params![kind as u8], |r| {
         Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
@@ -280,7 +293,12 @@ impl StoreKeys<'_> {
             return Err(aead::OpenError);
         }
         let (nonce, body) = sealed.split_at(aead::NONCE_LEN);
-        aead::open(self.seal_key(), nonce.try_into().expect("12 bytes"), aad, body)
+        aead::open(
+            self.seal_key(),
+            nonce.try_into().expect("12 bytes"),
+            aad,
+            body,
+        )
     }
 
     fn row_aad(kind: Kind, id: &[u8]) -> Vec<u8> {
@@ -292,7 +310,11 @@ impl StoreKeys<'_> {
     fn open_row<T: DeserializeOwned>(&self, kind: Kind, id: &[u8], sealed: &[u8]) -> Result<T> {
         let json = self
             .open_blob(&Self::row_aad(kind, id), sealed)
-            .map_err(|_| Error::environment("a KMS store row failed authentication (the store was altered or damaged)"))?;
+            .map_err(|_| {
+                Error::environment(
+                    "a KMS store row failed authentication (the store was altered or damaged)",
+                )
+            })?;
         serde_json::from_slice(&json)
             .map_err(|e| Error::environment(format!("a KMS store row does not parse: {e}")))
     }
@@ -363,7 +385,10 @@ mod tests {
         std::fs::remove_file(&key_path).unwrap();
         let e = RootKey::load_or_create(&root).err().unwrap();
         assert!(e.to_string().contains("missing"), "{e}");
-        assert!(!key_path.exists(), "no new root key may be created over existing state");
+        assert!(
+            !key_path.exists(),
+            "no new root key may be created over existing state"
+        );
     }
 
     #[test]
@@ -386,8 +411,14 @@ mod tests {
         let rk = RootKey::load_or_create(&root).unwrap();
         let db = root.region_dir("us-east-1").unwrap().join("kms.db");
         let mut s = Store::open(&db, &rk).unwrap();
-        s.write(|tx| tx.put(Kind::Alias, "alias/very-visible-name", &"very-visible-value"))
-            .unwrap();
+        s.write(|tx| {
+            tx.put(
+                Kind::Alias,
+                "alias/very-visible-name",
+                &"very-visible-value",
+            )
+        })
+        .unwrap();
         let got: Vec<String> = s.list(Kind::Alias).unwrap();
         assert_eq!(got, vec!["very-visible-value"]);
         drop(s);

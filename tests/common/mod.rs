@@ -1,0 +1,139 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use ebsim::clock::{Clock, Timestamp, parse_time};
+use ebsim::home::DataRoot;
+use ebsim::kms::Kms;
+use ebsim::kms::access::Caller;
+use ebsim::kms::api::*;
+use ebsim::{Error, ErrorKind};
+
+pub const ACCOUNT: &str = "111122223333";
+
+pub fn start() -> Timestamp {
+    parse_time("2026-01-01T00:00:00Z").unwrap()
+}
+
+/// A KMS on a fresh data root with a manual clock and no throttling.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub root: DataRoot,
+    pub clock: Clock,
+    pub kms: Kms,
+    pub me: Caller,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self::with_region("us-east-1")
+    }
+
+    pub fn with_region(region: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DataRoot::open(dir.path()).unwrap();
+        let clock = Clock::manual(start());
+        let kms = Kms::open_with(&root, region, ACCOUNT, clock.clone(), None).unwrap();
+        Env {
+            dir,
+            root,
+            clock,
+            kms,
+            me: Caller::account_root(ACCOUNT),
+        }
+    }
+
+    /// Another region's KMS on the same data root and clock.
+    pub fn region(&self, region: &str) -> Kms {
+        Kms::open_with(&self.root, region, ACCOUNT, self.clock.clone(), None).unwrap()
+    }
+
+    pub fn advance_days(&mut self, days: i64) {
+        self.clock.advance(chrono::TimeDelta::days(days));
+    }
+
+    pub fn create_key(&self) -> KeyMetadata {
+        self.kms
+            .create_key(&self.me, CreateKeyRequest::default())
+            .unwrap()
+            .key_metadata
+    }
+
+    pub fn encrypt(&self, key_id: &str, plaintext: &[u8]) -> Result<EncryptResponse, Error> {
+        self.kms.encrypt(
+            &self.me,
+            EncryptRequest {
+                key_id: key_id.into(),
+                plaintext: Blob::new(plaintext.to_vec()),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn decrypt(&self, blob: &[u8]) -> Result<DecryptResponse, Error> {
+        self.kms.decrypt(
+            &self.me,
+            DecryptRequest {
+                ciphertext_blob: Blob::new(blob.to_vec()),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn describe(&self, key_id: &str) -> Result<KeyMetadata, Error> {
+        self.kms
+            .describe_key(
+                &self.me,
+                DescribeKeyRequest {
+                    key_id: key_id.into(),
+                    ..Default::default()
+                },
+            )
+            .map(|r| r.key_metadata)
+    }
+
+    pub fn key(&self, key_id: &str) -> KeyIdRequest {
+        KeyIdRequest {
+            key_id: key_id.into(),
+        }
+    }
+}
+
+/// Asserts an error of `kind` and returns its message.
+#[track_caller]
+pub fn expect_err<T: std::fmt::Debug>(r: Result<T, Error>, kind: ErrorKind) -> String {
+    match r {
+        Ok(v) => panic!("expected {kind:?}, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.kind(), kind, "wrong error: {e}");
+            e.message().to_string()
+        }
+    }
+}
+
+pub fn ctx(pairs: &[(&str, &str)]) -> ebsim::kms::context::EncryptionContext {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every byte of every regular file under `dir`.
+pub fn all_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
