@@ -14,6 +14,14 @@ pub fn random_fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random number generator failed");
 }
 
+/// Fills `buf` from a per-thread userspace CSPRNG (ChaCha, seeded and reseeded
+/// from the OS). For nonces and identifiers on hot paths, where a system call per
+/// value would dominate; key material comes from [`random_fill`].
+pub fn fast_random_fill(buf: &mut [u8]) {
+    use rand::RngCore;
+    rand::rng().fill_bytes(buf);
+}
+
 /// `n` random bytes.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];

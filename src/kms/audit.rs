@@ -55,45 +55,48 @@ impl AuditLog {
 
     pub fn record(&self, ev: &Event<'_>) -> Result<()> {
         let c = ev.caller;
-        let mut identity = json!({
-            "type": c.identity_type,
-            "principalId": c.account_id,
-            "arn": c.arn,
-            "accountId": c.account_id,
-        });
-        if let Some(via) = &c.via_service {
+        let invoked_by = c.via_service.as_deref().map(|via| {
             let service = via.split('.').next().unwrap_or(via);
-            identity["invokedBy"] = json!(format!("{service}.amazonaws.com"));
-        }
-        let mut rec = json!({
-            "eventVersion": "1.08",
-            "userIdentity": identity,
-            "eventTime": cloudtrail_time(&ev.time),
-            "eventSource": "kms.amazonaws.com",
-            "eventName": ev.event_name,
-            "awsRegion": ev.region,
-            "sourceIPAddress": c.source_ip,
-            "userAgent": c.user_agent,
-            "requestParameters": ev.request,
-            "responseElements": ev.response,
-            "requestID": uuid::Uuid::new_v4().to_string(),
-            "eventID": uuid::Uuid::new_v4().to_string(),
-            "readOnly": ev.read_only,
-            "resources": ev.resources.iter().map(|arn| json!({
-                "accountId": arn.split(':').nth(4).unwrap_or_default(),
-                "type": "AWS::KMS::Key",
-                "ARN": arn,
-            })).collect::<Vec<_>>(),
-            "eventType": "AwsApiCall",
-            "managementEvent": true,
-            "recipientAccountId": c.account_id,
-            "eventCategory": "Management",
+            format!("{service}.amazonaws.com")
         });
-        if let Some(e) = ev.error {
-            rec["errorCode"] = json!(e.code());
-            rec["errorMessage"] = json!(e.message());
-        }
-        let mut line = serde_json::to_vec(&rec).expect("records serialize");
+        let rec = Record {
+            event_version: "1.08",
+            user_identity: Identity {
+                kind: &c.identity_type,
+                principal_id: &c.account_id,
+                arn: &c.arn,
+                account_id: &c.account_id,
+                invoked_by: invoked_by.as_deref(),
+            },
+            event_time: cloudtrail_time(&ev.time),
+            event_source: "kms.amazonaws.com",
+            event_name: ev.event_name,
+            aws_region: ev.region,
+            source_ip_address: &c.source_ip,
+            user_agent: &c.user_agent,
+            error_code: ev.error.map(|e| e.code()),
+            error_message: ev.error.map(|e| e.message()),
+            request_parameters: &ev.request,
+            response_elements: &ev.response,
+            request_id: uuid::Uuid::new_v4(),
+            event_id: uuid::Uuid::new_v4(),
+            read_only: ev.read_only,
+            resources: ev
+                .resources
+                .iter()
+                .map(|arn| Resource {
+                    account_id: arn.split(':').nth(4).unwrap_or_default(),
+                    kind: "AWS::KMS::Key",
+                    arn,
+                })
+                .collect(),
+            event_type: "AwsApiCall",
+            management_event: true,
+            recipient_account_id: &c.account_id,
+            event_category: "Management",
+        };
+        let mut line = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut line, &rec).expect("records serialize");
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(&line).map_err(|e| {
@@ -103,6 +106,59 @@ impl AuditLog {
             )
         })
     }
+}
+
+/// One CloudTrail record, field for field (serialized in this order).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    event_version: &'static str,
+    user_identity: Identity<'a>,
+    event_time: String,
+    event_source: &'static str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'a str,
+    user_agent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    request_parameters: &'a Value,
+    response_elements: &'a Value,
+    #[serde(rename = "requestID")]
+    request_id: uuid::Uuid,
+    #[serde(rename = "eventID")]
+    event_id: uuid::Uuid,
+    read_only: bool,
+    resources: Vec<Resource<'a>>,
+    event_type: &'static str,
+    management_event: bool,
+    recipient_account_id: &'a str,
+    event_category: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    principal_id: &'a str,
+    arn: &'a str,
+    account_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoked_by: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ARN")]
+    arn: &'a str,
 }
 
 /// `LookupAttribute` of CloudTrail's LookupEvents.

@@ -133,7 +133,7 @@ pub fn seal(
     plaintext: &[u8],
 ) -> Vec<u8> {
     let mut nonce = [0u8; 16];
-    crate::crypto::random_fill(&mut nonce);
+    crate::crypto::fast_random_fill(&mut nonce);
     seal_with_nonce(
         key_id,
         material_version,

@@ -1378,7 +1378,7 @@ impl Kms {
         audit: &mut Audit,
         req: &GenerateDataKeyRequest,
         action: &str,
-    ) -> Result<(SecretBytes, Vec<u8>, Arc<KeyRecord>, String)> {
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Vec<u8>, Arc<KeyRecord>, String)> {
         let len = match (req.number_of_bytes, req.key_spec.as_deref()) {
             (Some(n), None) => {
                 check_range(n, "numberOfBytes", 1, 1024)?;
@@ -1399,8 +1399,11 @@ impl Kms {
         check_grant_tokens(&req.grant_tokens)?;
         let key = self.usable_key(caller, audit, &req.key_id, action)?;
         dry_run(req.dry_run)?;
-        let data_key = SecretBytes::random(len);
-        let (blob, material) = self.seal_under(&key, &req.encryption_context, data_key.expose())?;
+        // The plaintext data key goes back to the caller in the response (a zeroizing
+        // buffer); it is never kept.
+        let mut data_key = zeroize::Zeroizing::new(vec![0u8; len]);
+        crate::crypto::random_fill(&mut data_key);
+        let (blob, material) = self.seal_under(&key, &req.encryption_context, &data_key)?;
         Ok((data_key, blob, key, material))
     }
 
@@ -1414,7 +1417,7 @@ impl Kms {
                 self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
             Ok(GenerateDataKeyResponse {
                 ciphertext_blob: Blob::new(blob),
-                plaintext: Blob::new(dk.expose().to_vec()),
+                plaintext: Blob(dk),
                 key_id: key.arn.clone(),
                 key_material_id: material,
             })
