@@ -1378,7 +1378,7 @@ impl Kms {
         audit: &mut Audit,
         req: &GenerateDataKeyRequest,
         action: &str,
-    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Vec<u8>, Arc<KeyRecord>, String)> {
+    ) -> Result<DataKey> {
         let len = match (req.number_of_bytes, req.key_spec.as_deref()) {
             (Some(n), None) => {
                 check_range(n, "numberOfBytes", 1, 1024)?;
@@ -1404,7 +1404,12 @@ impl Kms {
         let mut data_key = zeroize::Zeroizing::new(vec![0u8; len]);
         crate::crypto::random_fill(&mut data_key);
         let (blob, material) = self.seal_under(&key, &req.encryption_context, &data_key)?;
-        Ok((data_key, blob, key, material))
+        Ok(DataKey {
+            plaintext: data_key,
+            blob,
+            key,
+            material,
+        })
     }
 
     pub fn generate_data_key(
@@ -1413,8 +1418,12 @@ impl Kms {
         req: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse> {
         self.call(caller, "GenerateDataKey", CallKind::Crypto, &req, |audit| {
-            let (dk, blob, key, material) =
-                self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
+            let DataKey {
+                plaintext: dk,
+                blob,
+                key,
+                material,
+            } = self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
             Ok(GenerateDataKeyResponse {
                 ciphertext_blob: Blob::new(blob),
                 plaintext: Blob(dk),
@@ -1435,8 +1444,12 @@ impl Kms {
             CallKind::Crypto,
             &req,
             |audit| {
-                let (_, blob, key, material) =
-                    self.data_key(caller, audit, &req, "kms:GenerateDataKeyWithoutPlaintext")?;
+                let DataKey {
+                    blob,
+                    key,
+                    material,
+                    ..
+                } = self.data_key(caller, audit, &req, "kms:GenerateDataKeyWithoutPlaintext")?;
                 Ok(GenerateDataKeyWithoutPlaintextResponse {
                     ciphertext_blob: Blob::new(blob),
                     key_id: key.arn.clone(),
@@ -1467,6 +1480,14 @@ impl Kms {
             })
         })
     }
+}
+
+/// A generated data key: the plaintext (for the caller only), its blob, the key.
+struct DataKey {
+    plaintext: zeroize::Zeroizing<Vec<u8>>,
+    blob: Vec<u8>,
+    key: Arc<KeyRecord>,
+    material: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
