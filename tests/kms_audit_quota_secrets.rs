@@ -429,3 +429,25 @@ fn data_root_files_are_private() {
         assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", path.display());
     }
 }
+
+#[test]
+fn lookup_orders_by_event_time_even_when_the_clock_moved_back() {
+    let mut env = Env::new();
+    env.advance_days(10);
+    env.create_key(); // logged at day 10
+    env.clock.set(start());
+    let k = env.create_key(); // logged later, but at day 0
+    let all = events(&env, Some(("EventName", "CreateKey")));
+    let times: Vec<&str> = all
+        .iter()
+        .map(|e| e["EventTime"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2026-01-11T00:00:00.000000+00:00",
+            "2026-01-01T00:00:00.000000+00:00"
+        ]
+    );
+    assert_eq!(record(&all[1])["resources"][0]["ARN"], k.arn.as_str());
+}

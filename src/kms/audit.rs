@@ -283,16 +283,20 @@ pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
     }
-    let selected: Vec<Value> = records
+    // Newest first by event time; records with the same time, latest written first.
+    // (The clock can be moved, so file order alone is not time order.)
+    let mut selected: Vec<(Option<Timestamp>, Value)> = records
         .into_iter()
         .rev()
-        .filter(|r| {
-            let t = r["eventTime"].as_str().and_then(|t| parse_time(t).ok());
+        .map(|r| (r["eventTime"].as_str().and_then(|t| parse_time(t).ok()), r))
+        .filter(|(t, r)| {
             q.start_time.is_none_or(|s| t.is_some_and(|t| t >= s))
                 && q.end_time.is_none_or(|e| t.is_some_and(|t| t <= e))
                 && q.attributes.iter().all(|a| matches(r, a))
         })
         .collect();
+    selected.sort_by(|a, b| b.0.cmp(&a.0));
+    let selected: Vec<Value> = selected.into_iter().map(|(_, r)| r).collect();
     let page: Vec<Value> = selected
         .iter()
         .skip(skip)

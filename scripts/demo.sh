@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The end-to-end story on the default data root (volumes/): a customer managed key
+# and its alias, the AWS CLI seed lines, envelope encryption with a data key, a year
+# of rotation, a disabled key, the AWS managed key, deletion, and the audit trail.
+# Installs what it needs and builds a release binary first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+say "installing what the demo needs"
+ensure_apt bash coreutils openssl ca-certificates gcc
+ensure_rust
+say "building ebsim (release)"
+cargo build --release --locked --quiet
+export PATH="$PWD/target/release:$PATH"
+unset EBSIM_HOME EBSIM_NOW EBSIM_REGION EBSIM_OUTPUT
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+show() { printf '\n$ %s\n' "$*"; "$@"; }
+
+say "1. A customer managed key and an alias (data root: the checkout's volumes/)"
+KEY=$(ebsim kms create-key --description "ebsim demo: cat robot battle plans" \
+      --tags TagKey=project,TagValue=catrobot --query KeyMetadata.KeyId --output text)
+echo "created key $KEY"
+if ebsim kms describe-key --key-id alias/catrobot >/dev/null 2>&1; then
+    show ebsim kms update-alias --alias-name alias/catrobot --target-key-id "$KEY"
+else
+    show ebsim kms create-alias --alias-name alias/catrobot --target-key-id "$KEY"
+fi
+show ebsim kms describe-key --key-id alias/catrobot --output table \
+     --query 'KeyMetadata.{KeyId:KeyId,State:KeyState,Manager:KeyManager,Spec:KeySpec}'
+
+say "2. The seed lines, verbatim with aws replaced by ebsim"
+echo "Attack at dawn. Bring the laser pointer." > battleplans.txt
+for line in \
+  'ebsim kms encrypt --key-id alias/catrobot --plaintext fileb://battleplans.txt --output text --query CiphertextBlob | base64 --decode > not_battleplans.enc' \
+  'ebsim kms decrypt --ciphertext-blob fileb://not_battleplans.enc --output text --query Plaintext | base64 --decode > decryptedplans.txt'
+do
+    printf '\n$ %s\n' "$line"
+    eval "$line"
+done
+cmp battleplans.txt decryptedplans.txt && echo "decryptedplans.txt is identical to battleplans.txt"
+echo "the ciphertext is $(stat -c %s not_battleplans.enc) bytes and names its key and backing-key version;"
+echo "decrypt needed no --key-id."
+
+say "3. Envelope encryption: a data key bound to an encryption context"
+ebsim kms generate-data-key --key-id alias/catrobot --key-spec AES_256 \
+      --encryption-context project=catrobot --output text --query '[Plaintext,CiphertextBlob]' > dk.txt
+cut -f1 dk.txt | base64 --decode | xxd -p -c 64 > dk.hex
+cut -f2 dk.txt | base64 --decode > dk.enc
+head -c 1048576 /dev/urandom > bulk.bin
+openssl enc -aes-256-ctr -K "$(cat dk.hex)" -iv 00000000000000000000000000000000 -in bulk.bin -out bulk.enc
+rm dk.hex dk.txt    # only the wrapped data key is kept beside the data
+echo "1 MiB encrypted locally with the data key; the plaintext key is gone, dk.enc kept."
+show ebsim kms decrypt --ciphertext-blob fileb://dk.enc --query Plaintext --output text >/dev/null \
+  || echo "(without the encryption context KMS refuses, as AWS does)"
+KEYHEX=$(ebsim kms decrypt --ciphertext-blob fileb://dk.enc --encryption-context project=catrobot \
+         --query Plaintext --output text | base64 --decode | xxd -p -c 64)
+openssl enc -d -aes-256-ctr -K "$KEYHEX" -iv 00000000000000000000000000000000 -in bulk.enc | cmp - bulk.bin \
+  && echo "with the context: data key unwrapped, 1 MiB decrypted, identical"
+
+say "4. Rotation: a year passes (EBSIM_NOW moves the clock for one command)"
+show ebsim kms enable-key-rotation --key-id "$KEY"
+NEXT=$(ebsim kms get-key-rotation-status --key-id "$KEY" --query NextRotationDate --output text)
+echo "next rotation: $NEXT"
+LATER=$(date -u -d "$(echo "$NEXT" | cut -c1-19) +1 day" +%Y-%m-%dT%H:%M:%SZ)
+show env EBSIM_NOW="$LATER" ebsim kms list-key-rotations --key-id "$KEY" --output table
+show env EBSIM_NOW="$LATER" ebsim kms decrypt --ciphertext-blob fileb://not_battleplans.enc \
+     --query '[KeyMaterialId, Plaintext]' --output text
+echo "(the year-old ciphertext still decrypts with the material it names)"
+
+say "5. A disabled key stops every cryptographic call"
+show ebsim kms disable-key --key-id "$KEY"
+show ebsim kms encrypt --key-id alias/catrobot --plaintext fileb://battleplans.txt || true
+show ebsim kms enable-key --key-id "$KEY"
+
+say "6. The AWS managed key alias/aws/ebs: created on first use, not for direct use"
+show ebsim kms describe-key --key-id alias/aws/ebs --query 'KeyMetadata.[KeyId,KeyManager,Description]' --output text
+show ebsim kms encrypt --key-id alias/aws/ebs --plaintext fileb://battleplans.txt || true
+
+say "7. Deletion: seven days pending, then gone with everything it encrypted"
+DOOMED=$(ebsim kms create-key --description "ebsim demo: doomed" --query KeyMetadata.KeyId --output text)
+ebsim kms encrypt --key-id "$DOOMED" --plaintext fileb://battleplans.txt --query CiphertextBlob --output text | base64 --decode > doomed.enc
+show ebsim kms schedule-key-deletion --key-id "$DOOMED" --pending-window-in-days 7 --output text
+show ebsim kms decrypt --ciphertext-blob fileb://doomed.enc || true
+GONE=$(date -u -d "+8 days" +%Y-%m-%dT%H:%M:%SZ)
+show env EBSIM_NOW="$GONE" ebsim kms describe-key --key-id "$DOOMED" || true
+show env EBSIM_NOW="$GONE" ebsim kms decrypt --ciphertext-blob fileb://doomed.enc || true
+
+say "8. The audit trail (CloudTrail LookupEvents)"
+show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
+     --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
+echo
+echo "State lives in $(cd "$OLDPWD" && pwd)/volumes (root key, sealed KMS store, audit log)."
+echo "demo finished."

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then: cargo fmt --check, clippy with warnings as
+# errors, and every test (unit, integration, golden CLI transcripts, property tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+say "installing what the tests need"
+ensure_apt bash coreutils ca-certificates gcc
+ensure_rust
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --all-targets --locked 2>&1 | tee target/test-output.txt
+# The totals, as one plain line.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\nsummary: %d passed, %d failed, %d skipped\n", p, f, s }' target/test-output.txt
