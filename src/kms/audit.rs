@@ -295,7 +295,7 @@ pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
                 && q.attributes.iter().all(|a| matches(r, a))
         })
         .collect();
-    selected.sort_by(|a, b| b.0.cmp(&a.0));
+    selected.sort_by_key(|r| std::cmp::Reverse(r.0));
     let selected: Vec<Value> = selected.into_iter().map(|(_, r)| r).collect();
     let page: Vec<Value> = selected
         .iter()
