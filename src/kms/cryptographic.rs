@@ -1,0 +1,275 @@
+//! The cryptographic operations: Encrypt, Decrypt, ReEncrypt, GenerateDataKey,
+//! GenerateDataKeyWithoutPlaintext, GenerateRandom. They count against the shared
+//! symmetric quota and are `readOnly` in CloudTrail.
+
+use super::*;
+
+impl Kms {
+    /// Resolves, authorizes and state-checks a key for a cryptographic operation.
+    fn usable_key(
+        &self,
+        caller: &Caller,
+        audit: &mut Audit,
+        key_id: &str,
+        action: &str,
+    ) -> Result<Arc<KeyRecord>> {
+        let key = self.resolve_fresh(key_id, true)?;
+        audit.resources.push(key.arn.clone());
+        authorize(caller, action, &key)?;
+        check_usable(&key)?;
+        Ok(key)
+    }
+
+    fn seal_under(
+        &self,
+        key: &KeyRecord,
+        ctx: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, String)> {
+        let (version, m) = key
+            .current_material()
+            .ok_or_else(|| invalid_state(key, "is pending import."))?;
+        let blob = ciphertext::seal(
+            &key.uuid(),
+            version,
+            m.secret.expose(),
+            &canonical_bytes(ctx),
+            plaintext,
+        );
+        Ok((blob, m.id.clone()))
+    }
+
+    /// Opens a ciphertext blob: finds its key and backing-key version, checks the
+    /// optional `KeyId`, authorizes `action`, decrypts with the context.
+    fn open_blob(
+        &self,
+        caller: &Caller,
+        audit: &mut Audit,
+        blob: &[u8],
+        ctx: &EncryptionContext,
+        key_id: Option<&str>,
+        action: &str,
+    ) -> Result<(Arc<KeyRecord>, zeroize::Zeroizing<Vec<u8>>, String)> {
+        check_len(blob.len(), "ciphertextBlob", 1, ciphertext::MAX_LEN)?;
+        let parsed = ciphertext::Blob::parse(blob).map_err(|_| invalid_ciphertext())?;
+        let inner = self.fresh()?;
+        let named = key_id
+            .map(|id| self.resolve(&inner.cache, id, true))
+            .transpose()?;
+        let key = inner.cache.keys.get(&parsed.key_id.to_string()).cloned();
+        drop(inner);
+        let Some(key) = key else {
+            return Err(Error::new(
+                ErrorKind::AccessDenied,
+                "The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access.",
+            ));
+        };
+        audit.resources.push(key.arn.clone());
+        if let Some(named) = named
+            && named.key_id != key.key_id
+        {
+            return Err(Error::new(
+                ErrorKind::IncorrectKey,
+                "The key ID in the request does not identify a CMK that can perform this operation.",
+            ));
+        }
+        authorize(caller, action, &key)?;
+        check_usable(&key)?;
+        let m = key
+            .materials
+            .get(parsed.material_version as usize)
+            .ok_or_else(invalid_ciphertext)?;
+        let plaintext = parsed
+            .open(m.secret.expose(), &canonical_bytes(ctx))
+            .map_err(|_| invalid_ciphertext())?;
+        let material_id = m.id.clone();
+        Ok((key, plaintext, material_id))
+    }
+
+    pub fn encrypt(&self, caller: &Caller, req: EncryptRequest) -> Result<EncryptResponse> {
+        self.call(caller, "Encrypt", CallKind::Crypto, &req, |audit| {
+            check_len(req.plaintext.as_slice().len(), "plaintext", 1, 4096)?;
+            check_grant_tokens(&req.grant_tokens)?;
+            check_algorithm(req.encryption_algorithm.as_deref())?;
+            let key = self.usable_key(caller, audit, &req.key_id, "kms:Encrypt")?;
+            dry_run(req.dry_run)?;
+            let (blob, _) =
+                self.seal_under(&key, &req.encryption_context, req.plaintext.as_slice())?;
+            Ok(EncryptResponse {
+                ciphertext_blob: Blob::new(blob),
+                key_id: key.arn.clone(),
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            })
+        })
+    }
+
+    pub fn decrypt(&self, caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse> {
+        self.call(caller, "Decrypt", CallKind::Crypto, &req, |audit| {
+            check_grant_tokens(&req.grant_tokens)?;
+            check_algorithm(req.encryption_algorithm.as_deref())?;
+            let (key, plaintext, material_id) = self.open_blob(
+                caller,
+                audit,
+                req.ciphertext_blob.as_slice(),
+                &req.encryption_context,
+                req.key_id.as_deref(),
+                "kms:Decrypt",
+            )?;
+            dry_run(req.dry_run)?;
+            Ok(DecryptResponse {
+                key_id: key.arn.clone(),
+                plaintext: Blob(plaintext),
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                key_material_id: material_id,
+            })
+        })
+    }
+
+    pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<ReEncryptResponse> {
+        self.call(caller, "ReEncrypt", CallKind::Crypto, &req, |audit| {
+            check_grant_tokens(&req.grant_tokens)?;
+            check_algorithm(req.source_encryption_algorithm.as_deref())?;
+            check_algorithm(req.destination_encryption_algorithm.as_deref())?;
+            let (source, plaintext, source_material) = self.open_blob(
+                caller,
+                audit,
+                req.ciphertext_blob.as_slice(),
+                &req.source_encryption_context,
+                req.source_key_id.as_deref(),
+                "kms:ReEncryptFrom",
+            )?;
+            let dest =
+                self.usable_key(caller, audit, &req.destination_key_id, "kms:ReEncryptTo")?;
+            dry_run(req.dry_run)?;
+            let (blob, dest_material) =
+                self.seal_under(&dest, &req.destination_encryption_context, &plaintext)?;
+            Ok(ReEncryptResponse {
+                ciphertext_blob: Blob::new(blob),
+                source_key_id: source.arn.clone(),
+                key_id: dest.arn.clone(),
+                source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                source_key_material_id: source_material,
+                destination_key_material_id: dest_material,
+            })
+        })
+    }
+
+    /// The shared body of GenerateDataKey and GenerateDataKeyWithoutPlaintext.
+    fn data_key(
+        &self,
+        caller: &Caller,
+        audit: &mut Audit,
+        req: &GenerateDataKeyRequest,
+        action: &str,
+    ) -> Result<DataKey> {
+        let len = match (req.number_of_bytes, req.key_spec.as_deref()) {
+            (Some(n), None) => {
+                check_range(n, "numberOfBytes", 1, 1024)?;
+                n as usize
+            }
+            (None, Some(spec)) => match spec {
+                "AES_256" => 32,
+                "AES_128" => 16,
+                other => return Err(enum_error(other, "keySpec", &["AES_256", "AES_128"])),
+            },
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Validation,
+                    "Please specify either number of bytes or key spec.",
+                ));
+            }
+        };
+        check_grant_tokens(&req.grant_tokens)?;
+        let key = self.usable_key(caller, audit, &req.key_id, action)?;
+        dry_run(req.dry_run)?;
+        // The plaintext data key goes back to the caller in the response (a zeroizing
+        // buffer); it is never kept.
+        let mut data_key = zeroize::Zeroizing::new(vec![0u8; len]);
+        crate::crypto::random_fill(&mut data_key);
+        let (blob, material) = self.seal_under(&key, &req.encryption_context, &data_key)?;
+        Ok(DataKey {
+            plaintext: data_key,
+            blob,
+            key,
+            material,
+        })
+    }
+
+    pub fn generate_data_key(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse> {
+        self.call(caller, "GenerateDataKey", CallKind::Crypto, &req, |audit| {
+            let DataKey {
+                plaintext: dk,
+                blob,
+                key,
+                material,
+            } = self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
+            Ok(GenerateDataKeyResponse {
+                ciphertext_blob: Blob::new(blob),
+                plaintext: Blob(dk),
+                key_id: key.arn.clone(),
+                key_material_id: material,
+            })
+        })
+    }
+
+    pub fn generate_data_key_without_plaintext(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyWithoutPlaintextResponse> {
+        self.call(
+            caller,
+            "GenerateDataKeyWithoutPlaintext",
+            CallKind::Crypto,
+            &req,
+            |audit| {
+                let DataKey {
+                    blob,
+                    key,
+                    material,
+                    ..
+                } = self.data_key(caller, audit, &req, "kms:GenerateDataKeyWithoutPlaintext")?;
+                Ok(GenerateDataKeyWithoutPlaintextResponse {
+                    ciphertext_blob: Blob::new(blob),
+                    key_id: key.arn.clone(),
+                    key_material_id: material,
+                })
+            },
+        )
+    }
+
+    pub fn generate_random(
+        &self,
+        caller: &Caller,
+        req: GenerateRandomRequest,
+    ) -> Result<GenerateRandomResponse> {
+        self.call(caller, "GenerateRandom", CallKind::Crypto, &req, |_| {
+            if req.custom_key_store_id.is_some() {
+                return Err(Error::new(
+                    ErrorKind::UnsupportedOperation,
+                    "Custom key stores are not implemented by ebsim.",
+                ));
+            }
+            let n = req.number_of_bytes.ok_or_else(|| {
+                Error::validation("null", "numberOfBytes", "Member must not be null")
+            })?;
+            check_range(n, "numberOfBytes", 1, 1024)?;
+            Ok(GenerateRandomResponse {
+                plaintext: Blob::new(crate::crypto::random_bytes(n as usize)),
+            })
+        })
+    }
+}
+
+/// A generated data key: the plaintext (for the caller only), its blob, the key.
+struct DataKey {
+    plaintext: zeroize::Zeroizing<Vec<u8>>,
+    blob: Vec<u8>,
+    key: Arc<KeyRecord>,
+    material: String,
+}

@@ -1,0 +1,308 @@
+//! Key management: CreateKey, DescribeKey, ListKeys, Enable/DisableKey,
+//! ScheduleKeyDeletion, CancelKeyDeletion, UpdateKeyDescription, and tags.
+
+use super::*;
+
+impl Kms {
+    pub fn create_key(
+        &self,
+        caller: &Caller,
+        req: CreateKeyRequest,
+    ) -> Result<KeyMetadataResponse> {
+        self.call(caller, "CreateKey", CallKind::Mutation, &req, |audit| {
+            let description = req.description.clone().unwrap_or_default();
+            check_description(&description)?;
+            let usage = req.key_usage.as_deref().unwrap_or("ENCRYPT_DECRYPT");
+            check_enum(usage, "keyUsage", KEY_USAGES)?;
+            if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Validation,
+                    "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
+                ));
+            }
+            let spec = req
+                .key_spec
+                .as_deref()
+                .or(req.customer_master_key_spec.as_deref())
+                .unwrap_or(SYMMETRIC_DEFAULT);
+            check_enum(spec, "keySpec", KEY_SPECS)?;
+            if spec != SYMMETRIC_DEFAULT {
+                return Err(Error::new(
+                    ErrorKind::UnsupportedOperation,
+                    format!("KeySpec {spec} is not supported: ebsim implements symmetric encryption keys (SYMMETRIC_DEFAULT) only."),
+                ));
+            }
+            if usage != "ENCRYPT_DECRYPT" {
+                return Err(Error::new(
+                    ErrorKind::Validation,
+                    format!("KeyUsage {usage} is not compatible with KeySpec {spec}"),
+                ));
+            }
+            let origin_s = req.origin.as_deref().unwrap_or("AWS_KMS");
+            check_enum(origin_s, "origin", ORIGINS)?;
+            let origin = match origin_s {
+                "AWS_KMS" => Origin::AwsKms,
+                "EXTERNAL" => Origin::External,
+                other => {
+                    return Err(Error::new(
+                        ErrorKind::UnsupportedOperation,
+                        format!("Origin {other} needs a custom key store, which ebsim does not implement."),
+                    ));
+                }
+            };
+            if req.multi_region == Some(true) {
+                return Err(Error::new(
+                    ErrorKind::UnsupportedOperation,
+                    "Multi-Region keys are not implemented by ebsim.",
+                ));
+            }
+            if let Some(p) = &req.policy {
+                access::check_policy_document(p)?;
+            }
+            check_tags(&req.tags, &[])?;
+            let now = self.clock.now();
+            let k = self.mutate(|cache, tx| {
+                let customer = cache
+                    .keys
+                    .values()
+                    .filter(|k| k.manager == KeyManager::Customer)
+                    .count();
+                if customer >= KEYS_PER_REGION {
+                    return Err(Error::new(
+                        ErrorKind::LimitExceeded,
+                        format!("The request would exceed the limit of {KEYS_PER_REGION} customer managed keys in {}.", self.region),
+                    ));
+                }
+                let mut key = self.new_key_record(now, description.clone(), origin);
+                if let Some(p) = &req.policy {
+                    key.policy = p.clone();
+                }
+                key.tags = req.tags.clone();
+                cache.put_key(tx, key)
+            })?;
+            audit.resources.push(k.arn.clone());
+            Ok(KeyMetadataResponse {
+                key_metadata: metadata(&k),
+            })
+        })
+    }
+
+    pub fn describe_key(
+        &self,
+        caller: &Caller,
+        req: DescribeKeyRequest,
+    ) -> Result<KeyMetadataResponse> {
+        self.call(caller, "DescribeKey", CallKind::Read, &req, |audit| {
+            check_grant_tokens(&req.grant_tokens)?;
+            let key = match self.resolve_fresh(&req.key_id, true) {
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound
+                        && PREDEFINED_AWS_ALIASES.contains(&req.key_id.as_str()) =>
+                {
+                    // DescribeKey on a predefined AWS alias creates the AWS managed key.
+                    let service = req.key_id.trim_start_matches("alias/aws/");
+                    self.aws_managed_key(service)?;
+                    self.resolve_fresh(&req.key_id, true)?
+                }
+                other => other?,
+            };
+            audit.resources.push(key.arn.clone());
+            authorize(caller, "kms:DescribeKey", &key)?;
+            Ok(KeyMetadataResponse {
+                key_metadata: metadata(&key),
+            })
+        })
+    }
+
+    pub fn list_keys(&self, caller: &Caller, req: ListRequest) -> Result<ListKeysResponse> {
+        self.call(caller, "ListKeys", CallKind::Read, &req, |_| {
+            let inner = self.fresh()?;
+            let mut keys: Vec<KeyListEntry> = inner
+                .cache
+                .keys
+                .values()
+                .map(|k| KeyListEntry {
+                    key_id: k.key_id.clone(),
+                    key_arn: k.arn.clone(),
+                })
+                .collect();
+            drop(inner);
+            keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+            let (keys, next_marker, truncated) =
+                paginate(keys, req.limit, 1000, 100, req.marker.as_deref())?;
+            Ok(ListKeysResponse {
+                keys,
+                next_marker,
+                truncated,
+            })
+        })
+    }
+
+    pub fn enable_key(&self, caller: &Caller, req: KeyIdRequest) -> Result<()> {
+        self.call(caller, "EnableKey", CallKind::Mutation, &req, |audit| {
+            self.update_key(caller, audit, &req.key_id, "kms:EnableKey", |k, now| {
+                check_manageable(k)?;
+                if k.state == KeyState::Disabled {
+                    k.state = KeyState::Enabled;
+                    // A key that missed its rotation while disabled rotates now.
+                    if k.rotation.enabled && k.rotation.next.is_some_and(|n| n <= now) {
+                        k.materials
+                            .push(new_material(now, Some(RotationType::Automatic)));
+                        k.rotation.next =
+                            Some(now + TimeDelta::days(i64::from(k.rotation.period_days)));
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+
+    pub fn disable_key(&self, caller: &Caller, req: KeyIdRequest) -> Result<()> {
+        self.call(caller, "DisableKey", CallKind::Mutation, &req, |audit| {
+            self.update_key(caller, audit, &req.key_id, "kms:DisableKey", |k, _| {
+                check_manageable(k)?;
+                k.state = KeyState::Disabled;
+                Ok(())
+            })
+        })
+    }
+
+    pub fn schedule_key_deletion(
+        &self,
+        caller: &Caller,
+        req: ScheduleKeyDeletionRequest,
+    ) -> Result<ScheduleKeyDeletionResponse> {
+        self.call(
+            caller,
+            "ScheduleKeyDeletion",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                let days = req.pending_window_in_days.unwrap_or(30);
+                check_range(days, "pendingWindowInDays", 7, 30)?;
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:ScheduleKeyDeletion",
+                    |k, now| {
+                        if k.state == KeyState::PendingDeletion {
+                            return Err(invalid_state(k, "is pending deletion."));
+                        }
+                        let when = now + TimeDelta::days(i64::from(days));
+                        k.state = KeyState::PendingDeletion;
+                        k.deletion_date = Some(when);
+                        k.pending_window_days = Some(days);
+                        Ok(ScheduleKeyDeletionResponse {
+                            key_id: k.arn.clone(),
+                            deletion_date: Time(when),
+                            key_state: KeyState::PendingDeletion.as_str().into(),
+                            pending_window_in_days: days,
+                        })
+                    },
+                )
+            },
+        )
+    }
+
+    pub fn cancel_key_deletion(&self, caller: &Caller, req: KeyIdRequest) -> Result<KeyIdResponse> {
+        self.call(
+            caller,
+            "CancelKeyDeletion",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:CancelKeyDeletion",
+                    |k, _| {
+                        if k.state != KeyState::PendingDeletion {
+                            return Err(invalid_state(k, "is not pending deletion."));
+                        }
+                        // AWS puts a key whose deletion is cancelled in Disabled, not Enabled.
+                        k.state = KeyState::Disabled;
+                        k.deletion_date = None;
+                        k.pending_window_days = None;
+                        Ok(KeyIdResponse {
+                            key_id: k.arn.clone(),
+                        })
+                    },
+                )
+            },
+        )
+    }
+
+    pub fn update_key_description(
+        &self,
+        caller: &Caller,
+        req: UpdateKeyDescriptionRequest,
+    ) -> Result<()> {
+        self.call(
+            caller,
+            "UpdateKeyDescription",
+            CallKind::Mutation,
+            &req,
+            |audit| {
+                check_description(&req.description)?;
+                self.update_key(
+                    caller,
+                    audit,
+                    &req.key_id,
+                    "kms:UpdateKeyDescription",
+                    |k, _| {
+                        check_not_pending_deletion(k)?;
+                        k.description = req.description.clone();
+                        Ok(())
+                    },
+                )
+            },
+        )
+    }
+
+    pub fn tag_resource(&self, caller: &Caller, req: TagResourceRequest) -> Result<()> {
+        self.call(caller, "TagResource", CallKind::Mutation, &req, |audit| {
+            self.update_key(caller, audit, &req.key_id, "kms:TagResource", |k, _| {
+                check_not_pending_deletion(k)?;
+                check_tags(&req.tags, &k.tags)?;
+                for t in &req.tags {
+                    match k.tags.iter_mut().find(|x| x.tag_key == t.tag_key) {
+                        Some(x) => x.tag_value = t.tag_value.clone(),
+                        None => k.tags.push(t.clone()),
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+
+    pub fn untag_resource(&self, caller: &Caller, req: UntagResourceRequest) -> Result<()> {
+        self.call(caller, "UntagResource", CallKind::Mutation, &req, |audit| {
+            self.update_key(caller, audit, &req.key_id, "kms:UntagResource", |k, _| {
+                check_not_pending_deletion(k)?;
+                k.tags.retain(|t| !req.tag_keys.contains(&t.tag_key));
+                Ok(())
+            })
+        })
+    }
+
+    pub fn list_resource_tags(
+        &self,
+        caller: &Caller,
+        req: ListResourceTagsRequest,
+    ) -> Result<ListResourceTagsResponse> {
+        self.call(caller, "ListResourceTags", CallKind::Read, &req, |audit| {
+            let key = self.resolve_fresh(&req.key_id, false)?;
+            audit.resources.push(key.arn.clone());
+            authorize(caller, "kms:ListResourceTags", &key)?;
+            let (tags, next_marker, truncated) =
+                paginate(key.tags.clone(), req.limit, 50, 50, req.marker.as_deref())?;
+            Ok(ListResourceTagsResponse {
+                tags,
+                next_marker,
+                truncated,
+            })
+        })
+    }
+}
