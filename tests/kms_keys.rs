@@ -747,3 +747,94 @@ fn state_is_shared_between_instances_and_survives_reopen() {
         .unwrap();
     assert_eq!(d.key_metadata.key_state, "Disabled");
 }
+
+#[test]
+fn aws_owned_keys_are_invisible_to_the_account_and_outside_its_quota() {
+    use ebsim::kms::Kms;
+    use ebsim::kms::access::Caller;
+    let env = Env::new();
+    // A quota of one request per second: the service's own calls must not use it up.
+    let kms = Kms::open_with(&env.root, "us-east-1", ACCOUNT, env.clock.clone(), Some(1)).unwrap();
+    let id = kms.aws_owned_key("dynamodb").unwrap();
+    assert_eq!(kms.aws_owned_key("dynamodb").unwrap(), id, "created once");
+    let service = Caller::aws_service(ACCOUNT, "dynamodb.amazonaws.com");
+    let audit_before = std::fs::read(kms.audit_log_path())
+        .unwrap_or_default()
+        .len();
+    let mut blobs = Vec::new();
+    for i in 0..5u8 {
+        let r = kms
+            .encrypt(
+                &service,
+                EncryptRequest {
+                    key_id: id.clone(),
+                    plaintext: Blob::new(vec![i; 8]),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let back = kms
+            .decrypt(
+                &service,
+                DecryptRequest {
+                    ciphertext_blob: r.ciphertext_blob.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(back.plaintext.as_slice(), &[i; 8]);
+        blobs.push(r.ciphertext_blob);
+    }
+    assert_eq!(
+        std::fs::read(kms.audit_log_path())
+            .unwrap_or_default()
+            .len(),
+        audit_before,
+        "not in the account's trail"
+    );
+    // The account sees nothing of it.
+    assert!(
+        kms.list_keys(&env.me, ListRequest::default())
+            .unwrap()
+            .keys
+            .is_empty()
+    );
+    let m = expect_err(env.describe(&id), K::NotFound);
+    assert!(m.contains("does not exist"));
+    expect_err(env.kms.disable_key(&env.me, env.key(&id)), K::NotFound);
+    expect_err(env.decrypt(blobs[0].as_slice()), K::AccessDenied);
+    expect_err(
+        env.kms.create_alias(
+            &env.me,
+            AliasRequest {
+                alias_name: "alias/steal".into(),
+                target_key_id: id.clone(),
+            },
+        ),
+        K::NotFound,
+    );
+    // Another service cannot use it either.
+    let other = Caller::aws_service(ACCOUNT, "s3.amazonaws.com");
+    expect_err(
+        kms.encrypt(
+            &other,
+            EncryptRequest {
+                key_id: id,
+                plaintext: Blob::new(vec![1]),
+                ..Default::default()
+            },
+        ),
+        K::AccessDenied,
+    );
+    // And the account's own quota is untouched by the five service calls above.
+    let k = env.create_key();
+    kms.encrypt(
+        &env.me,
+        EncryptRequest {
+            key_id: k.key_id,
+            plaintext: Blob::new(vec![1]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}

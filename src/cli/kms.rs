@@ -322,6 +322,15 @@ where
     ctx.out.print(op, serde_json::json!({ result_key: all }))
 }
 
+/// Calls an operation (retrying throttling with backoff) and prints its response;
+/// operations with an empty response print nothing.
+macro_rules! exec {
+    ($ctx:expr, $name:literal, $call:expr) => {{
+        let r = $ctx.backoff.run(|| $call)?;
+        $ctx.print($name, &r)
+    }};
+}
+
 fn value<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("responses serialize")
 }
@@ -330,10 +339,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
     use KmsCommand as C;
     let kms = ctx.kms()?;
     let who = &ctx.caller;
-    let retry = |f: &mut dyn FnMut() -> Result<Value>| ctx.backoff.run(f);
     let key = |k: &str| KeyIdRequest {
         key_id: k.to_string(),
     };
+    // A paginated operation's page as JSON, retried when throttled.
+    let page = |f: &dyn Fn() -> Result<Value>| ctx.backoff.run(f);
     match cmd {
         C::CreateKey {
             policy,
@@ -362,8 +372,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 },
                 multi_region: multi_region.then_some(true),
             };
-            let r = retry(&mut || Ok(value(kms.create_key(who, req.clone())?)))?;
-            ctx.print("CreateKey", &r)
+            exec!(ctx, "CreateKey", kms.create_key(who, req.clone()))
         }
         C::DescribeKey {
             key_id,
@@ -373,28 +382,22 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 grant_tokens,
             };
-            let r = retry(&mut || Ok(value(kms.describe_key(who, req.clone())?)))?;
-            ctx.print("DescribeKey", &r)
+            exec!(ctx, "DescribeKey", kms.describe_key(who, req.clone()))
         }
         C::ListKeys { paging } => paginate(ctx, "ListKeys", &paging, "Keys", |limit, marker| {
-            retry(&mut || {
-                Ok(value(kms.list_keys(
+            page(&|| {
+                kms.list_keys(
                     who,
                     ListRequest {
                         limit,
                         marker: marker.clone(),
                     },
-                )?))
+                )
+                .map(value)
             })
         }),
-        C::EnableKey { key_id } => {
-            retry(&mut || Ok(value(kms.enable_key(who, key(&key_id))?)))?;
-            Ok(())
-        }
-        C::DisableKey { key_id } => {
-            retry(&mut || Ok(value(kms.disable_key(who, key(&key_id))?)))?;
-            Ok(())
-        }
+        C::EnableKey { key_id } => exec!(ctx, "EnableKey", kms.enable_key(who, key(&key_id))),
+        C::DisableKey { key_id } => exec!(ctx, "DisableKey", kms.disable_key(who, key(&key_id))),
         C::ScheduleKeyDeletion {
             key_id,
             pending_window_in_days,
@@ -403,12 +406,18 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 pending_window_in_days,
             };
-            let r = retry(&mut || Ok(value(kms.schedule_key_deletion(who, req.clone())?)))?;
-            ctx.print("ScheduleKeyDeletion", &r)
+            exec!(
+                ctx,
+                "ScheduleKeyDeletion",
+                kms.schedule_key_deletion(who, req.clone())
+            )
         }
         C::CancelKeyDeletion { key_id } => {
-            let r = retry(&mut || Ok(value(kms.cancel_key_deletion(who, key(&key_id))?)))?;
-            ctx.print("CancelKeyDeletion", &r)
+            exec!(
+                ctx,
+                "CancelKeyDeletion",
+                kms.cancel_key_deletion(who, key(&key_id))
+            )
         }
         C::UpdateKeyDescription {
             key_id,
@@ -418,8 +427,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 description,
             };
-            retry(&mut || Ok(value(kms.update_key_description(who, req.clone())?)))?;
-            Ok(())
+            exec!(
+                ctx,
+                "UpdateKeyDescription",
+                kms.update_key_description(who, req.clone())
+            )
         }
         C::CreateAlias {
             alias_name,
@@ -429,8 +441,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 alias_name,
                 target_key_id,
             };
-            retry(&mut || Ok(value(kms.create_alias(who, req.clone())?)))?;
-            Ok(())
+            exec!(ctx, "CreateAlias", kms.create_alias(who, req.clone()))
         }
         C::UpdateAlias {
             alias_name,
@@ -440,16 +451,14 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 alias_name,
                 target_key_id,
             };
-            retry(&mut || Ok(value(kms.update_alias(who, req.clone())?)))?;
-            Ok(())
+            exec!(ctx, "UpdateAlias", kms.update_alias(who, req.clone()))
         }
         C::DeleteAlias { alias_name } => {
             let req = AliasRequest {
                 alias_name,
                 target_key_id: String::new(),
             };
-            retry(&mut || Ok(value(kms.delete_alias(who, req.clone())?)))?;
-            Ok(())
+            exec!(ctx, "DeleteAlias", kms.delete_alias(who, req.clone()))
         }
         C::ListAliases { key_id, paging } => {
             paginate(ctx, "ListAliases", &paging, "Aliases", |limit, marker| {
@@ -458,7 +467,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                retry(&mut || Ok(value(kms.list_aliases(who, req.clone())?)))
+                page(&|| kms.list_aliases(who, req.clone()).map(value))
             })
         }
         C::TagResource { key_id, tags } => {
@@ -466,13 +475,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 tags: input::structs("tags", &tags)?,
             };
-            retry(&mut || Ok(value(kms.tag_resource(who, req.clone())?)))?;
-            Ok(())
+            exec!(ctx, "TagResource", kms.tag_resource(who, req.clone()))
         }
         C::UntagResource { key_id, tag_keys } => {
             let req = UntagResourceRequest { key_id, tag_keys };
-            retry(&mut || Ok(value(kms.untag_resource(who, req.clone())?)))?;
-            Ok(())
+            exec!(ctx, "UntagResource", kms.untag_resource(who, req.clone()))
         }
         C::ListResourceTags { key_id, paging } => {
             paginate(ctx, "ListResourceTags", &paging, "Tags", |limit, marker| {
@@ -481,7 +488,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                retry(&mut || Ok(value(kms.list_resource_tags(who, req.clone())?)))
+                page(&|| kms.list_resource_tags(who, req.clone()).map(value))
             })
         }
         C::EnableKeyRotation {
@@ -492,20 +499,32 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 rotation_period_in_days,
             };
-            retry(&mut || Ok(value(kms.enable_key_rotation(who, req.clone())?)))?;
-            Ok(())
+            exec!(
+                ctx,
+                "EnableKeyRotation",
+                kms.enable_key_rotation(who, req.clone())
+            )
         }
         C::DisableKeyRotation { key_id } => {
-            retry(&mut || Ok(value(kms.disable_key_rotation(who, key(&key_id))?)))?;
-            Ok(())
+            exec!(
+                ctx,
+                "DisableKeyRotation",
+                kms.disable_key_rotation(who, key(&key_id))
+            )
         }
         C::GetKeyRotationStatus { key_id } => {
-            let r = retry(&mut || Ok(value(kms.get_key_rotation_status(who, key(&key_id))?)))?;
-            ctx.print("GetKeyRotationStatus", &r)
+            exec!(
+                ctx,
+                "GetKeyRotationStatus",
+                kms.get_key_rotation_status(who, key(&key_id))
+            )
         }
         C::RotateKeyOnDemand { key_id } => {
-            let r = retry(&mut || Ok(value(kms.rotate_key_on_demand(who, key(&key_id))?)))?;
-            ctx.print("RotateKeyOnDemand", &r)
+            exec!(
+                ctx,
+                "RotateKeyOnDemand",
+                kms.rotate_key_on_demand(who, key(&key_id))
+            )
         }
         C::ListKeyRotations {
             key_id,
@@ -523,7 +542,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                retry(&mut || Ok(value(kms.list_key_rotations(who, req.clone())?)))
+                page(&|| kms.list_key_rotations(who, req.clone()).map(value))
             },
         ),
         C::Encrypt {
@@ -542,8 +561,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 encryption_algorithm,
                 dry_run: dry.dry_run,
             };
-            let r = retry(&mut || Ok(value(kms.encrypt(who, req.clone())?)))?;
-            ctx.print("Encrypt", &r)
+            exec!(ctx, "Encrypt", kms.encrypt(who, req.clone()))
         }
         C::Decrypt {
             ciphertext_blob,
@@ -565,9 +583,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 encryption_algorithm,
                 dry_run: dry.dry_run,
             };
-            // The response holds plaintext: keep it in a zeroizing buffer, not a Value.
-            let r = ctx.backoff.run(|| kms.decrypt(who, req.clone()))?;
-            ctx.print("Decrypt", &r)
+            exec!(ctx, "Decrypt", kms.decrypt(who, req.clone()))
         }
         C::ReEncrypt {
             ciphertext_blob,
@@ -601,24 +617,23 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 grant_tokens,
                 dry_run: dry.dry_run,
             };
-            let r = retry(&mut || Ok(value(kms.re_encrypt(who, req.clone())?)))?;
-            ctx.print("ReEncrypt", &r)
+            exec!(ctx, "ReEncrypt", kms.re_encrypt(who, req.clone()))
         }
         C::GenerateDataKey { a } => {
             let req = a.request()?;
-            let r = ctx
-                .backoff
-                .run(|| kms.generate_data_key(who, req.clone()))?;
-            ctx.print("GenerateDataKey", &r)
+            exec!(
+                ctx,
+                "GenerateDataKey",
+                kms.generate_data_key(who, req.clone())
+            )
         }
         C::GenerateDataKeyWithoutPlaintext { a } => {
             let req = a.request()?;
-            let r = retry(&mut || {
-                Ok(value(
-                    kms.generate_data_key_without_plaintext(who, req.clone())?,
-                ))
-            })?;
-            ctx.print("GenerateDataKeyWithoutPlaintext", &r)
+            exec!(
+                ctx,
+                "GenerateDataKeyWithoutPlaintext",
+                kms.generate_data_key_without_plaintext(who, req.clone())
+            )
         }
         C::GenerateRandom {
             number_of_bytes,
@@ -628,8 +643,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 number_of_bytes,
                 custom_key_store_id,
             };
-            let r = ctx.backoff.run(|| kms.generate_random(who, req.clone()))?;
-            ctx.print("GenerateRandom", &r)
+            exec!(ctx, "GenerateRandom", kms.generate_random(who, req.clone()))
         }
     }
 }

@@ -50,6 +50,12 @@ impl Caller {
         }
     }
 
+    /// True for an AWS service acting on its own behalf (not for a principal calling
+    /// through a service).
+    pub fn is_aws_service(&self) -> bool {
+        self.identity_type == "AWSService"
+    }
+
     /// CloudTrail's `userName` lookup value.
     pub fn user_name(&self) -> String {
         if self.identity_type == "Root" {
@@ -87,20 +93,32 @@ fn aws_managed_via_service(action: &str) -> bool {
 /// Decides whether `caller` may perform `action` (`kms:Encrypt`) on `key`.
 pub fn authorize(caller: &Caller, action: &str, key: &KeyRecord) -> Result<()> {
     let same_account = caller.account_id == key.account_id;
-    let allowed = same_account
-        && match key.manager {
-            KeyManager::Customer => true,
-            KeyManager::Aws => {
-                aws_managed_direct(action)
-                    || (aws_managed_via_service(action)
-                        && key.service.as_deref().is_some_and(|svc| {
-                            // kms:ViaService must name the owning service in the key's region.
-                            let region = key.arn.split(':').nth(3).unwrap_or_default();
-                            caller.via_service.as_deref()
-                                == Some(&format!("{}.{region}.amazonaws.com", svc_endpoint(svc)))
-                        }))
+    let allowed = if key.aws_owned {
+        // Only the AWS service that owns it uses an AWS owned key.
+        caller.is_aws_service()
+            && key
+                .service
+                .as_deref()
+                .is_some_and(|s| caller.arn.starts_with(s))
+    } else {
+        same_account
+            && match key.manager {
+                KeyManager::Customer => true,
+                KeyManager::Aws => {
+                    aws_managed_direct(action)
+                        || (aws_managed_via_service(action)
+                            && key.service.as_deref().is_some_and(|svc| {
+                                // kms:ViaService must name the owning service in the key's region.
+                                let region = key.arn.split(':').nth(3).unwrap_or_default();
+                                caller.via_service.as_deref()
+                                    == Some(&format!(
+                                        "{}.{region}.amazonaws.com",
+                                        svc_endpoint(svc)
+                                    ))
+                            }))
+                }
             }
-        };
+    };
     if allowed {
         Ok(())
     } else {

@@ -5,7 +5,7 @@ use super::*;
 
 impl Kms {
     /// Resolves an alias target (key id or key ARN only) inside a transaction.
-    fn alias_target(&self, cache: &Cache, target: &str) -> Result<Arc<KeyRecord>> {
+    fn alias_target(&self, cache: &Cache, caller: &Caller, target: &str) -> Result<Arc<KeyRecord>> {
         if target.is_empty() {
             return Err(Error::validation(
                 "null",
@@ -19,7 +19,7 @@ impl Kms {
                 format!("Aliases must refer to keys. Not aliases: {target}"),
             ));
         }
-        let key = self.resolve(cache, target, false)?;
+        let key = self.resolve(cache, caller, target, false)?;
         check_not_pending_deletion(&key)?;
         Ok(key)
     }
@@ -29,7 +29,7 @@ impl Kms {
             validate_alias_name(&req.alias_name, false)?;
             let now = self.clock.now();
             self.mutate(|cache, tx| {
-                let key = self.alias_target(cache, &req.target_key_id)?;
+                let key = self.alias_target(cache, caller, &req.target_key_id)?;
                 audit.resources.push(key.arn.clone());
                 authorize(caller, "kms:CreateAlias", &key)?;
                 if cache.aliases.contains_key(&req.alias_name) {
@@ -70,7 +70,7 @@ impl Kms {
                     .get(&req.alias_name)
                     .cloned()
                     .ok_or_else(|| self.not_found_alias(&req.alias_name))?;
-                let key = self.alias_target(cache, &req.target_key_id)?;
+                let key = self.alias_target(cache, caller, &req.target_key_id)?;
                 audit.resources.push(key.arn.clone());
                 authorize(caller, "kms:UpdateAlias", &key)?;
                 if let Some(old) = cache.keys.get(&rec.target_key_id) {
@@ -114,7 +114,7 @@ impl Kms {
             let inner = self.fresh()?;
             let filter = match &req.key_id {
                 Some(id) => {
-                    let k = self.resolve(&inner.cache, id, false)?;
+                    let k = self.resolve(&inner.cache, caller, id, false)?;
                     audit.resources.push(k.arn.clone());
                     Some(k.key_id.clone())
                 }

@@ -13,7 +13,7 @@ impl Kms {
         key_id: &str,
         action: &str,
     ) -> Result<Arc<KeyRecord>> {
-        let key = self.resolve_fresh(key_id, true)?;
+        let key = self.resolve_fresh(caller, key_id, true)?;
         audit.resources.push(key.arn.clone());
         authorize(caller, action, &key)?;
         check_usable(&key)?;
@@ -54,9 +54,14 @@ impl Kms {
         let parsed = ciphertext::Blob::parse(blob).map_err(|_| invalid_ciphertext())?;
         let inner = self.fresh()?;
         let named = key_id
-            .map(|id| self.resolve(&inner.cache, id, true))
+            .map(|id| self.resolve(&inner.cache, caller, id, true))
             .transpose()?;
-        let key = inner.cache.keys.get(&parsed.key_id.to_string()).cloned();
+        let key = inner
+            .cache
+            .keys
+            .get(&parsed.key_id.to_string())
+            .filter(|k| visible(k, caller))
+            .cloned();
         drop(inner);
         let Some(key) = key else {
             return Err(Error::new(

@@ -94,7 +94,7 @@ impl Kms {
     ) -> Result<KeyMetadataResponse> {
         self.call(caller, "DescribeKey", CallKind::Read, &req, |audit| {
             check_grant_tokens(&req.grant_tokens)?;
-            let key = match self.resolve_fresh(&req.key_id, true) {
+            let key = match self.resolve_fresh(caller, &req.key_id, true) {
                 Err(e)
                     if e.kind() == ErrorKind::NotFound
                         && PREDEFINED_AWS_ALIASES.contains(&req.key_id.as_str()) =>
@@ -102,7 +102,7 @@ impl Kms {
                     // DescribeKey on a predefined AWS alias creates the AWS managed key.
                     let service = req.key_id.trim_start_matches("alias/aws/");
                     self.aws_managed_key(service)?;
-                    self.resolve_fresh(&req.key_id, true)?
+                    self.resolve_fresh(caller, &req.key_id, true)?
                 }
                 other => other?,
             };
@@ -121,6 +121,7 @@ impl Kms {
                 .cache
                 .keys
                 .values()
+                .filter(|k| !k.aws_owned)
                 .map(|k| KeyListEntry {
                     key_id: k.key_id.clone(),
                     key_arn: k.arn.clone(),
@@ -293,7 +294,7 @@ impl Kms {
         req: ListResourceTagsRequest,
     ) -> Result<ListResourceTagsResponse> {
         self.call(caller, "ListResourceTags", CallKind::Read, &req, |audit| {
-            let key = self.resolve_fresh(&req.key_id, false)?;
+            let key = self.resolve_fresh(caller, &req.key_id, false)?;
             audit.resources.push(key.arn.clone());
             authorize(caller, "kms:ListResourceTags", &key)?;
             let (tags, next_marker, truncated) =

@@ -148,6 +148,11 @@ impl Cache {
     }
 }
 
+/// AWS owned keys exist only for the AWS service that owns them.
+fn visible(k: &KeyRecord, caller: &Caller) -> bool {
+    !k.aws_owned || caller.is_aws_service()
+}
+
 /// When a key next needs attention from the clock.
 fn due_at(k: &KeyRecord) -> Option<Timestamp> {
     match k.state {
@@ -361,14 +366,21 @@ impl Kms {
         op: impl FnOnce(&mut Audit) -> Result<Resp>,
     ) -> Result<Resp> {
         let mut audit = Audit::default();
+        // An AWS service's own calls (AWS owned keys) count against no account's
+        // quota and appear in no account's trail.
+        let own_use = caller.is_aws_service();
         let result = (|| {
             if kind == CallKind::Crypto
+                && !own_use
                 && let Some(b) = &self.bucket
             {
                 b.lock().unwrap_or_else(|p| p.into_inner()).take()?;
             }
             op(&mut audit)
         })();
+        if own_use {
+            return result;
+        }
         let response = match (&result, kind) {
             (Ok(r), CallKind::Mutation) => {
                 api::camel_case(serde_json::to_value(r).unwrap_or_default())
@@ -415,7 +427,13 @@ impl Kms {
 
     /// Resolves a `KeyId` against the cache. `aliases`: whether this operation
     /// accepts alias names (management operations take only key ids and ARNs).
-    fn resolve(&self, cache: &Cache, input: &str, aliases: bool) -> Result<Arc<KeyRecord>> {
+    fn resolve(
+        &self,
+        cache: &Cache,
+        caller: &Caller,
+        input: &str,
+        aliases: bool,
+    ) -> Result<Arc<KeyRecord>> {
         let here = |region: &Option<String>, account: &Option<String>| {
             region.as_deref().is_none_or(|r| r == self.region)
                 && account.as_deref().is_none_or(|a| a == self.account_id)
@@ -435,6 +453,7 @@ impl Kms {
                 cache
                     .keys
                     .get(&id)
+                    .filter(|k| visible(k, caller))
                     .cloned()
                     .ok_or_else(|| self.not_found_key(&id))
             }
@@ -469,9 +488,9 @@ impl Kms {
     }
 
     /// Resolves for an operation on a snapshot of the cache.
-    fn resolve_fresh(&self, input: &str, aliases: bool) -> Result<Arc<KeyRecord>> {
+    fn resolve_fresh(&self, caller: &Caller, input: &str, aliases: bool) -> Result<Arc<KeyRecord>> {
         let inner = self.fresh()?;
-        self.resolve(&inner.cache, input, aliases)
+        self.resolve(&inner.cache, caller, input, aliases)
     }
 
     /// The AWS managed key for `service` (`ebs`, `rds`), created on first use as AWS
@@ -484,7 +503,11 @@ impl Kms {
                 format!("{alias} is not an AWS managed key alias"),
             ));
         }
-        if let Ok(k) = self.resolve_fresh(&alias, true) {
+        if let Ok(k) = self.resolve_fresh(
+            &Caller::aws_service(&self.account_id, "kms.amazonaws.com"),
+            &alias,
+            true,
+        ) {
             return Ok(metadata(&k));
         }
         let now = self.clock.now();
@@ -520,6 +543,38 @@ impl Kms {
         Ok(metadata(&k))
     }
 
+    /// The AWS owned key a service (`ec2`, `s3`, `dynamodb`) uses for its own
+    /// purposes in this region, created on first use. It is never listed, cannot be
+    /// described or used by the account, and only `Caller::aws_service(account,
+    /// "<service>.amazonaws.com")` may use it; returns its key id.
+    pub fn aws_owned_key(&self, service: &str) -> Result<String> {
+        if service.is_empty() || !service.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            return Err(Error::usage(format!("'{service}' is not a service name")));
+        }
+        let find = |cache: &Cache| {
+            cache
+                .keys
+                .values()
+                .find(|k| k.aws_owned && k.service.as_deref() == Some(service))
+                .map(|k| k.key_id.clone())
+        };
+        if let Some(id) = find(&self.fresh()?.cache) {
+            return Ok(id);
+        }
+        let now = self.clock.now();
+        self.mutate(|cache, tx| {
+            if let Some(id) = find(cache) {
+                return Ok(id);
+            }
+            let mut key =
+                self.new_key_record(now, format!("AWS owned key of {service}"), Origin::AwsKms);
+            key.manager = KeyManager::Aws;
+            key.service = Some(service.to_string());
+            key.aws_owned = true;
+            Ok(cache.put_key(tx, key)?.key_id.clone())
+        })
+    }
+
     fn new_key_record(&self, now: Timestamp, description: String, origin: Origin) -> KeyRecord {
         let key_id = uuid::Uuid::new_v4().to_string();
         KeyRecord {
@@ -549,6 +604,7 @@ impl Kms {
                 Origin::External => Vec::new(),
             },
             on_demand_rotations: 0,
+            aws_owned: false,
         }
     }
 
@@ -564,7 +620,7 @@ impl Kms {
     ) -> Result<T> {
         let now = self.clock.now();
         self.mutate(|cache, tx| {
-            let key = self.resolve(cache, input, false)?;
+            let key = self.resolve(cache, caller, input, false)?;
             audit.resources.push(key.arn.clone());
             authorize(caller, action, &key)?;
             let mut k = key.duplicate();

@@ -109,6 +109,11 @@ pub struct KeyRecord {
     pub materials: Vec<KeyMaterial>,
     /// How many times RotateKeyOnDemand ran (AWS limits it per key).
     pub on_demand_rotations: u32,
+    /// An AWS owned key: used by an AWS service for its own purposes, invisible to
+    /// the account (never listed, not describable, not in the account's audit log,
+    /// outside its quotas).
+    #[serde(default)]
+    pub aws_owned: bool,
 }
 
 impl KeyRecord {
@@ -149,6 +154,7 @@ impl KeyRecord {
                 })
                 .collect(),
             on_demand_rotations: self.on_demand_rotations,
+            aws_owned: self.aws_owned,
         }
     }
 }

@@ -80,7 +80,7 @@ impl Kms {
             CallKind::Read,
             &req,
             |audit| {
-                let key = self.resolve_fresh(&req.key_id, false)?;
+                let key = self.resolve_fresh(caller, &req.key_id, false)?;
                 audit.resources.push(key.arn.clone());
                 authorize(caller, "kms:GetKeyRotationStatus", &key)?;
                 if key.origin == Origin::External {
@@ -146,7 +146,7 @@ impl Kms {
                     ));
                 }
             };
-            let key = self.resolve_fresh(&req.key_id, false)?;
+            let key = self.resolve_fresh(caller, &req.key_id, false)?;
             audit.resources.push(key.arn.clone());
             authorize(caller, "kms:ListKeyRotations", &key)?;
             if key.origin == Origin::External {
