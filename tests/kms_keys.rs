@@ -838,3 +838,36 @@ fn aws_owned_keys_are_invisible_to_the_account_and_outside_its_quota() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_region_store_belongs_to_one_account() {
+    use ebsim::kms::Kms;
+    let env = Env::new();
+    env.create_key();
+    let e = Kms::open_with(
+        &env.root,
+        "us-east-1",
+        "444455556666",
+        env.clock.clone(),
+        None,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind(), K::Environment);
+    assert!(
+        e.message().contains("belongs to account 111122223333"),
+        "{}",
+        e.message()
+    );
+    // The binding is per region store: a store not created yet takes the account it
+    // is first opened with; the existing one still opens for its own account.
+    Kms::open_with(
+        &env.root,
+        "eu-west-1",
+        "444455556666",
+        env.clock.clone(),
+        None,
+    )
+    .unwrap();
+    env.region("us-east-1");
+}

@@ -237,5 +237,16 @@ mod tests {
         assert_eq!(&parsed.open(&KEY, &aad).unwrap()[..], b"hello");
     }
 
+    proptest::proptest! {
+        /// The fuzz target's property, run in CI: arbitrary bytes parse to a typed
+        /// value or a typed error, and never open without the key that sealed them.
+        #[test]
+        fn arbitrary_bytes_never_panic_or_open(data in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..200)) {
+            if let Ok(b) = Blob::parse(&data) {
+                proptest::prop_assert!(b.open(&KEY, b"").is_err());
+            }
+        }
+    }
+
     const GOLDEN: &str = include_str!("../../tests/vectors/kms-ciphertext-v1.hex");
 }

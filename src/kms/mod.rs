@@ -204,6 +204,7 @@ impl Kms {
         let rk = RootKey::load_or_create(root)?;
         let dir = root.region_dir(region)?;
         let store = Store::open(&dir.join("kms.db"), &rk)?;
+        store.bind_account(account_id)?;
         let audit = audit::AuditLog::open(&dir.join("cloudtrail.jsonl"))?;
         Ok(Kms {
             region: region.to_string(),

@@ -215,6 +215,29 @@ impl Store {
         }
     }
 
+    /// Records the account this store belongs to on first use; afterwards refuses
+    /// another. One region's store holds one account's keys and aliases.
+    pub fn bind_account(&self, account_id: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('account-id', ?1)",
+            params![account_id.as_bytes()],
+        )?;
+        let stored: Vec<u8> = self.conn.query_row(
+            "SELECT value FROM meta WHERE name = 'account-id'",
+            [],
+            |r| r.get(0),
+        )?;
+        if stored != account_id.as_bytes() {
+            return Err(Error::environment(format!(
+                "the KMS store {} belongs to account {}, but the configured account is {account_id} \
+                 (config.json account_id); use another data root for another account",
+                self.path.display(),
+                String::from_utf8_lossy(&stored)
+            )));
+        }
+        Ok(())
+    }
+
     fn keys(&self) -> StoreKeys<'_> {
         StoreKeys {
             seal_key: &self.seal_key,
