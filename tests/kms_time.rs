@@ -358,3 +358,37 @@ fn deletion_is_seen_by_a_fresh_process_and_cannot_be_undone() {
     env.clock.set(start());
     expect_err(env.decrypt(blob.as_slice()), K::AccessDenied);
 }
+
+#[test]
+fn due_changes_rolled_back_with_a_failed_call_are_not_logged_twice() {
+    let mut env = Env::new();
+    let k = env.create_key();
+    enable_rotation(&env, &k.key_id, Some(90)).unwrap();
+    env.advance_days(90);
+    // This call fails (the alias name is reserved) after due rotations are applied in
+    // its transaction: the rollback undoes them, and nothing is logged for them.
+    let bad = AliasRequest {
+        alias_name: "alias/aws/x".into(),
+        target_key_id: k.key_id.clone(),
+    };
+    assert!(env.kms.create_alias(&env.me, bad).is_err());
+    let bad = AliasRequest {
+        alias_name: "alias/x".into(),
+        target_key_id: "alias/not-a-key-id".into(),
+    };
+    assert!(env.kms.create_alias(&env.me, bad).is_err());
+    assert_eq!(rotations(&env, &k.key_id, false).len(), 1);
+    let q = ebsim::kms::audit::LookupQuery {
+        attributes: vec![ebsim::kms::audit::LookupAttribute {
+            attribute_key: "EventName".into(),
+            attribute_value: "RotateKey".into(),
+        }],
+        ..Default::default()
+    };
+    let ev = ebsim::kms::audit::lookup(env.kms.audit_log_path(), &q).unwrap();
+    assert_eq!(
+        ev["Events"].as_array().unwrap().len(),
+        1,
+        "one rotation, logged once"
+    );
+}

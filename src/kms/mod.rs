@@ -283,7 +283,10 @@ impl Kms {
             f(cache, tx)
         });
         if result.is_err() {
+            // Rolled back: the due changes were not made, so they are not logged;
+            // the next call applies (and logs) them again.
             cache.version = None;
+            events.clear();
         }
         drop(guard);
         let service = Caller::aws_service(&self.account_id, "kms.amazonaws.com");

@@ -346,9 +346,13 @@ impl StoreKeys<'_> {
 impl Tx<'_> {
     pub fn put<T: Serialize>(&mut self, kind: Kind, name: &str, value: &T) -> Result<()> {
         let id = self.store.row_id(kind, name);
-        // Serialize into a buffer that is zeroized afterwards: records hold key material.
-        let mut json = Zeroizing::new(Vec::with_capacity(16 * 1024));
+        // Records hold key material: serialize into a zeroizing buffer allocated at
+        // its exact final size, so no reallocation leaves a copy behind on the heap.
+        let mut counter = CountingWriter(0);
+        serde_json::to_writer(&mut counter, value).expect("records serialize");
+        let mut json = Zeroizing::new(Vec::with_capacity(counter.0));
         serde_json::to_writer(&mut *json, value).expect("records serialize");
+        debug_assert_eq!(json.len(), counter.0);
         let sealed = self.store.seal_blob(&StoreKeys::row_aad(kind, &id), &json);
         self.tx.execute(
             "INSERT OR REPLACE INTO objects (kind, id, sealed) VALUES (?1, ?2, ?3)",
@@ -372,6 +376,19 @@ impl Tx<'_> {
 
     pub fn data_version(&self) -> Result<i64> {
         Ok(self.tx.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+}
+
+/// Counts the bytes written to it.
+struct CountingWriter(usize);
+
+impl std::io::Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
