@@ -24,5 +24,6 @@ pub mod error;
 pub mod fsutil;
 pub mod home;
 pub mod kms;
+pub mod policy;
 
 pub use error::{Error, ErrorKind, Result};
