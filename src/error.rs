@@ -26,8 +26,17 @@ pub enum ErrorKind {
     Tag,
     InvalidMarker,
     DryRunOperation,
+    // --- IAM errors (IAM's codes have no "Exception" suffix) ---
+    NoSuchEntity,
+    EntityAlreadyExists,
+    DeleteConflict,
+    IamMalformedPolicyDocument,
+    IamValidation,
+    IamAccessDenied,
     // --- errors common to every AWS API ---
     AccessDenied,
+    /// The caller's identity is not known (AWS: the credentials are invalid).
+    UnrecognizedClient,
     Throttling,
     Validation,
     // --- local errors that AWS has no name for ---
@@ -62,7 +71,14 @@ impl ErrorKind {
             Tag => "TagException",
             InvalidMarker => "InvalidMarkerException",
             DryRunOperation => "DryRunOperationException",
+            NoSuchEntity => "NoSuchEntity",
+            EntityAlreadyExists => "EntityAlreadyExists",
+            DeleteConflict => "DeleteConflict",
+            IamMalformedPolicyDocument => "MalformedPolicyDocument",
+            IamValidation => "ValidationError",
+            IamAccessDenied => "AccessDenied",
             AccessDenied => "AccessDeniedException",
+            UnrecognizedClient => "UnrecognizedClientException",
             Throttling => "ThrottlingException",
             Validation => "ValidationException",
             Environment => "EnvironmentError",

@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod error;
 pub mod fsutil;
 pub mod home;
+pub mod iam;
 pub mod kms;
 pub mod policy;
 
