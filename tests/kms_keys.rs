@@ -94,8 +94,22 @@ fn create_key_validates_like_aws() {
     let keys = env.kms.list_keys(&env.me, ListRequest::default()).unwrap();
     assert!(keys.keys.is_empty());
     // A valid policy and tags are kept.
-    let m = mk(&|r| {
+    // A policy that would lock the caller out is refused unless the check is bypassed.
+    let m = expect_err(
+        mk(&|r| r.policy = Some(r#"{"Version":"2012-10-17","Statement":[]}"#.into())),
+        K::MalformedPolicyDocument,
+    );
+    assert_eq!(
+        m,
+        "The new key policy will not allow you to update the key policy in the future."
+    );
+    mk(&|r| {
         r.policy = Some(r#"{"Version":"2012-10-17","Statement":[]}"#.into());
+        r.bypass_policy_lockout_safety_check = true;
+    })
+    .unwrap();
+    let m = mk(&|r| {
+        r.policy = Some(ebsim::kms::access::default_key_policy(ACCOUNT));
         r.tags = vec![Tag {
             tag_key: "team".into(),
             tag_value: "storage".into(),

@@ -1,26 +1,24 @@
-//! Who is calling, and whether they may.
+//! Who is calling, and whether they may (shared/reference/kms-ebs.md §1.11–1.12).
 //!
-//! Every call carries a [`Caller`]. This caller is the account root (the
-//! default identity of a fresh AWS account) or the account acting through an AWS
-//! service (ebsim's volume service: `kms:ViaService = ec2.<region>.amazonaws.com`).
-//! For those callers the two key policies ebsim writes decide exactly as below:
-//! the default customer-key policy gives the account root `kms:*`; the AWS managed
-//! key policy gives the account only `Describe*`, `Get*` and `List*` directly and
-//! the key's use only through its own service. The general policy evaluator
-//! (identity policies, grants, arbitrary documents) replaces this module's body
-//! without changing its signature.
+//! Every call carries a [`Caller`]: a principal (account root, IAM user, role
+//! session, or an AWS service acting on its own) and, when an AWS service calls on
+//! the principal's behalf, `kms:ViaService`. [`decide`] combines the key policy and
+//! the caller's identity policies as AWS does: an explicit Deny in either wins;
+//! otherwise an Allow in the key policy for the caller, or for the caller's account
+//! together with an Allow in the caller's identity policies; otherwise the caller is
+//! denied unless a grant allows the operation (grants are checked by the KMS, which
+//! owns them).
 
-use super::model::{KeyManager, KeyRecord};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind};
+use crate::iam::Principal;
+use crate::policy::{ConditionContext, PolicyDocument, Request};
 
 /// The principal making a call, and how the call reached KMS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// `arn:aws:iam::<account>:root`, a user or a role ARN.
-    pub arn: String,
-    pub account_id: String,
-    /// CloudTrail's `userIdentity.type`: `Root`, `IAMUser`, `AssumedRole`.
-    pub identity_type: String,
+    pub principal: Principal,
+    /// The principal's unique id (`AIDA…` for users), when known: CloudTrail's `principalId`.
+    pub principal_id: Option<String>,
     /// Set when an AWS service calls on the principal's behalf: `ec2.us-east-1.amazonaws.com`.
     pub via_service: Option<String>,
     pub user_agent: String,
@@ -28,15 +26,33 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The account root, calling directly (the CLI's default identity).
-    pub fn account_root(account_id: &str) -> Self {
+    /// A principal calling directly from this machine.
+    pub fn new(principal: Principal) -> Self {
         Caller {
-            arn: format!("arn:aws:iam::{account_id}:root"),
-            account_id: account_id.to_string(),
-            identity_type: "Root".into(),
+            principal,
+            principal_id: None,
             via_service: None,
             user_agent: concat!("ebsim/", env!("CARGO_PKG_VERSION")).into(),
             source_ip: "127.0.0.1".into(),
+        }
+    }
+
+    /// The account root, calling directly (the CLI's default identity).
+    pub fn account_root(account_id: &str) -> Self {
+        Self::new(Principal::root(account_id))
+    }
+
+    /// An AWS service acting on its own (automatic rotation, key deletion, AWS owned keys).
+    pub fn aws_service(account_id: &str, service: &str) -> Self {
+        Caller {
+            principal: Principal::Service {
+                name: service.into(),
+                account: account_id.into(),
+            },
+            principal_id: None,
+            via_service: None,
+            user_agent: service.to_string(),
+            source_ip: service.to_string(),
         }
     }
 
@@ -50,80 +66,114 @@ impl Caller {
         }
     }
 
+    pub fn arn(&self) -> &str {
+        self.principal.arn()
+    }
+
+    pub fn account_id(&self) -> &str {
+        self.principal.account()
+    }
+
+    pub fn identity_type(&self) -> &'static str {
+        self.principal.identity_type()
+    }
+
     /// True for an AWS service acting on its own behalf (not for a principal calling
     /// through a service).
     pub fn is_aws_service(&self) -> bool {
-        self.identity_type == "AWSService"
+        matches!(self.principal, Principal::Service { .. })
+    }
+
+    pub fn is_root(&self) -> bool {
+        matches!(self.principal, Principal::Root { .. })
     }
 
     /// CloudTrail's `userName` lookup value.
     pub fn user_name(&self) -> String {
-        if self.identity_type == "Root" {
-            "root".into()
-        } else {
-            self.arn.rsplit('/').next().unwrap_or(&self.arn).to_string()
+        match &self.principal {
+            Principal::Root { .. } => "root".into(),
+            Principal::User { name, .. } => name.clone(),
+            Principal::AssumedRole { session, .. } => session.clone(),
+            Principal::Service { name, .. } => name.clone(),
         }
     }
 }
 
-/// Actions the AWS managed key policy lets the account call directly.
-fn aws_managed_direct(action: &str) -> bool {
-    ["Describe", "Get", "List"].iter().any(|p| {
-        action
-            .strip_prefix("kms:")
-            .is_some_and(|a| a.starts_with(p))
-    })
+/// Why a request was denied (each has AWS's own wording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    ExplicitDenyInKeyPolicy,
+    ExplicitDenyInIdentityPolicy,
+    /// The key policy delegates to the caller's account, but no identity policy allows.
+    NoIdentityAllow,
+    NoKeyPolicyAllow,
 }
 
-/// Actions the AWS managed key policy allows through the owning service.
-fn aws_managed_via_service(action: &str) -> bool {
-    matches!(
-        action,
-        "kms:Encrypt"
-            | "kms:Decrypt"
-            | "kms:ReEncryptFrom"
-            | "kms:ReEncryptTo"
-            | "kms:GenerateDataKey"
-            | "kms:GenerateDataKeyWithoutPlaintext"
-            | "kms:CreateGrant"
-            | "kms:DescribeKey"
+/// The key policy and identity policies' decision for one request.
+pub fn decide(
+    key_policy: &PolicyDocument,
+    identity: &[PolicyDocument],
+    req: &Request<'_>,
+) -> Result<(), Denial> {
+    let kp = key_policy.evaluate(req);
+    if kp.deny {
+        return Err(Denial::ExplicitDenyInKeyPolicy);
+    }
+    let (mut id_allow, mut id_deny) = (false, false);
+    for doc in identity {
+        let v = doc.evaluate(req);
+        id_allow |= v.allow;
+        id_deny |= v.deny;
+    }
+    if id_deny {
+        return Err(Denial::ExplicitDenyInIdentityPolicy);
+    }
+    if kp.allow || (kp.allow_account && id_allow) {
+        Ok(())
+    } else if kp.allow_account {
+        Err(Denial::NoIdentityAllow)
+    } else {
+        Err(Denial::NoKeyPolicyAllow)
+    }
+}
+
+/// AWS's AccessDeniedException for a denial.
+pub fn access_denied(caller: &Caller, action: &str, resource: &str, why: Denial) -> Error {
+    let reason = match why {
+        Denial::ExplicitDenyInKeyPolicy => {
+            "with an explicit deny in a resource-based policy".to_string()
+        }
+        Denial::ExplicitDenyInIdentityPolicy => {
+            "with an explicit deny in an identity-based policy".to_string()
+        }
+        Denial::NoIdentityAllow => {
+            format!("because no identity-based policy allows the {action} action")
+        }
+        Denial::NoKeyPolicyAllow => {
+            format!("because no resource-based policy allows the {action} action")
+        }
+    };
+    Error::new(
+        ErrorKind::AccessDenied,
+        format!(
+            "User: {} is not authorized to perform: {action} on resource: {resource} {reason}",
+            caller.arn()
+        ),
     )
 }
 
-/// Decides whether `caller` may perform `action` (`kms:Encrypt`) on `key`.
-pub fn authorize(caller: &Caller, action: &str, key: &KeyRecord) -> Result<()> {
-    let same_account = caller.account_id == key.account_id;
-    let allowed = if key.aws_owned {
-        // Only the AWS service that owns it uses an AWS owned key.
-        caller.is_aws_service()
-            && key
-                .service
-                .as_deref()
-                .is_some_and(|s| caller.arn.starts_with(s))
-    } else {
-        same_account
-            && match key.manager {
-                KeyManager::Customer => true,
-                KeyManager::Aws => {
-                    aws_managed_direct(action)
-                        || (aws_managed_via_service(action)
-                            && key.service.as_deref().is_some_and(|svc| {
-                                // kms:ViaService must name the owning service in the key's region.
-                                let region = key.arn.split(':').nth(3).unwrap_or_default();
-                                caller.via_service.as_deref()
-                                    == Some(&format!(
-                                        "{}.{region}.amazonaws.com",
-                                        svc_endpoint(svc)
-                                    ))
-                            }))
-                }
-            }
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(access_denied(caller, action, &key.arn))
+/// The condition keys every KMS request carries.
+pub fn base_context(caller: &Caller, key_region: &str) -> ConditionContext {
+    let mut ctx = ConditionContext::new();
+    ctx.set("kms:CallerAccount", caller.account_id())
+        .set("aws:PrincipalArn", caller.principal.principal_arn())
+        .set("aws:PrincipalAccount", caller.account_id())
+        .set("aws:PrincipalType", caller.identity_type())
+        .set("aws:RequestedRegion", key_region);
+    if let Some(v) = &caller.via_service {
+        ctx.set("kms:ViaService", v.clone());
     }
+    ctx
 }
 
 /// The service endpoint prefix that owns an AWS managed key (`aws/ebs` is used by EC2).
@@ -132,17 +182,6 @@ fn svc_endpoint(service: &str) -> &str {
         "ebs" => "ec2",
         other => other,
     }
-}
-
-/// AWS's AccessDeniedException text.
-pub fn access_denied(caller: &Caller, action: &str, resource: &str) -> Error {
-    Error::new(
-        ErrorKind::AccessDenied,
-        format!(
-            "User: {} is not authorized to perform: {action} on resource: {resource} because no resource-based policy allows the {action} action",
-            caller.arn
-        ),
-    )
 }
 
 /// The default key policy AWS gives a key created without one.
@@ -186,33 +225,4 @@ pub fn aws_managed_key_policy(account_id: &str, region: &str, service: &str) -> 
         ]
     });
     serde_json::to_string_pretty(&doc).expect("policy serializes")
-}
-
-/// Checks that a caller-supplied policy is a JSON policy document; the full grammar
-/// is checked by the policy evaluator.
-pub fn check_policy_document(policy: &str) -> Result<()> {
-    if policy.len() > 32 * 1024 {
-        return Err(Error::new(
-            ErrorKind::LimitExceeded,
-            "Policy document exceeds the 32768-byte key policy limit.",
-        ));
-    }
-    let malformed = |why: &str| {
-        Error::new(
-            ErrorKind::MalformedPolicyDocument,
-            format!(
-                "The new key policy will not allow you to update the key policy in the future. ({why})"
-            ),
-        )
-    };
-    let v: serde_json::Value = serde_json::from_str(policy).map_err(|e| {
-        Error::new(
-            ErrorKind::MalformedPolicyDocument,
-            format!("Policy contains a statement that is not valid JSON: {e}"),
-        )
-    })?;
-    match v.get("Statement") {
-        Some(serde_json::Value::Array(_)) | Some(serde_json::Value::Object(_)) => Ok(()),
-        _ => Err(malformed("the document has no Statement")),
-    }
 }

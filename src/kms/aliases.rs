@@ -31,7 +31,12 @@ impl Kms {
             self.mutate(|cache, tx| {
                 let key = self.alias_target(cache, caller, &req.target_key_id)?;
                 audit.resources.push(key.arn.clone());
-                authorize(caller, "kms:CreateAlias", &key)?;
+                self.authorize(caller, "kms:CreateAlias", &key, &[], &Authz::default())?;
+                self.authorize_account_action(
+                    caller,
+                    "kms:CreateAlias",
+                    &alias_arn(&self.region, &self.account_id, &req.alias_name),
+                )?;
                 if cache.aliases.contains_key(&req.alias_name) {
                     return Err(Error::new(
                         ErrorKind::AlreadyExists,
@@ -72,9 +77,14 @@ impl Kms {
                     .ok_or_else(|| self.not_found_alias(&req.alias_name))?;
                 let key = self.alias_target(cache, caller, &req.target_key_id)?;
                 audit.resources.push(key.arn.clone());
-                authorize(caller, "kms:UpdateAlias", &key)?;
+                self.authorize(caller, "kms:UpdateAlias", &key, &[], &Authz::default())?;
+                self.authorize_account_action(
+                    caller,
+                    "kms:UpdateAlias",
+                    &alias_arn(&self.region, &self.account_id, &req.alias_name),
+                )?;
                 if let Some(old) = cache.keys.get(&rec.target_key_id) {
-                    authorize(caller, "kms:UpdateAlias", old)?;
+                    self.authorize(caller, "kms:UpdateAlias", old, &[], &Authz::default())?;
                 }
                 rec.target_key_id = key.key_id.clone();
                 rec.last_updated_date = now;
@@ -96,7 +106,12 @@ impl Kms {
                     .ok_or_else(|| self.not_found_alias(&req.alias_name))?;
                 if let Some(key) = cache.keys.get(&rec.target_key_id) {
                     audit.resources.push(key.arn.clone());
-                    authorize(caller, "kms:DeleteAlias", key)?;
+                    self.authorize(caller, "kms:DeleteAlias", key, &[], &Authz::default())?;
+                    self.authorize_account_action(
+                        caller,
+                        "kms:DeleteAlias",
+                        &alias_arn(&self.region, &self.account_id, &req.alias_name),
+                    )?;
                 }
                 tx.delete(Kind::Alias, &rec.name)?;
                 cache.aliases.remove(&rec.name);
@@ -111,6 +126,7 @@ impl Kms {
         req: ListAliasesRequest,
     ) -> Result<ListAliasesResponse> {
         self.call(caller, "ListAliases", CallKind::Read, &req, |audit| {
+            self.authorize_account_action(caller, "kms:ListAliases", "*")?;
             let inner = self.fresh()?;
             let filter = match &req.key_id {
                 Some(id) => {

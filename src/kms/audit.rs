@@ -62,10 +62,12 @@ impl AuditLog {
         let rec = Record {
             event_version: "1.08",
             user_identity: Identity {
-                kind: &c.identity_type,
-                principal_id: &c.account_id,
-                arn: &c.arn,
-                account_id: &c.account_id,
+                kind: c.identity_type(),
+                principal_id: c.principal_id.as_deref().unwrap_or(c.account_id()),
+                arn: c.arn(),
+                account_id: c.account_id(),
+                user_name: matches!(c.principal, crate::iam::Principal::User { .. })
+                    .then(|| c.user_name()),
                 invoked_by: invoked_by.as_deref(),
             },
             event_time: cloudtrail_time(&ev.time),
@@ -92,7 +94,7 @@ impl AuditLog {
                 .collect(),
             event_type: "AwsApiCall",
             management_event: true,
-            recipient_account_id: &c.account_id,
+            recipient_account_id: c.account_id(),
             event_category: "Management",
         };
         let mut line = Vec::with_capacity(1024);
@@ -147,6 +149,8 @@ struct Identity<'a> {
     principal_id: &'a str,
     arn: &'a str,
     account_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     invoked_by: Option<&'a str>,
 }
@@ -213,6 +217,8 @@ fn username(rec: &Value) -> String {
     let id = &rec["userIdentity"];
     if id["type"] == "Root" {
         "root".into()
+    } else if let Some(u) = id["userName"].as_str() {
+        u.to_string()
     } else {
         id["arn"]
             .as_str()

@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// A ciphertext to open and what to open it with.
+struct Opening<'a> {
+    blob: &'a [u8],
+    ctx: &'a EncryptionContext,
+    key_id: Option<&'a str>,
+    action: &'a str,
+    grant_tokens: &'a [String],
+}
+
 impl Kms {
     /// Resolves, authorizes and state-checks a key for a cryptographic operation.
     fn usable_key(
@@ -12,10 +21,16 @@ impl Kms {
         audit: &mut Audit,
         key_id: &str,
         action: &str,
+        authz: &Authz<'_>,
     ) -> Result<Arc<KeyRecord>> {
-        let key = self.resolve_fresh(caller, key_id, true)?;
+        let (key, grants) = {
+            let inner = self.fresh()?;
+            let key = self.resolve(&inner.cache, caller, key_id, true)?;
+            let grants = inner.cache.grants_of(&key.key_id);
+            (key, grants)
+        };
         audit.resources.push(key.arn.clone());
-        authorize(caller, action, &key)?;
+        self.authorize(caller, action, &key, &grants, authz)?;
         check_usable(&key)?;
         Ok(key)
     }
@@ -40,16 +55,20 @@ impl Kms {
     }
 
     /// Opens a ciphertext blob: finds its key and backing-key version, checks the
-    /// optional `KeyId`, authorizes `action`, decrypts with the context.
+    /// optional `KeyId`, authorizes the action, decrypts with the context.
     fn open_blob(
         &self,
         caller: &Caller,
         audit: &mut Audit,
-        blob: &[u8],
-        ctx: &EncryptionContext,
-        key_id: Option<&str>,
-        action: &str,
+        o: Opening<'_>,
     ) -> Result<(Arc<KeyRecord>, zeroize::Zeroizing<Vec<u8>>, String)> {
+        let Opening {
+            blob,
+            ctx,
+            key_id,
+            action,
+            grant_tokens,
+        } = o;
         check_len(blob.len(), "ciphertextBlob", 1, ciphertext::MAX_LEN)?;
         let parsed = ciphertext::Blob::parse(blob).map_err(|_| invalid_ciphertext())?;
         let inner = self.fresh()?;
@@ -62,6 +81,10 @@ impl Kms {
             .get(&parsed.key_id.to_string())
             .filter(|k| visible(k, caller))
             .cloned();
+        let grants = key
+            .as_ref()
+            .map(|k| inner.cache.grants_of(&k.key_id))
+            .unwrap_or_default();
         drop(inner);
         let Some(key) = key else {
             return Err(Error::new(
@@ -78,7 +101,12 @@ impl Kms {
                 "The key ID in the request does not identify a CMK that can perform this operation.",
             ));
         }
-        authorize(caller, action, &key)?;
+        let authz = Authz {
+            context: Some(ctx),
+            grant_tokens,
+            conditions: vec![("kms:EncryptionAlgorithm", vec![SYMMETRIC_DEFAULT.into()])],
+        };
+        self.authorize(caller, action, &key, &grants, &authz)?;
         check_usable(&key)?;
         let m = key
             .materials
@@ -96,7 +124,12 @@ impl Kms {
             check_len(req.plaintext.as_slice().len(), "plaintext", 1, 4096)?;
             check_grant_tokens(&req.grant_tokens)?;
             check_algorithm(req.encryption_algorithm.as_deref())?;
-            let key = self.usable_key(caller, audit, &req.key_id, "kms:Encrypt")?;
+            let authz = Authz {
+                context: Some(&req.encryption_context),
+                grant_tokens: &req.grant_tokens,
+                conditions: vec![("kms:EncryptionAlgorithm", vec![SYMMETRIC_DEFAULT.into()])],
+            };
+            let key = self.usable_key(caller, audit, &req.key_id, "kms:Encrypt", &authz)?;
             dry_run(req.dry_run)?;
             let (blob, _) =
                 self.seal_under(&key, &req.encryption_context, req.plaintext.as_slice())?;
@@ -115,10 +148,13 @@ impl Kms {
             let (key, plaintext, material_id) = self.open_blob(
                 caller,
                 audit,
-                req.ciphertext_blob.as_slice(),
-                &req.encryption_context,
-                req.key_id.as_deref(),
-                "kms:Decrypt",
+                Opening {
+                    blob: req.ciphertext_blob.as_slice(),
+                    ctx: &req.encryption_context,
+                    key_id: req.key_id.as_deref(),
+                    action: "kms:Decrypt",
+                    grant_tokens: &req.grant_tokens,
+                },
             )?;
             dry_run(req.dry_run)?;
             Ok(DecryptResponse {
@@ -138,13 +174,26 @@ impl Kms {
             let (source, plaintext, source_material) = self.open_blob(
                 caller,
                 audit,
-                req.ciphertext_blob.as_slice(),
-                &req.source_encryption_context,
-                req.source_key_id.as_deref(),
-                "kms:ReEncryptFrom",
+                Opening {
+                    blob: req.ciphertext_blob.as_slice(),
+                    ctx: &req.source_encryption_context,
+                    key_id: req.source_key_id.as_deref(),
+                    action: "kms:ReEncryptFrom",
+                    grant_tokens: &req.grant_tokens,
+                },
             )?;
-            let dest =
-                self.usable_key(caller, audit, &req.destination_key_id, "kms:ReEncryptTo")?;
+            let authz = Authz {
+                context: Some(&req.destination_encryption_context),
+                grant_tokens: &req.grant_tokens,
+                conditions: vec![("kms:EncryptionAlgorithm", vec![SYMMETRIC_DEFAULT.into()])],
+            };
+            let dest = self.usable_key(
+                caller,
+                audit,
+                &req.destination_key_id,
+                "kms:ReEncryptTo",
+                &authz,
+            )?;
             dry_run(req.dry_run)?;
             let (blob, dest_material) =
                 self.seal_under(&dest, &req.destination_encryption_context, &plaintext)?;
@@ -186,7 +235,8 @@ impl Kms {
             }
         };
         check_grant_tokens(&req.grant_tokens)?;
-        let key = self.usable_key(caller, audit, &req.key_id, action)?;
+        let authz = Authz::with_context(&req.encryption_context, &req.grant_tokens);
+        let key = self.usable_key(caller, audit, &req.key_id, action, &authz)?;
         dry_run(req.dry_run)?;
         // The plaintext data key goes back to the caller in the response (a zeroizing
         // buffer); it is never kept.
@@ -260,6 +310,7 @@ impl Kms {
                     "Custom key stores are not implemented by ebsim.",
                 ));
             }
+            self.authorize_account_action(caller, "kms:GenerateRandom", "*")?;
             let n = req.number_of_bytes.ok_or_else(|| {
                 Error::validation("null", "numberOfBytes", "Member must not be null")
             })?;

@@ -22,18 +22,23 @@ pub mod quota;
 pub mod store;
 
 mod aliases;
+mod authz;
 mod checks;
 mod cryptographic;
+mod grants;
 mod keys;
 mod rotation;
 
+pub use grants::{GRANT_OPERATIONS, GRANTS_PER_KEY, SYMMETRIC_GRANT_OPERATIONS};
+
+use authz::Authz;
 use checks::*;
 
 use crate::clock::{Clock, Timestamp};
 use crate::crypto::SecretBytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::home::DataRoot;
-use access::{Caller, authorize};
+use access::Caller;
 use api::*;
 use chrono::TimeDelta;
 use context::{EncryptionContext, canonical_bytes};
@@ -114,12 +119,27 @@ struct Cache {
     version: Option<i64>,
     keys: HashMap<String, Arc<KeyRecord>>,
     aliases: BTreeMap<String, AliasRecord>,
+    /// Grants by key id.
+    grants: HashMap<String, Vec<Arc<GrantRecord>>>,
     /// The earliest time a rotation or deletion falls due.
     next_due: Option<Timestamp>,
 }
 
 impl Cache {
-    fn load(&mut self, keys: Vec<KeyRecord>, aliases: Vec<AliasRecord>, version: i64) {
+    fn load(
+        &mut self,
+        keys: Vec<KeyRecord>,
+        aliases: Vec<AliasRecord>,
+        grants: Vec<GrantRecord>,
+        version: i64,
+    ) {
+        self.grants = HashMap::new();
+        for g in grants {
+            self.grants
+                .entry(g.key_id.clone())
+                .or_default()
+                .push(Arc::new(g));
+        }
         self.keys = keys
             .into_iter()
             .map(|k| (k.key_id.clone(), Arc::new(k)))
@@ -181,6 +201,18 @@ pub struct Kms {
     inner: Mutex<Inner>,
     audit: audit::AuditLog,
     bucket: Option<Mutex<quota::TokenBucket>>,
+    root: DataRoot,
+    /// Opened on the first call by a principal that has identity policies.
+    iam: Mutex<Option<crate::iam::Iam>>,
+    /// How long a new grant takes to take effect without its token.
+    grant_delay: TimeDelta,
+}
+
+/// How a call was allowed.
+#[derive(Debug, Clone)]
+pub(crate) enum Via {
+    Policy,
+    Grant(Arc<GrantRecord>),
 }
 
 impl Kms {
@@ -216,7 +248,52 @@ impl Kms {
             }),
             audit,
             bucket: symmetric_rps.map(|n| Mutex::new(quota::TokenBucket::new(n))),
+            root: root.clone(),
+            iam: Mutex::new(None),
+            grant_delay: TimeDelta::zero(),
         })
+    }
+
+    /// Sets how long a new grant takes to take effect for callers that do not present
+    /// its grant token (AWS: "usually less than five minutes"; ebsim's default: 0).
+    pub fn set_grant_propagation_delay(&mut self, delay: TimeDelta) {
+        self.grant_delay = delay;
+    }
+
+    /// Authorization for actions on no key (`kms:CreateKey`, `kms:ListKeys`,
+    /// `kms:GenerateRandom`, `kms:ListRetirableGrants`, and an alias resource): the
+    /// account root and AWS services may; other principals need an identity policy.
+    pub(crate) fn authorize_account_action(
+        &self,
+        caller: &Caller,
+        action: &str,
+        resource: &str,
+    ) -> Result<()> {
+        if caller.is_aws_service() || (caller.is_root() && caller.account_id() == self.account_id) {
+            return Ok(());
+        }
+        let ctx = access::base_context(caller, &self.region);
+        let req = crate::policy::Request {
+            principal: caller.principal.as_request(),
+            action,
+            resource,
+            context: &ctx,
+        };
+        let (mut allow, mut deny) = (false, false);
+        for doc in self.identity_policies(caller)? {
+            let v = doc.evaluate(&req);
+            allow |= v.allow;
+            deny |= v.deny;
+        }
+        if allow && !deny && caller.account_id() == self.account_id {
+            return Ok(());
+        }
+        let why = if deny {
+            access::Denial::ExplicitDenyInIdentityPolicy
+        } else {
+            access::Denial::NoIdentityAllow
+        };
+        Err(access::access_denied(caller, action, resource, why))
     }
 
     pub fn region(&self) -> &str {
@@ -251,7 +328,8 @@ impl Kms {
         if inner.cache.version != Some(version) {
             let keys = inner.store.list(Kind::Key)?;
             let aliases = inner.store.list(Kind::Alias)?;
-            inner.cache.load(keys, aliases, version);
+            let grants = inner.store.list(Kind::Grant)?;
+            inner.cache.load(keys, aliases, grants, version);
         }
         let now = self.clock.now();
         if inner.cache.next_due.is_some_and(|d| d <= now) {
@@ -275,7 +353,8 @@ impl Kms {
             if cache.version != Some(version) {
                 let keys = tx.list(Kind::Key)?;
                 let aliases = tx.list(Kind::Alias)?;
-                cache.load(keys, aliases, version);
+                let grants = tx.list(Kind::Grant)?;
+                cache.load(keys, aliases, grants, version);
             }
             if cache.next_due.is_some_and(|d| d <= now) {
                 events = self.apply_due(cache, tx, now)?;
@@ -332,6 +411,9 @@ impl Kms {
                 for a in aliases {
                     tx.delete(Kind::Alias, &a)?;
                     cache.aliases.remove(&a);
+                }
+                for g in cache.grants.remove(&key.key_id).unwrap_or_default() {
+                    tx.delete(Kind::Grant, &g.grant_id)?;
                 }
                 cache.keys.remove(&key.key_id);
                 events.push(("DeleteKey", key.arn.clone(), when));
@@ -609,6 +691,7 @@ impl Kms {
             },
             on_demand_rotations: 0,
             aws_owned: false,
+            parsed_policy: Default::default(),
         }
     }
 
@@ -620,13 +703,14 @@ impl Kms {
         audit: &mut Audit,
         input: &str,
         action: &str,
+        authz: authz::Authz<'_>,
         change: impl FnOnce(&mut KeyRecord, Timestamp) -> Result<T>,
     ) -> Result<T> {
         let now = self.clock.now();
         self.mutate(|cache, tx| {
             let key = self.resolve(cache, caller, input, false)?;
             audit.resources.push(key.arn.clone());
-            authorize(caller, action, &key)?;
+            self.authorize(caller, action, &key, &[], &authz)?;
             let mut k = key.duplicate();
             let out = change(&mut k, now)?;
             cache.put_key(tx, k)?;
@@ -641,20 +725,6 @@ enum CallKind {
     Crypto,
     Read,
     Mutation,
-}
-
-impl Caller {
-    /// An AWS service acting on its own (automatic rotation, key deletion).
-    pub fn aws_service(account_id: &str, service: &str) -> Self {
-        Caller {
-            arn: service.to_string(),
-            account_id: account_id.to_string(),
-            identity_type: "AWSService".into(),
-            via_service: None,
-            user_agent: service.to_string(),
-            source_ip: service.to_string(),
-        }
-    }
 }
 
 fn new_material(created: Timestamp, rotation: Option<RotationType>) -> KeyMaterial {

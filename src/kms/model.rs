@@ -114,12 +114,27 @@ pub struct KeyRecord {
     /// outside its quotas).
     #[serde(default)]
     pub aws_owned: bool,
+    /// The key policy, parsed once per loaded record.
+    #[serde(skip)]
+    pub parsed_policy: std::sync::OnceLock<Option<std::sync::Arc<crate::policy::PolicyDocument>>>,
 }
 
 impl KeyRecord {
     pub fn current_material(&self) -> Option<(u32, &KeyMaterial)> {
         let v = self.materials.len().checked_sub(1)?;
         Some((v as u32, &self.materials[v]))
+    }
+
+    /// The key policy as a document (None only if a stored policy no longer parses,
+    /// which then allows nothing).
+    pub fn policy_document(&self) -> Option<std::sync::Arc<crate::policy::PolicyDocument>> {
+        self.parsed_policy
+            .get_or_init(|| {
+                crate::policy::parse(&self.policy, crate::policy::PolicyKind::Key)
+                    .ok()
+                    .map(std::sync::Arc::new)
+            })
+            .clone()
     }
 
     pub fn uuid(&self) -> uuid::Uuid {
@@ -155,8 +170,27 @@ impl KeyRecord {
                 .collect(),
             on_demand_rotations: self.on_demand_rotations,
             aws_owned: self.aws_owned,
+            parsed_policy: Default::default(),
         }
     }
+}
+
+/// A grant: permission for one principal to use one key for some operations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrantRecord {
+    /// 64 hex digits.
+    pub grant_id: String,
+    pub key_id: String,
+    pub name: Option<String>,
+    pub creation_date: Timestamp,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    /// `arn:aws:iam::<account>:root` of the account that created it.
+    pub issuing_account: String,
+    pub operations: Vec<String>,
+    pub constraints: Option<crate::kms::api::GrantConstraints>,
+    /// Random part of the grant token (tokens are not secret; they name the grant).
+    pub token_nonce: String,
 }
 
 /// An alias: a friendly name for one key in one region.

@@ -22,6 +22,10 @@ impl Kms {
                     audit,
                     &req.key_id,
                     "kms:EnableKeyRotation",
+                    Authz {
+                        conditions: vec![("kms:RotationPeriodInDays", vec![days.to_string()])],
+                        ..Default::default()
+                    },
                     |k, now| {
                         check_rotatable(k)?;
                         let anchor = if k.rotation.enabled {
@@ -58,6 +62,7 @@ impl Kms {
                     audit,
                     &req.key_id,
                     "kms:DisableKeyRotation",
+                    Authz::default(),
                     |k, _| {
                         check_rotatable(k)?;
                         k.rotation.enabled = false;
@@ -82,7 +87,13 @@ impl Kms {
             |audit| {
                 let key = self.resolve_fresh(caller, &req.key_id, false)?;
                 audit.resources.push(key.arn.clone());
-                authorize(caller, "kms:GetKeyRotationStatus", &key)?;
+                self.authorize(
+                    caller,
+                    "kms:GetKeyRotationStatus",
+                    &key,
+                    &[],
+                    &Authz::default(),
+                )?;
                 if key.origin == Origin::External {
                     return Err(external_unsupported(&key));
                 }
@@ -104,7 +115,7 @@ impl Kms {
         req: KeyIdRequest,
     ) -> Result<KeyIdResponse> {
         self.call(caller, "RotateKeyOnDemand", CallKind::Mutation, &req, |audit| {
-            self.update_key(caller, audit, &req.key_id, "kms:RotateKeyOnDemand", |k, now| {
+            self.update_key(caller, audit, &req.key_id, "kms:RotateKeyOnDemand", Authz::default(), |k, now| {
                 check_rotatable(k)?;
                 if k.on_demand_rotations >= ON_DEMAND_ROTATION_LIMIT {
                     return Err(Error::new(
@@ -148,7 +159,7 @@ impl Kms {
             };
             let key = self.resolve_fresh(caller, &req.key_id, false)?;
             audit.resources.push(key.arn.clone());
-            authorize(caller, "kms:ListKeyRotations", &key)?;
+            self.authorize(caller, "kms:ListKeyRotations", &key, &[], &Authz::default())?;
             if key.origin == Origin::External {
                 return Err(external_unsupported(&key));
             }

@@ -30,6 +30,7 @@ const STORE_FORMAT: &str = "ebsim-kms-store-1";
 pub enum Kind {
     Key = 1,
     Alias = 2,
+    Grant = 3,
 }
 
 /// The root key: 32 random bytes in `<root>/root.key` (mode 0600).
