@@ -125,18 +125,26 @@ impl Kms {
                 ))
             };
         }
-        let ctx = self.condition_context(caller, action, key, authz);
-        let req = Request {
-            principal: caller.principal.as_request(),
-            action,
-            resource: &key.arn,
-            context: &ctx,
-        };
         let denial = match key.policy_document() {
-            Some(doc) => match decide(&doc, &self.identity_policies(caller)?, &req) {
-                Ok(()) => return Ok(Via::Policy),
-                Err(d) => d,
-            },
+            Some(doc) => {
+                let identity = self.identity_policies(caller)?;
+                // Most policies have no conditions: then the context is never read.
+                let ctx = if doc.has_conditions() || identity.iter().any(|d| d.has_conditions()) {
+                    self.condition_context(caller, action, key, authz)
+                } else {
+                    crate::policy::ConditionContext::new()
+                };
+                let req = Request {
+                    principal: caller.principal.as_request(),
+                    action,
+                    resource: &key.arn,
+                    context: &ctx,
+                };
+                match decide(&doc, &identity, &req) {
+                    Ok(()) => return Ok(Via::Policy),
+                    Err(d) => d,
+                }
+            }
             None => Denial::NoKeyPolicyAllow,
         };
         if matches!(

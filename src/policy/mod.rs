@@ -148,6 +148,12 @@ impl PolicyDocument {
         v
     }
 
+    /// Whether any statement has a Condition (if none does, the request context
+    /// need not be built).
+    pub fn has_conditions(&self) -> bool {
+        self.statements.iter().any(|s| !s.conditions.is_empty())
+    }
+
     /// Every principal ARN a document names (for the "principals must exist" check).
     pub fn named_principals(&self) -> impl Iterator<Item = &str> {
         self.statements
@@ -168,7 +174,7 @@ impl Statement {
             .action
             .values
             .iter()
-            .any(|p| glob(&p.to_ascii_lowercase(), &req.action.to_ascii_lowercase()));
+            .any(|p| glob_ignore_case(p, req.action));
         if action == self.action.not {
             return false;
         }
@@ -222,14 +228,57 @@ pub fn account_of_root(p: &str) -> Option<&str> {
 
 /// IAM wildcard match: `*` any run, `?` one character.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_slices(pattern.as_bytes(), text.as_bytes(), |a, b| a == b);
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob_slices(&p, &t, |a, b| a == b)
+}
+
+/// [`glob`] ignoring ASCII case (action names).
+pub fn glob_ignore_case(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_slices(pattern.as_bytes(), text.as_bytes(), |a, b| {
+            a.eq_ignore_ascii_case(b)
+        });
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob_slices(&p, &t, |a, b| a.eq_ignore_ascii_case(b))
+}
+
+/// A pattern element: bytes for ASCII (no allocation), chars otherwise.
+trait Wild: Copy {
+    fn star(self) -> bool;
+    fn one(self) -> bool;
+}
+
+impl Wild for u8 {
+    fn star(self) -> bool {
+        self == b'*'
+    }
+    fn one(self) -> bool {
+        self == b'?'
+    }
+}
+
+impl Wild for char {
+    fn star(self) -> bool {
+        self == '*'
+    }
+    fn one(self) -> bool {
+        self == '?'
+    }
+}
+
+/// Iterative wildcard matching, backtracking to the last star only.
+fn glob_slices<T: Wild>(p: &[T], t: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && !p[pi].star() && (p[pi].one() || eq(&p[pi], &t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi].star() {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -241,7 +290,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|c| c.star())
 }
 
 #[cfg(test)]
