@@ -35,6 +35,20 @@ pub struct Config {
     pub clock_offset_seconds: i64,
     /// KMS request quotas (see docs/KMS.md).
     pub kms_quota: crate::kms::quota::QuotaConfig,
+    /// Seconds before a new grant takes effect for callers without its grant token.
+    pub kms_grant_propagation_seconds: u32,
+    /// Named identities for `--profile` (`ebsim configure set principal ARN --profile NAME`).
+    pub profiles: std::collections::BTreeMap<String, Profile>,
+}
+
+/// One named profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// The principal ARN commands run as.
+    pub principal: Option<String>,
+    /// The region commands use unless `--region` says otherwise.
+    pub region: Option<String>,
 }
 
 impl Default for Config {
@@ -43,6 +57,8 @@ impl Default for Config {
             account_id: DEFAULT_ACCOUNT_ID.to_string(),
             clock_offset_seconds: 0,
             kms_quota: Default::default(),
+            kms_grant_propagation_seconds: 0,
+            profiles: Default::default(),
         }
     }
 }

@@ -105,6 +105,46 @@ pub fn map(param: &str, value: &str) -> Result<EncryptionContext> {
     Ok(out)
 }
 
+/// Grant constraints: JSON, or the AWS CLI shorthand
+/// `EncryptionContextSubset={k=v,k2=v2},EncryptionContextEquals={k=v}`.
+pub fn constraints(param: &str, value: &str) -> Result<crate::kms::api::GrantConstraints> {
+    let t = text(param, value)?;
+    let t = t.trim();
+    if t.starts_with('{') {
+        return serde_json::from_str(t)
+            .map_err(|e| param_error(param, format!("Invalid JSON: {e}")));
+    }
+    let mut out = crate::kms::api::GrantConstraints::default();
+    let mut rest = t;
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("={")
+            .ok_or_else(|| param_error(param, format!("Expected: '={{', received: {rest}")))?;
+        let (inner, tail) = after
+            .split_once('}')
+            .ok_or_else(|| param_error(param, "Expected: '}', received: EOF"))?;
+        let m = if inner.trim().is_empty() {
+            EncryptionContext::new()
+        } else {
+            map(param, inner)?
+        };
+        match name.trim() {
+            "EncryptionContextSubset" => out.encryption_context_subset = Some(m),
+            "EncryptionContextEquals" => out.encryption_context_equals = Some(m),
+            other => {
+                return Err(param_error(
+                    param,
+                    format!(
+                        "Unknown key '{other}', valid choices are: EncryptionContextSubset, EncryptionContextEquals"
+                    ),
+                ));
+            }
+        }
+        rest = tail.trim_start_matches(',').trim();
+    }
+    Ok(out)
+}
+
 /// Splits `a=1,b=2` on commas outside quotes.
 fn split_shorthand(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -181,6 +221,21 @@ mod tests {
         assert_eq!(j["aws:ebs:id"], "vol-1");
         assert!(map("c", "novalue").is_err());
         assert!(map("c", r#"{"a": 1}"#).is_err());
+    }
+
+    #[test]
+    fn grant_constraints_in_shorthand_and_json() {
+        let c = constraints(
+            "c",
+            "EncryptionContextSubset={aws:ebs:id=vol-1,x=y},EncryptionContextEquals={a=b}",
+        )
+        .unwrap();
+        assert_eq!(c.encryption_context_subset.unwrap()["aws:ebs:id"], "vol-1");
+        assert_eq!(c.encryption_context_equals.unwrap()["a"], "b");
+        let j = constraints("c", r#"{"EncryptionContextSubset": {"k": "v"}}"#).unwrap();
+        assert_eq!(j.encryption_context_subset.unwrap()["k"], "v");
+        assert!(constraints("c", "Bogus={a=b}").is_err());
+        assert!(constraints("c", "EncryptionContextSubset={a=b").is_err());
     }
 
     #[test]

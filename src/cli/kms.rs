@@ -186,6 +186,91 @@ pub enum KmsCommand {
         #[command(flatten)]
         paging: Paging,
     },
+    /// Replaces a key's policy (the lockout safety check applies unless bypassed)
+    PutKeyPolicy {
+        #[arg(long)]
+        key_id: String,
+        /// JSON, or file://FILE
+        #[arg(long)]
+        policy: String,
+        /// Always "default"
+        #[arg(long)]
+        policy_name: Option<String>,
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// Shows a key's policy
+    GetKeyPolicy {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        policy_name: Option<String>,
+    },
+    /// Lists a key's policy names (always "default")
+    ListKeyPolicies {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Lets a grantee principal use a key for some operations
+    CreateGrant {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        grantee_principal: String,
+        #[arg(long)]
+        retiring_principal: Option<String>,
+        /// Decrypt Encrypt GenerateDataKey GenerateDataKeyWithoutPlaintext ReEncryptFrom
+        /// ReEncryptTo CreateGrant RetireGrant DescribeKey
+        #[arg(long, num_args = 1.., required = true)]
+        operations: Vec<String>,
+        /// EncryptionContextSubset={k=v},EncryptionContextEquals={k=v} or JSON
+        #[arg(long)]
+        constraints: Option<String>,
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Lists a key's grants
+    ListGrants {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        grant_id: Option<String>,
+        #[arg(long)]
+        grantee_principal: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Lists the grants a principal may retire
+    ListRetirableGrants {
+        #[arg(long)]
+        retiring_principal: String,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Retires a grant (by its token, or by key id and grant id)
+    RetireGrant {
+        #[arg(long)]
+        grant_token: Option<String>,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        grant_id: Option<String>,
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Revokes a grant
+    RevokeGrant {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        grant_id: String,
+        #[command(flatten)]
+        dry: DryRun,
+    },
     /// Encrypts up to 4096 bytes under a key
     Encrypt {
         #[arg(long)]
@@ -545,6 +630,117 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 page(&|| kms.list_key_rotations(who, req.clone()).map(value))
             },
         ),
+        C::PutKeyPolicy {
+            key_id,
+            policy,
+            policy_name,
+            bypass_policy_lockout_safety_check,
+        } => {
+            let req = PutKeyPolicyRequest {
+                key_id,
+                policy_name,
+                policy: input::text("policy", &policy)?,
+                bypass_policy_lockout_safety_check,
+            };
+            exec!(ctx, "PutKeyPolicy", kms.put_key_policy(who, req.clone()))
+        }
+        C::GetKeyPolicy {
+            key_id,
+            policy_name,
+        } => {
+            let req = GetKeyPolicyRequest {
+                key_id,
+                policy_name,
+            };
+            exec!(ctx, "GetKeyPolicy", kms.get_key_policy(who, req.clone()))
+        }
+        C::ListKeyPolicies { key_id } => exec!(
+            ctx,
+            "ListKeyPolicies",
+            kms.list_key_policies(who, key(&key_id))
+        ),
+        C::CreateGrant {
+            key_id,
+            grantee_principal,
+            retiring_principal,
+            operations,
+            constraints,
+            grant_tokens,
+            name,
+            dry,
+        } => {
+            let req = CreateGrantRequest {
+                key_id,
+                grantee_principal,
+                retiring_principal,
+                operations,
+                constraints: constraints
+                    .map(|c| input::constraints("constraints", &c))
+                    .transpose()?,
+                grant_tokens,
+                name,
+                dry_run: dry.dry_run,
+            };
+            exec!(ctx, "CreateGrant", kms.create_grant(who, req.clone()))
+        }
+        C::ListGrants {
+            key_id,
+            grant_id,
+            grantee_principal,
+            paging,
+        } => paginate(ctx, "ListGrants", &paging, "Grants", |limit, marker| {
+            let req = ListGrantsRequest {
+                key_id: key_id.clone(),
+                grant_id: grant_id.clone(),
+                grantee_principal: grantee_principal.clone(),
+                limit,
+                marker,
+            };
+            page(&|| kms.list_grants(who, req.clone()).map(value))
+        }),
+        C::ListRetirableGrants {
+            retiring_principal,
+            paging,
+        } => paginate(
+            ctx,
+            "ListRetirableGrants",
+            &paging,
+            "Grants",
+            |limit, marker| {
+                let req = ListRetirableGrantsRequest {
+                    retiring_principal: retiring_principal.clone(),
+                    limit,
+                    marker,
+                };
+                page(&|| kms.list_retirable_grants(who, req.clone()).map(value))
+            },
+        ),
+        C::RetireGrant {
+            grant_token,
+            key_id,
+            grant_id,
+            dry,
+        } => {
+            let req = RetireGrantRequest {
+                grant_token,
+                key_id,
+                grant_id,
+                dry_run: dry.dry_run,
+            };
+            exec!(ctx, "RetireGrant", kms.retire_grant(who, req.clone()))
+        }
+        C::RevokeGrant {
+            key_id,
+            grant_id,
+            dry,
+        } => {
+            let req = RevokeGrantRequest {
+                key_id,
+                grant_id,
+                dry_run: dry.dry_run,
+            };
+            exec!(ctx, "RevokeGrant", kms.revoke_grant(who, req.clone()))
+        }
         C::Encrypt {
             key_id,
             plaintext,

@@ -5,6 +5,8 @@
 
 pub mod clock;
 pub mod cloudtrail;
+pub mod configure;
+pub mod iam;
 pub mod input;
 pub mod kms;
 pub mod output;
@@ -65,6 +67,13 @@ pub struct Globals {
     /// Attempts per call when throttled (exponential backoff with jitter) [default: 3]
     #[arg(long, global = true, env = "EBSIM_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
+    /// Act as this principal: arn:aws:iam::ACCOUNT:root|user/NAME|role/NAME or
+    /// arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION [default: the account root]
+    #[arg(long, global = true, env = "EBSIM_PRINCIPAL", value_name = "ARN")]
+    pub principal: Option<String>,
+    /// Use a named profile from the data root's config (its principal and region)
+    #[arg(long, global = true, env = "EBSIM_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +82,16 @@ pub enum Service {
     Kms {
         #[command(subcommand)]
         op: kms::KmsCommand,
+    },
+    /// IAM: users, roles and their inline identity policies
+    Iam {
+        #[command(subcommand)]
+        op: iam::IamCommand,
+    },
+    /// Named profiles (the principal and region commands run as)
+    Configure {
+        #[command(subcommand)]
+        op: configure::ConfigureCommand,
     },
     /// CloudTrail: look up the audit log
     Cloudtrail {
@@ -95,21 +114,39 @@ pub struct Ctx {
     pub binary: input::BinaryFormat,
     pub backoff: Backoff,
     pub caller: Caller,
+    /// `--profile`, if given.
+    pub profile: Option<String>,
 }
 
 impl Ctx {
-    fn new(g: &Globals) -> Result<Self> {
+    /// `configuring`: for `ebsim configure`, which edits profiles and so neither
+    /// needs the profile to exist nor acts as its principal.
+    fn new(g: &Globals, configuring: bool) -> Result<Self> {
         let root = DataRoot::open(
             g.home
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(crate::home::DEFAULT_ROOT)),
         )?;
+        let config = root.config()?;
+        let profile = match &g.profile {
+            Some(name) if configuring => config.profiles.get(name).cloned(),
+            Some(name) => Some(config.profiles.get(name).cloned().ok_or_else(|| {
+                Error::environment(format!(
+                    "The config profile ({name}) could not be found (set it with: ebsim configure set principal ARN --profile {name})"
+                ))
+            })?),
+            None => None,
+        };
         let region = g
             .region
             .clone()
+            .or_else(|| profile.as_ref().and_then(|p| p.region.clone()))
             .unwrap_or_else(|| DEFAULT_REGION.to_string());
         crate::home::validate_region(&region)?;
-        let config = root.config()?;
+        let principal = g
+            .principal
+            .clone()
+            .or_else(|| profile.as_ref().and_then(|p| p.principal.clone()));
         let clock = match std::env::var("EBSIM_NOW") {
             Ok(t) if !t.is_empty() => Clock::manual(
                 parse_time(&t)
@@ -121,8 +158,13 @@ impl Ctx {
         if max_attempts == 0 {
             return Err(Error::usage("--max-attempts must be at least 1"));
         }
+        let caller = match principal.filter(|_| !configuring) {
+            None => Caller::account_root(&config.account_id),
+            Some(arn) => caller_for(&root, &arn)?,
+        };
         Ok(Ctx {
-            caller: Caller::account_root(&config.account_id),
+            profile: g.profile.clone(),
+            caller,
             root,
             region,
             clock,
@@ -150,6 +192,40 @@ impl Ctx {
         }
         self.out.print(operation, v)
     }
+}
+
+/// The caller for `--principal ARN`: it must parse and, for users and roles, exist.
+fn caller_for(root: &DataRoot, arn: &str) -> Result<Caller> {
+    use crate::iam::{EntityKind, Iam, Principal};
+    let principal = Principal::parse(arn)?;
+    let entity = match &principal {
+        Principal::User { account, name, .. } => {
+            Some(Iam::open(root)?.get(account, EntityKind::User, name)?)
+        }
+        Principal::AssumedRole { account, role, .. } => {
+            Some(Iam::open(root)?.get(account, EntityKind::Role, role)?)
+        }
+        _ => None,
+    };
+    let principal_id = match (&principal, entity) {
+        (_, Some(None)) => {
+            return Err(Error::new(
+                ErrorKind::UnrecognizedClient,
+                format!(
+                    "The security token included in the request is invalid: {arn} does not exist (create it with ebsim iam create-user / create-role)"
+                ),
+            ));
+        }
+        (Principal::AssumedRole { session, .. }, Some(Some(e))) => {
+            Some(format!("{}:{session}", e.id))
+        }
+        (_, Some(Some(e))) => Some(e.id),
+        _ => None,
+    };
+    Ok(Caller {
+        principal_id,
+        ..Caller::new(principal)
+    })
 }
 
 /// `encrypt` → `Encrypt`, `re-encrypt` → `ReEncrypt`.
@@ -215,9 +291,14 @@ pub fn report(e: &Error, operation: &str) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let ctx = Ctx::new(&cli.globals)?;
+    let ctx = Ctx::new(
+        &cli.globals,
+        matches!(cli.service, Service::Configure { .. }),
+    )?;
     match cli.service {
         Service::Kms { op } => kms::run(&ctx, op),
+        Service::Iam { op } => iam::run(&ctx, op),
+        Service::Configure { op } => configure::run(&ctx, op),
         Service::Cloudtrail { op } => cloudtrail::run(&ctx, op),
         Service::Clock { op } => clock::run(&ctx, op),
     }

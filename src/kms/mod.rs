@@ -221,7 +221,11 @@ impl Kms {
     pub fn open(root: &DataRoot, region: &str, clock: Clock) -> Result<Self> {
         let config = root.config()?;
         let rps = config.kms_quota.symmetric_rps(region)?;
-        Self::open_with(root, region, &config.account_id, clock, rps)
+        let mut kms = Self::open_with(root, region, &config.account_id, clock, rps)?;
+        kms.set_grant_propagation_delay(TimeDelta::seconds(i64::from(
+            config.kms_grant_propagation_seconds,
+        )));
+        Ok(kms)
     }
 
     /// Opens with explicit settings (`symmetric_rps = None`: no throttling).
