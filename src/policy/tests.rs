@@ -510,3 +510,69 @@ proptest! {
         prop_assert!(a.0 <= b.0 && a.1 <= b.1);
     }
 }
+
+/// The same properties for the KMS's combined decision (key policy + identity
+/// policies): a Deny added to either never grants; removing an Allow never grants.
+fn decided(
+    key: &[Statement],
+    identity: &[Statement],
+    r: &(String, bool, &'static str, ConditionContext),
+) -> bool {
+    let doc = |s: &[Statement]| PolicyDocument {
+        version: None,
+        id: None,
+        statements: s.to_vec(),
+    };
+    let id: Vec<Statement> = identity
+        .iter()
+        .cloned()
+        .map(|s| Statement {
+            principal: None,
+            ..s
+        })
+        .collect();
+    let p = RequestPrincipal {
+        arn: &r.0,
+        account_id: if r.1 { "" } else { ACCT },
+        role_arn: None,
+        is_root: r.0.ends_with(":root"),
+        is_service: r.1,
+    };
+    let req = Request {
+        principal: p,
+        action: r.2,
+        resource: KEY,
+        context: &r.3,
+    };
+    crate::kms::access::decide(&doc(key), &[doc(&id)], &req).is_ok()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn kms_decision_is_monotone_in_denies_and_allows(
+        key in prop::collection::vec(arb_statement(), 0..5),
+        identity in prop::collection::vec(arb_statement(), 0..4),
+        extra in arb_statement(),
+        to_identity in any::<bool>(),
+        pick in any::<prop::sample::Index>(),
+        r in arb_request(),
+    ) {
+        let before = decided(&key, &identity, &r);
+        let deny = Statement { effect: Effect::Deny, ..extra };
+        let (mut k2, mut i2) = (key.clone(), identity.clone());
+        if to_identity { i2.push(deny) } else { k2.push(deny) }
+        prop_assert!(!decided(&k2, &i2, &r) || before, "a Deny granted something");
+        // Remove one Allow from the key policy or the identity policy.
+        let (mut k3, mut i3) = (key.clone(), identity.clone());
+        let list = if to_identity { &mut i3 } else { &mut k3 };
+        if !list.is_empty() {
+            let i = pick.index(list.len());
+            if list[i].effect == Effect::Allow {
+                list.remove(i);
+            }
+        }
+        prop_assert!(!decided(&k3, &i3, &r) || before, "removing an Allow granted something");
+    }
+}
