@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end story on the default data root (volumes/): a customer managed key
 # and its alias, the AWS CLI seed lines, envelope encryption with a data key, a year
-# of rotation, a disabled key, the AWS managed key, deletion, and the audit trail.
+# of rotation, a disabled key, the AWS managed key, deletion, access control (IAM
+# user, identity and key policies, a grant), and the audit trail.
 # Installs what it needs and builds a release binary first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,7 +90,32 @@ GONE=$(date -u -d "+8 days" +%Y-%m-%dT%H:%M:%SZ)
 show env EBSIM_NOW="$GONE" ebsim kms describe-key --key-id "$DOOMED" || true
 show env EBSIM_NOW="$GONE" ebsim kms decrypt --ciphertext-blob fileb://doomed.enc || true
 
-say "8. The audit trail (CloudTrail LookupEvents)"
+say "8. Access control: an IAM user, an identity policy, a key policy deny, a grant"
+ebsim iam get-user --user-name alice >/dev/null 2>&1 || show ebsim iam create-user --user-name alice --query User.Arn --output text
+cat > use-keys.json <<'JSON'
+{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}}
+JSON
+show ebsim iam put-user-policy --user-name alice --policy-name use-keys --policy-document file://use-keys.json
+ebsim configure set principal arn:aws:iam::111122223333:user/alice --profile alice
+show ebsim --profile alice kms encrypt --key-id alias/catrobot --plaintext fileb://battleplans.txt --query KeyId --output text
+show ebsim --profile alice kms disable-key --key-id "$KEY" || true
+cat > policy.json <<'JSON'
+{"Version": "2012-10-17", "Statement": [
+  {"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+  {"Sid": "No decrypt outside EC2", "Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::111122223333:user/alice"}, "Action": "kms:Decrypt", "Resource": "*",
+   "Condition": {"StringNotEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}}]}
+JSON
+show ebsim kms put-key-policy --key-id "$KEY" --policy file://policy.json
+show ebsim --profile alice kms decrypt --ciphertext-blob fileb://not_battleplans.enc || true
+ebsim iam get-user --user-name host >/dev/null 2>&1 || ebsim iam create-user --user-name host >/dev/null
+show ebsim kms create-grant --key-id "$KEY" --grantee-principal arn:aws:iam::111122223333:user/host \
+     --operations GenerateDataKeyWithoutPlaintext --constraints 'EncryptionContextSubset={aws:ebs:id=vol-0demo}' --output text
+show ebsim --principal arn:aws:iam::111122223333:user/host kms generate-data-key-without-plaintext --key-id "$KEY" \
+     --number-of-bytes 64 --encryption-context aws:ebs:id=vol-0demo --query KeyId --output text
+show ebsim --principal arn:aws:iam::111122223333:user/host kms generate-data-key-without-plaintext --key-id "$KEY" \
+     --number-of-bytes 64 --encryption-context aws:ebs:id=vol-0other --query KeyId --output text || true
+
+say "9. The audit trail (CloudTrail LookupEvents)"
 show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
      --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
 echo
