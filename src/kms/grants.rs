@@ -138,6 +138,21 @@ fn constraints_hold(g: &GrantRecord, op: &str, ctx: Option<&EncryptionContext>) 
             .is_none_or(|sub| sub.iter().all(|(k, v)| ctx.get(k) == Some(v)))
 }
 
+/// Grants oldest first, one page of them (Limit 1–100, default 50).
+fn grant_page(
+    mut list: Vec<GrantListEntry>,
+    limit: Option<u32>,
+    marker: Option<&str>,
+) -> Result<ListGrantsResponse> {
+    list.sort_by(|a, b| (a.creation_date.0, &a.grant_id).cmp(&(b.creation_date.0, &b.grant_id)));
+    let (grants, next_marker, truncated) = paginate(list, limit, 100, 50, marker)?;
+    Ok(ListGrantsResponse {
+        grants,
+        next_marker,
+        truncated,
+    })
+}
+
 impl Cache {
     pub(super) fn grants_of(&self, key_id: &str) -> Vec<Arc<GrantRecord>> {
         self.grants.get(key_id).cloned().unwrap_or_default()
@@ -354,7 +369,7 @@ impl Kms {
             audit.resources.push(key.arn.clone());
             let grants = self.key_grants(&key.key_id)?;
             self.authorize(caller, "kms:ListGrants", &key, &grants, &Authz::default())?;
-            let mut list: Vec<GrantListEntry> = grants
+            let list: Vec<GrantListEntry> = grants
                 .iter()
                 .filter(|g| req.grant_id.as_ref().is_none_or(|id| *id == g.grant_id))
                 .filter(|g| {
@@ -364,16 +379,7 @@ impl Kms {
                 })
                 .map(|g| self.entry(g))
                 .collect();
-            list.sort_by(|a, b| {
-                (a.creation_date.0, &a.grant_id).cmp(&(b.creation_date.0, &b.grant_id))
-            });
-            let (grants, next_marker, truncated) =
-                paginate(list, req.limit, 100, 50, req.marker.as_deref())?;
-            Ok(ListGrantsResponse {
-                grants,
-                next_marker,
-                truncated,
-            })
+            grant_page(list, req.limit, req.marker.as_deref())
         })
     }
 
@@ -386,7 +392,7 @@ impl Kms {
             check_grant_principal(&req.retiring_principal, "retiringPrincipal")?;
             self.authorize_account_action(caller, "kms:ListRetirableGrants", "*")?;
             let inner = self.fresh()?;
-            let mut list: Vec<GrantListEntry> = inner
+            let list: Vec<GrantListEntry> = inner
                 .cache
                 .grants
                 .values()
@@ -397,16 +403,7 @@ impl Kms {
                 .map(|g| self.entry(g))
                 .collect();
             drop(inner);
-            list.sort_by(|a, b| {
-                (a.creation_date.0, &a.grant_id).cmp(&(b.creation_date.0, &b.grant_id))
-            });
-            let (grants, next_marker, truncated) =
-                paginate(list, req.limit, 100, 50, req.marker.as_deref())?;
-            Ok(ListGrantsResponse {
-                grants,
-                next_marker,
-                truncated,
-            })
+            grant_page(list, req.limit, req.marker.as_deref())
         })
     }
 

@@ -456,17 +456,21 @@ fn arb_request() -> impl Strategy<Value = (String, bool, &'static str, Condition
     })
 }
 
-fn allowed(
-    doc: &PolicyDocument,
-    r: &(String, bool, &'static str, ConditionContext),
-) -> (bool, bool) {
-    let p = RequestPrincipal {
+fn request_principal(r: &(String, bool, &'static str, ConditionContext)) -> RequestPrincipal<'_> {
+    RequestPrincipal {
         arn: &r.0,
         account_id: if r.1 { "" } else { ACCT },
         role_arn: None,
         is_root: r.0.ends_with(":root"),
         is_service: r.1,
-    };
+    }
+}
+
+fn allowed(
+    doc: &PolicyDocument,
+    r: &(String, bool, &'static str, ConditionContext),
+) -> (bool, bool) {
+    let p = request_principal(r);
     let v = doc.evaluate(&Request {
         principal: p,
         action: r.2,
@@ -531,13 +535,7 @@ fn decided(
             ..s
         })
         .collect();
-    let p = RequestPrincipal {
-        arn: &r.0,
-        account_id: if r.1 { "" } else { ACCT },
-        role_arn: None,
-        is_root: r.0.ends_with(":root"),
-        is_service: r.1,
-    };
+    let p = request_principal(r);
     let req = Request {
         principal: p,
         action: r.2,
