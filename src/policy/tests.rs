@@ -456,7 +456,9 @@ fn arb_request() -> impl Strategy<Value = (String, bool, &'static str, Condition
     })
 }
 
-fn request_principal(r: &(String, bool, &'static str, ConditionContext)) -> RequestPrincipal<'_> {
+fn request_principal<'a>(
+    r: &'a (String, bool, &'static str, ConditionContext),
+) -> RequestPrincipal<'a> {
     RequestPrincipal {
         arn: &r.0,
         account_id: if r.1 { "" } else { ACCT },
