@@ -341,17 +341,18 @@ proptest! {
     #[test]
     fn encrypt_decrypt_round_trips_any_plaintext_and_context(
         plaintext in proptest::collection::vec(any::<u8>(), 1..=4096),
-        pairs in proptest::collection::vec(("[a-zA-Z0-9:_-]{1,12}", ".{0,16}"), 0..6),
+        pairs in proptest::collection::btree_map("[a-zA-Z0-9:_-]{1,12}", ".{0,16}", 0..6),
     ) {
         let env = Env::new();
         let k = env.create_key();
-        let c: ebsim::kms::context::EncryptionContext = pairs.iter().cloned().collect();
+        let c: ebsim::kms::context::EncryptionContext = pairs.clone();
         let blob = env.kms.encrypt(&env.me, EncryptRequest {
             key_id: k.key_id.clone(), plaintext: Blob::new(plaintext.clone()),
             encryption_context: c.clone(), ..Default::default()
         }).unwrap().ciphertext_blob;
         // Insertion order of the pairs never matters.
-        let reversed: ebsim::kms::context::EncryptionContext = pairs.iter().rev().cloned().collect();
+        let reversed: ebsim::kms::context::EncryptionContext =
+            pairs.iter().rev().map(|(k, v)| (k.clone(), v.clone())).collect();
         let back = env.kms.decrypt(&env.me, DecryptRequest {
             ciphertext_blob: blob.clone(), encryption_context: reversed, ..Default::default()
         }).unwrap();

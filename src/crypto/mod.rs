@@ -4,6 +4,7 @@
 
 pub mod aead;
 pub mod secret;
+pub mod xts;
 
 pub use secret::SecretBytes;
 
