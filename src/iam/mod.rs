@@ -273,12 +273,7 @@ impl Iam {
             resource,
             context: &ctx,
         };
-        let (mut allow, mut deny) = (false, false);
-        for d in &docs {
-            let v = d.evaluate(&req);
-            allow |= v.allow;
-            deny |= v.deny;
-        }
+        let policy::Verdict { allow, deny, .. } = policy::evaluate_all(&docs, &req);
         if allow && !deny {
             return Ok(());
         }

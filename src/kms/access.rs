@@ -119,12 +119,8 @@ pub fn decide(
     if kp.deny {
         return Err(Denial::ExplicitDenyInKeyPolicy);
     }
-    let (mut id_allow, mut id_deny) = (false, false);
-    for doc in identity {
-        let v = doc.evaluate(req);
-        id_allow |= v.allow;
-        id_deny |= v.deny;
-    }
+    let id = crate::policy::evaluate_all(identity, req);
+    let (id_allow, id_deny) = (id.allow, id.deny);
     if id_deny {
         return Err(Denial::ExplicitDenyInIdentityPolicy);
     }

@@ -35,13 +35,17 @@ impl Kms {
         if caller.is_root() || caller.is_aws_service() {
             return Ok(Vec::new());
         }
+        self.with_iam(|iam| iam.identity_policies(&caller.principal))
+    }
+
+    /// Runs `f` on the data root's IAM database, opened on first use (callers that
+    /// never need IAM never create iam.db).
+    fn with_iam<T>(&self, f: impl FnOnce(&crate::iam::Iam) -> Result<T>) -> Result<T> {
         let mut iam = self.iam.lock().unwrap_or_else(|p| p.into_inner());
         if iam.is_none() {
             *iam = Some(crate::iam::Iam::open(&self.root)?);
         }
-        iam.as_ref()
-            .expect("opened above")
-            .identity_policies(&caller.principal)
+        f(iam.as_ref().expect("opened above"))
     }
 
     /// Whether an IAM principal exists (the account root and services always do).
@@ -52,11 +56,7 @@ impl Kms {
         ) {
             return Ok(true);
         }
-        let mut iam = self.iam.lock().unwrap_or_else(|p| p.into_inner());
-        if iam.is_none() {
-            *iam = Some(crate::iam::Iam::open(&self.root)?);
-        }
-        iam.as_ref().expect("opened above").exists(p)
+        self.with_iam(|iam| iam.exists(p))
     }
 
     /// The condition context of a request on `key`.

@@ -283,12 +283,8 @@ impl Kms {
             resource,
             context: &ctx,
         };
-        let (mut allow, mut deny) = (false, false);
-        for doc in self.identity_policies(caller)? {
-            let v = doc.evaluate(&req);
-            allow |= v.allow;
-            deny |= v.deny;
-        }
+        let crate::policy::Verdict { allow, deny, .. } =
+            crate::policy::evaluate_all(&self.identity_policies(caller)?, &req);
         if allow && !deny && caller.account_id() == self.account_id {
             return Ok(());
         }

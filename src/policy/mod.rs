@@ -85,6 +85,22 @@ pub struct RequestPrincipal<'a> {
     pub is_service: bool,
 }
 
+/// What a set of documents (a principal's identity policies) says together: any
+/// Deny, any Allow.
+pub fn evaluate_all<'d>(
+    docs: impl IntoIterator<Item = &'d PolicyDocument>,
+    req: &Request<'_>,
+) -> Verdict {
+    docs.into_iter().fold(Verdict::default(), |acc, d| {
+        let v = d.evaluate(req);
+        Verdict {
+            deny: acc.deny || v.deny,
+            allow: acc.allow || v.allow,
+            allow_account: acc.allow_account || v.allow_account,
+        }
+    })
+}
+
 /// How a statement's `Principal` matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PrincipalMatch {
