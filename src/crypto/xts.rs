@@ -36,6 +36,8 @@ pub enum XtsError {
     WeakKey,
     /// The buffer is not a whole number of data units.
     Misaligned(usize),
+    /// A single data unit must be 16 to 4096 bytes in whole AES blocks.
+    UnitLength(usize),
 }
 
 impl std::fmt::Display for XtsError {
@@ -46,6 +48,10 @@ impl std::fmt::Display for XtsError {
             XtsError::Misaligned(n) => write!(
                 f,
                 "{n} bytes is not a whole number of {DATA_UNIT}-byte data units"
+            ),
+            XtsError::UnitLength(n) => write!(
+                f,
+                "a data unit is 16 to {DATA_UNIT} bytes in whole AES blocks, not {n}"
             ),
         }
     }
@@ -129,28 +135,59 @@ impl Xts {
             }
             self.tweak.encrypt_blocks(&mut t0[..units]);
             for (unit, t) in batch.chunks_exact_mut(DATA_UNIT).zip(&t0) {
-                let mut tweaks = [0u128; BLOCKS];
-                let mut x = u128::from_le_bytes((*t).into());
-                for tw in tweaks.iter_mut() {
-                    *tw = x;
-                    x = mul_alpha(x);
-                }
-                let (blocks, rest) = Block::slice_as_chunks_mut(unit);
-                debug_assert!(rest.is_empty());
-                xor(blocks, &tweaks);
-                if encrypt {
-                    self.data.encrypt_blocks(blocks);
-                } else {
-                    self.data.decrypt_blocks(blocks);
-                }
-                xor(blocks, &tweaks);
+                self.unit(t, unit, encrypt);
             }
         }
+    }
+
+    /// One data unit of at most [`DATA_UNIT`] bytes (a whole number of AES blocks)
+    /// whose encrypted tweak is `t0`.
+    #[inline(always)]
+    fn unit(&self, t0: &Block, unit: &mut [u8], encrypt: bool) {
+        let (blocks, rest) = Block::slice_as_chunks_mut(unit);
+        debug_assert!(rest.is_empty() && blocks.len() <= BLOCKS);
+        let mut tweaks = [0u128; BLOCKS];
+        let tweaks = &mut tweaks[..blocks.len()];
+        let mut x = u128::from_le_bytes((*t0).into());
+        for tw in tweaks.iter_mut() {
+            *tw = x;
+            x = mul_alpha(x);
+        }
+        xor(blocks, tweaks);
+        if encrypt {
+            self.data.encrypt_blocks(blocks);
+        } else {
+            self.data.decrypt_blocks(blocks);
+        }
+        xor(blocks, tweaks);
+    }
+
+    /// Encrypts one data unit of any whole number of AES blocks up to
+    /// [`DATA_UNIT`] bytes, with tweak value `tweak` (IEEE 1619's data unit sequence
+    /// number). Volumes use [`Xts::encrypt`]; this exists for IEEE 1619's 512-byte
+    /// test vectors.
+    pub fn encrypt_unit(&self, tweak: u128, unit: &mut [u8]) -> Result<(), XtsError> {
+        self.one_unit(tweak, unit, true)
+    }
+
+    /// The inverse of [`Xts::encrypt_unit`].
+    pub fn decrypt_unit(&self, tweak: u128, unit: &mut [u8]) -> Result<(), XtsError> {
+        self.one_unit(tweak, unit, false)
+    }
+
+    fn one_unit(&self, tweak: u128, unit: &mut [u8], encrypt: bool) -> Result<(), XtsError> {
+        if unit.is_empty() || unit.len() > DATA_UNIT || !unit.len().is_multiple_of(16) {
+            return Err(XtsError::UnitLength(unit.len()));
+        }
+        let mut t0: Block = tweak.to_le_bytes().into();
+        self.tweak.encrypt_block(&mut t0);
+        self.unit(&t0, unit, encrypt);
+        Ok(())
     }
 }
 
 #[inline(always)]
-fn xor(blocks: &mut [Block], tweaks: &[u128; BLOCKS]) {
+fn xor(blocks: &mut [Block], tweaks: &[u128]) {
     for (b, t) in blocks.iter_mut().zip(tweaks) {
         let v = u128::from_le_bytes((*b).into()) ^ t;
         *b = v.to_le_bytes().into();
