@@ -33,6 +33,18 @@ pub enum ErrorKind {
     IamMalformedPolicyDocument,
     IamValidation,
     IamAccessDenied,
+    // --- EC2 (EBS) errors ---
+    InvalidVolumeNotFound,
+    InvalidVolumeIdMalformed,
+    InvalidSnapshotNotFound,
+    VolumeInUse,
+    IncorrectState,
+    InvalidParameterValue,
+    InvalidParameterCombination,
+    MissingParameter,
+    InvalidZoneNotFound,
+    /// EC2's dry-run answer (KMS's is `DryRunOperationException`).
+    Ec2DryRun,
     // --- errors common to every AWS API ---
     AccessDenied,
     /// The caller's identity is not known (AWS: the credentials are invalid).
@@ -46,6 +58,10 @@ pub enum ErrorKind {
     Usage,
     /// An operating-system error (I/O) that is not the caller's fault.
     Internal,
+    /// A volume image is damaged, truncated, or not ebsim's (docs/FORMAT.md §6).
+    VolumeImage,
+    /// A block request outside the volume (offset and length past its end).
+    OutOfRange,
 }
 
 impl ErrorKind {
@@ -77,6 +93,16 @@ impl ErrorKind {
             IamMalformedPolicyDocument => "MalformedPolicyDocument",
             IamValidation => "ValidationError",
             IamAccessDenied => "AccessDenied",
+            InvalidVolumeNotFound => "InvalidVolume.NotFound",
+            InvalidVolumeIdMalformed => "InvalidVolumeID.Malformed",
+            InvalidSnapshotNotFound => "InvalidSnapshot.NotFound",
+            Ec2DryRun => "DryRunOperation",
+            VolumeInUse => "VolumeInUse",
+            IncorrectState => "IncorrectState",
+            InvalidParameterValue => "InvalidParameterValue",
+            InvalidParameterCombination => "InvalidParameterCombination",
+            MissingParameter => "MissingParameter",
+            InvalidZoneNotFound => "InvalidZone.NotFound",
             AccessDenied => "AccessDeniedException",
             UnrecognizedClient => "UnrecognizedClientException",
             Throttling => "ThrottlingException",
@@ -84,6 +110,8 @@ impl ErrorKind {
             Environment => "EnvironmentError",
             Usage => "UsageError",
             Internal => "InternalError",
+            VolumeImage => "VolumeImageError",
+            OutOfRange => "OutOfRange",
         }
     }
 
@@ -91,7 +119,11 @@ impl ErrorKind {
     pub fn is_service_error(self) -> bool {
         !matches!(
             self,
-            ErrorKind::Environment | ErrorKind::Usage | ErrorKind::Internal
+            ErrorKind::Environment
+                | ErrorKind::Usage
+                | ErrorKind::Internal
+                | ErrorKind::VolumeImage
+                | ErrorKind::OutOfRange
         )
     }
 
@@ -100,7 +132,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Usage => exit::USAGE,
             ErrorKind::Environment => exit::ENVIRONMENT,
-            ErrorKind::Internal => exit::OTHER,
+            ErrorKind::Internal | ErrorKind::VolumeImage | ErrorKind::OutOfRange => exit::OTHER,
             _ => exit::SERVICE,
         }
     }
@@ -203,7 +235,7 @@ impl std::error::Error for Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::new(ErrorKind::Internal, format!("KMS store: {e}")).with_source(e)
+        Error::new(ErrorKind::Internal, format!("SQLite store: {e}")).with_source(e)
     }
 }
 

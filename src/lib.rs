@@ -20,11 +20,13 @@
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod ec2;
 pub mod error;
 pub mod fsutil;
 pub mod home;
 pub mod iam;
 pub mod kms;
 pub mod policy;
+pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};

@@ -104,6 +104,53 @@ impl Drop for SecretBytes {
     }
 }
 
+/// Page-aligned and a whole number of pages long, so its memory is its own.
+#[repr(C, align(4096))]
+struct PageAligned<T>(T);
+
+/// A value (an expanded key schedule such as [`crate::crypto::xts::Xts`]) on pages
+/// of its own, locked with `mlock` while it lives. `T` is responsible for zeroizing
+/// itself on drop (the aes crate's `zeroize` feature does); the pages are unlocked
+/// after that.
+///
+/// The value is built on the stack and moved here; Rust gives no way to construct
+/// it in place without `unsafe`, so a transient stack copy can remain until that
+/// stack is reused. The long-lived copy, the one used for every I/O, is locked.
+pub struct Locked<T> {
+    inner: Box<PageAligned<T>>,
+    _lock: Option<region::LockGuard>,
+}
+
+impl<T> Locked<T> {
+    pub fn new(value: T) -> Self {
+        let inner = Box::new(PageAligned(value));
+        let lock = region::lock(
+            &*inner as *const PageAligned<T>,
+            std::mem::size_of::<PageAligned<T>>(),
+        )
+        .ok();
+        Locked { inner, _lock: lock }
+    }
+
+    /// True if the pages are locked (false when RLIMIT_MEMLOCK is exhausted).
+    pub fn is_locked(&self) -> bool {
+        self._lock.is_some()
+    }
+}
+
+impl<T> std::ops::Deref for Locked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner.0
+    }
+}
+
+impl<T> fmt::Debug for Locked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Locked([REDACTED])")
+    }
+}
+
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretBytes([REDACTED; {}])", self.len)

@@ -1,0 +1,1066 @@
+//! EC2's volume API over ebsim's images and KMS (shared/reference/kms-ebs.md §2).
+//!
+//! - `model.rs`: request/response shapes with AWS's names, and the stored record.
+//! - `store.rs`: `regions/<region>/ec2.db` (volume records, EBS account settings).
+//! - this file: CreateVolume, DescribeVolumes, DeleteVolume, ModifyVolume, the
+//!   encryption-by-default settings, and attach / detach.
+//!
+//! KMS calls are made by the volume service on the caller's behalf
+//! (`Caller::via("ec2", region)`, so `kms:ViaService` is `ec2.<region>.amazonaws.com`):
+//! GenerateDataKeyWithoutPlaintext (64 bytes, context `aws:ebs:id`) at creation;
+//! CreateGrant for the attaching instance (constraint EncryptionContextSubset,
+//! `kms:GrantIsForAWSResource`) and Decrypt by that instance's infrastructure
+//! principal at attach; RetireGrant at detach.
+
+pub mod model;
+pub mod store;
+
+use crate::clock::Timestamp;
+use crate::crypto::secret::SecretBytes;
+use crate::error::{Error, ErrorKind, Result};
+use crate::home::DataRoot;
+use crate::kms::Kms;
+use crate::kms::access::Caller;
+use crate::kms::api::{
+    Blob, CreateGrantRequest, DecryptRequest, DescribeKeyRequest, GenerateDataKeyRequest,
+    GrantConstraints, RetireGrantRequest,
+};
+use crate::volume::header::{Cipher, DATA_UNIT, Header, ZERO_UNIT_IS_HOLE};
+use crate::volume::image::{self, Image};
+use model::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const BY_DEFAULT: &str = "ebs_encryption_by_default";
+const DEFAULT_KEY: &str = "ebs_default_kms_key_id";
+/// What GetEbsDefaultKmsKeyId answers while no key was chosen.
+pub const DEFAULT_KEY_ALIAS: &str = "alias/aws/ebs";
+/// Largest volume: 64 TiB (io2 Block Express; gp3 stops at 16 TiB).
+const MAX_BYTES: u64 = 64 << 40;
+const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
+
+/// The EC2 volume service of one region.
+pub struct Ec2 {
+    kms: Kms,
+    store: Mutex<store::Store>,
+    dir: PathBuf,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> Error {
+    Error::new(kind, msg)
+}
+
+fn not_found(id: &str) -> Error {
+    err(
+        ErrorKind::InvalidVolumeNotFound,
+        format!("The volume '{id}' does not exist."),
+    )
+}
+
+/// `vol-` and 8 or 17 hex digits, as EC2 accepts.
+pub fn check_volume_id(id: &str) -> Result<()> {
+    let ok = id.strip_prefix("vol-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::InvalidVolumeIdMalformed,
+            format!("Invalid id: \"{id}\" (expecting \"vol-...\")"),
+        ))
+    }
+}
+
+fn new_volume_id() -> String {
+    let b = crate::crypto::random_bytes(9);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("vol-{}", &hex[..17])
+}
+
+fn context(volume_id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("aws:ebs:id".to_string(), volume_id.to_string())])
+}
+
+fn dry_run(flag: bool) -> Result<()> {
+    if flag {
+        Err(err(
+            ErrorKind::Ec2DryRun,
+            "Request would have succeeded, but DryRun flag is set.",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// AWS's glob in filter values: `*` any run, `?` one character.
+fn glob(pattern: &str, value: &str) -> bool {
+    crate::policy::glob(pattern, value)
+}
+
+/// The principal EC2's infrastructure uses for instance `instance_id` (the grantee
+/// CloudTrail shows for EBS attachments).
+pub fn infrastructure_principal(account: &str, instance_id: &str) -> String {
+    format!("{account}:aws:ec2-infrastructure:{instance_id}")
+}
+
+impl Ec2 {
+    /// The volume service of `kms`'s region, on `root`.
+    pub fn new(root: &DataRoot, kms: Kms) -> Result<Self> {
+        let region_dir = root.region_dir(kms.region())?;
+        let dir = region_dir.join("volumes");
+        crate::fsutil::ensure_private_dir(&dir)?;
+        let store = store::Store::open(&region_dir.join("ec2.db"))?;
+        let ec2 = Ec2 {
+            kms,
+            store: Mutex::new(store),
+            dir,
+        };
+        ec2.sweep()?;
+        Ok(ec2)
+    }
+
+    pub fn kms(&self) -> &Kms {
+        &self.kms
+    }
+
+    pub fn region(&self) -> &str {
+        self.kms.region()
+    }
+
+    /// The image file of `volume_id`.
+    pub fn image_path(&self, volume_id: &str) -> PathBuf {
+        self.dir.join(format!("{volume_id}.img"))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut store::Tx<'_>) -> Result<T>) -> Result<T> {
+        self.store.lock().expect("ec2 store").write(f)
+    }
+
+    fn record(&self, id: &str) -> Result<VolumeRecord> {
+        check_volume_id(id)?;
+        self.store
+            .lock()
+            .expect("ec2 store")
+            .volume(id)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Removes what an interrupted CreateVolume or DeleteVolume left: images no
+    /// record names, and creation files older than an hour. Runs under the store's
+    /// write lock, which creation also holds from rename to commit.
+    fn sweep(&self) -> Result<()> {
+        self.write(|tx| {
+            let known: std::collections::HashSet<String> =
+                tx.volumes()?.into_iter().map(|v| v.volume_id).collect();
+            let entries = std::fs::read_dir(&self.dir)
+                .map_err(|e| Error::io(format!("cannot list {}", self.dir.display()), e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stale = if let Some(id) = name.strip_suffix(".img") {
+                    id.starts_with("vol-") && !known.contains(id)
+                } else if name.ends_with(".creating") {
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age.as_secs() > 3600)
+                } else {
+                    false
+                };
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// True if some process holds the image's attachment lock.
+    fn attached_now(&self, volume_id: &str) -> bool {
+        match std::fs::File::open(self.image_path(volume_id)) {
+            Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
+    /// A record whose attachment's process is gone is shown (and stored) as available.
+    fn repair(&self, v: &mut VolumeRecord) -> Result<()> {
+        if v.attachment.is_none() || self.attached_now(&v.volume_id) {
+            return Ok(());
+        }
+        let stale = v.attachment.take().expect("checked");
+        v.state = "available".into();
+        self.retire_quietly(&stale);
+        let id = v.volume_id.clone();
+        self.write(|tx| {
+            if let Some(mut cur) = tx.volume(&id)?
+                && cur.attachment.as_ref() == Some(&stale)
+            {
+                cur.attachment = None;
+                cur.state = "available".into();
+                tx.put_volume(&cur)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn retire_quietly(&self, a: &AttachmentRecord) {
+        if let (Some(grant_id), Some(key)) = (&a.grant_id, &a.key_arn) {
+            let grantee = infrastructure_principal(self.kms.account_id(), &a.instance_id);
+            let _ = self.kms.retire_grant(
+                &Caller::aws_service(self.kms.account_id(), &grantee),
+                RetireGrantRequest {
+                    key_id: Some(key.clone()),
+                    grant_id: Some(grant_id.clone()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    // ---- account settings -------------------------------------------------
+
+    fn by_default(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .lock()
+            .expect("ec2 store")
+            .setting(BY_DEFAULT)?
+            .as_deref()
+            == Some("true"))
+    }
+
+    pub fn get_ebs_encryption_by_default(&self) -> Result<EbsEncryptionByDefault> {
+        Ok(EbsEncryptionByDefault {
+            ebs_encryption_by_default: self.by_default()?,
+            sse_type: Some("sse-ebs".into()),
+        })
+    }
+
+    pub fn set_ebs_encryption_by_default(&self, on: bool) -> Result<EbsEncryptionByDefault> {
+        self.write(|tx| tx.put_setting(BY_DEFAULT, Some(if on { "true" } else { "false" })))?;
+        Ok(EbsEncryptionByDefault {
+            ebs_encryption_by_default: on,
+            sse_type: None,
+        })
+    }
+
+    pub fn get_ebs_default_kms_key_id(&self) -> Result<EbsDefaultKmsKeyId> {
+        let k = self.store.lock().expect("ec2 store").setting(DEFAULT_KEY)?;
+        Ok(EbsDefaultKmsKeyId {
+            kms_key_id: k.unwrap_or_else(|| DEFAULT_KEY_ALIAS.into()),
+        })
+    }
+
+    /// Sets the region's default key for EBS encryption; the key must exist in this
+    /// region and be usable by the caller through EC2. Stores and returns its ARN.
+    pub fn modify_ebs_default_kms_key_id(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+    ) -> Result<EbsDefaultKmsKeyId> {
+        let arn = self.resolve_key(caller, key_id)?;
+        self.write(|tx| tx.put_setting(DEFAULT_KEY, Some(&arn)))?;
+        Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
+    }
+
+    /// Back to the AWS managed key `alias/aws/ebs` (created on first use).
+    pub fn reset_ebs_default_kms_key_id(&self) -> Result<EbsDefaultKmsKeyId> {
+        let arn = self.kms.aws_managed_key("ebs")?.arn;
+        self.write(|tx| tx.put_setting(DEFAULT_KEY, None))?;
+        Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
+    }
+
+    /// A key id, alias or ARN → the key's ARN, as the caller sees it through EC2.
+    /// `alias/aws/ebs` is created on first use. Another region's ARN is refused:
+    /// KMS keys are regional.
+    fn resolve_key(&self, caller: &Caller, key_id: &str) -> Result<String> {
+        if let Some(rest) = key_id.strip_prefix("arn:aws:kms:") {
+            let region = rest.split(':').next().unwrap_or_default();
+            if region != self.region() {
+                return Err(err(
+                    ErrorKind::InvalidParameterValue,
+                    format!(
+                        "The KMS key {key_id} is in {region}; volumes in {} can only use KMS keys of {}.",
+                        self.region(),
+                        self.region()
+                    ),
+                ));
+            }
+        }
+        if key_id == DEFAULT_KEY_ALIAS || key_id.ends_with(":alias/aws/ebs") {
+            return Ok(self.kms.aws_managed_key("ebs")?.arn);
+        }
+        let meta = self
+            .kms
+            .describe_key(
+                &caller.via("ec2", self.region()),
+                DescribeKeyRequest {
+                    key_id: key_id.into(),
+                    grant_tokens: vec![],
+                },
+            )?
+            .key_metadata;
+        if meta.key_spec != "SYMMETRIC_DEFAULT" {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "{} is not a symmetric encryption KMS key; EBS supports only symmetric keys.",
+                    meta.arn
+                ),
+            ));
+        }
+        Ok(meta.arn)
+    }
+
+    // ---- CreateVolume -----------------------------------------------------
+
+    pub fn create_volume(&self, caller: &Caller, req: CreateVolumeRequest) -> Result<Volume> {
+        let region = self.region().to_string();
+        let zone = req
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| format!("{region}a"));
+        let zone_ok = zone
+            .strip_prefix(region.as_str())
+            .is_some_and(|l| l.len() == 1 && ("a"..="f").contains(&l));
+        if !zone_ok {
+            return Err(err(
+                ErrorKind::InvalidZoneNotFound,
+                format!("The zone '{zone}' does not exist."),
+            ));
+        }
+        if let Some(s) = &req.snapshot_id {
+            return Err(err(
+                ErrorKind::InvalidSnapshotNotFound,
+                format!("The snapshot '{s}' does not exist."),
+            ));
+        }
+        let size_bytes = match (req.size, req.size_bytes) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    ErrorKind::InvalidParameterCombination,
+                    "Size and SizeBytes cannot both be given (SizeBytes is ebsim's exact size in bytes).",
+                ));
+            }
+            (None, None) => {
+                return Err(err(
+                    ErrorKind::MissingParameter,
+                    "The request must contain the parameter size or snapshotId",
+                ));
+            }
+            (Some(g), None) => {
+                if g == 0 || g > MAX_BYTES / GIB {
+                    return Err(err(
+                        ErrorKind::InvalidParameterValue,
+                        format!(
+                            "Volume of {g}GiB is outside the supported range 1-{} GiB.",
+                            MAX_BYTES / GIB
+                        ),
+                    ));
+                }
+                g * GIB
+            }
+            (None, Some(b)) => {
+                if b == 0 || !b.is_multiple_of(DATA_UNIT) || b > MAX_BYTES {
+                    return Err(err(
+                        ErrorKind::InvalidParameterValue,
+                        format!(
+                            "SizeBytes {b} must be a positive multiple of 4096 up to {MAX_BYTES}."
+                        ),
+                    ));
+                }
+                b
+            }
+        };
+        let volume_type = req.volume_type.clone().unwrap_or_else(|| "gp3".into());
+        if !VOLUME_TYPES.contains(&volume_type.as_str()) {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "Value ({volume_type}) for parameter volumeType is invalid. Valid values are {}.",
+                    VOLUME_TYPES.join(", ")
+                ),
+            ));
+        }
+        let (iops, throughput) = performance(&volume_type, size_bytes, req.iops, req.throughput)?;
+        let mut tags = Vec::new();
+        for spec in &req.tag_specifications {
+            if spec.resource_type != "volume" {
+                return Err(err(
+                    ErrorKind::InvalidParameterValue,
+                    format!(
+                        "'{}' is not a valid taggable resource type for this operation.",
+                        spec.resource_type
+                    ),
+                ));
+            }
+            tags.extend(spec.tags.iter().cloned());
+        }
+        let by_default = self.by_default()?;
+        if req.kms_key_id.is_some() && req.encrypted != Some(true) && !by_default {
+            return Err(err(
+                ErrorKind::InvalidParameterCombination,
+                "The parameter KmsKeyId requires the parameter Encrypted to be set.",
+            ));
+        }
+        let encrypted = req.encrypted == Some(true) || by_default;
+        let key_arn = if encrypted {
+            let key = match &req.kms_key_id {
+                Some(k) => k.clone(),
+                None => self.get_ebs_default_kms_key_id()?.kms_key_id,
+            };
+            Some(self.resolve_key(caller, &key)?)
+        } else {
+            None
+        };
+        dry_run(req.dry_run)?;
+        let volume_id = new_volume_id();
+        let now = self.kms.clock().now();
+        let (header, data_key) = match &key_arn {
+            None => (self.header(&volume_id, size_bytes, now, None), None),
+            Some(arn) => {
+                let (wrapped, arn, key) = self.new_data_key(caller, arn, &volume_id)?;
+                let mut h = self.header(&volume_id, size_bytes, now, Some(&arn));
+                h.wrapped_key = wrapped;
+                (h, Some(key))
+            }
+        };
+        let record = VolumeRecord {
+            volume_id: volume_id.clone(),
+            size_bytes,
+            availability_zone: zone,
+            create_time: now,
+            encrypted,
+            kms_key_arn: (!header.kms_key_arn.is_empty()).then(|| header.kms_key_arn.clone()),
+            snapshot_id: None,
+            state: "available".into(),
+            volume_type,
+            iops,
+            throughput,
+            tags,
+            attachment: None,
+        };
+        let tmp = self.dir.join(format!(".{volume_id}.img.creating"));
+        let path = self.image_path(&volume_id);
+        let made = image::create_file(&tmp, &header, data_key.as_ref()).and_then(|()| {
+            self.write(|tx| {
+                tx.put_volume(&record)?;
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io(format!("cannot rename into {}", path.display()), e))?;
+                crate::fsutil::fsync_dir(&self.dir)
+            })
+        });
+        drop(data_key);
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Volume::from_record(&record, false))
+    }
+
+    fn header(&self, volume_id: &str, size: u64, now: Timestamp, arn: Option<&str>) -> Header {
+        Header {
+            sequence: 1,
+            incompat_features: ZERO_UNIT_IS_HOLE,
+            compat_features: 0,
+            size,
+            cipher: if arn.is_some() {
+                Cipher::AesXtsPlain64
+            } else {
+                Cipher::None
+            },
+            created_ms: now.timestamp_millis(),
+            volume_id: volume_id.into(),
+            region: self.region().into(),
+            kms_key_arn: arn.unwrap_or_default().into(),
+            encryption_context: if arn.is_some() {
+                Header::volume_context(volume_id)
+            } else {
+                String::new()
+            },
+            source_snapshot_id: String::new(),
+            wrapped_key: Vec::new(),
+        }
+    }
+
+    /// GenerateDataKeyWithoutPlaintext for a new volume, then one Decrypt so the
+    /// first header can be authenticated (docs/FORMAT.md §2). Returns the wrapped
+    /// key, the key ARN KMS reports, and the plaintext key in locked memory.
+    fn new_data_key(
+        &self,
+        caller: &Caller,
+        key_arn: &str,
+        volume_id: &str,
+    ) -> Result<(Vec<u8>, String, SecretBytes)> {
+        let via = caller.via("ec2", self.region());
+        let made = self.kms.generate_data_key_without_plaintext(
+            &via,
+            GenerateDataKeyRequest {
+                key_id: key_arn.into(),
+                number_of_bytes: Some(64),
+                encryption_context: context(volume_id),
+                ..Default::default()
+            },
+        )?;
+        let plain = self.kms.decrypt(
+            &via,
+            DecryptRequest {
+                ciphertext_blob: made.ciphertext_blob.clone(),
+                encryption_context: context(volume_id),
+                key_id: Some(made.key_id.clone()),
+                ..Default::default()
+            },
+        )?;
+        let key = SecretBytes::from_slice(plain.plaintext.as_slice());
+        Ok((made.ciphertext_blob.as_slice().to_vec(), made.key_id, key))
+    }
+
+    // ---- DescribeVolumes --------------------------------------------------
+
+    pub fn describe_volumes(&self, req: DescribeVolumesRequest) -> Result<DescribeVolumesResponse> {
+        for id in &req.volume_ids {
+            check_volume_id(id)?;
+        }
+        if let Some(m) = req.max_results
+            && !(5..=1000).contains(&m)
+        {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "Value ( {m} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
+                ),
+            ));
+        }
+        let all = self.store.lock().expect("ec2 store").volumes()?;
+        let missing: Vec<&str> = req
+            .volume_ids
+            .iter()
+            .filter(|id| !all.iter().any(|v| &v.volume_id == *id))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidVolumeNotFound,
+                format!("The volume '{}' does not exist.", missing.join(",")),
+            ));
+        }
+        for f in &req.filters {
+            check_filter(&f.name)?;
+        }
+        let start = match &req.next_token {
+            Some(t) => Some(decode_token(t)?),
+            None => None,
+        };
+        let mut out = Vec::new();
+        let mut next_token = None;
+        for mut v in all {
+            if !req.volume_ids.is_empty() && !req.volume_ids.contains(&v.volume_id) {
+                continue;
+            }
+            if start.as_deref().is_some_and(|s| v.volume_id.as_str() <= s) {
+                continue;
+            }
+            self.repair(&mut v)?;
+            if !req.filters.iter().all(|f| matches_filter(&v, f)) {
+                continue;
+            }
+            if let Some(m) = req.max_results
+                && out.len() == m as usize
+            {
+                next_token = out
+                    .last()
+                    .map(|last: &Volume| encode_token(&last.volume_id));
+                break;
+            }
+            out.push(Volume::from_record(&v, true));
+        }
+        Ok(DescribeVolumesResponse {
+            volumes: out,
+            next_token,
+        })
+    }
+
+    // ---- DeleteVolume -----------------------------------------------------
+
+    pub fn delete_volume(&self, volume_id: &str, dry: bool) -> Result<()> {
+        let mut v = self.record(volume_id)?;
+        self.repair(&mut v)?;
+        if let Some(a) = &v.attachment {
+            return Err(err(
+                ErrorKind::VolumeInUse,
+                format!(
+                    "Volume {volume_id} is currently attached to {}",
+                    a.instance_id
+                ),
+            ));
+        }
+        dry_run(dry)?;
+        let path = self.image_path(volume_id);
+        // Hold the image lock so no attach can start while the volume goes away.
+        let file = std::fs::File::open(&path).ok();
+        if let Some(f) = &file
+            && f.try_lock().is_err()
+        {
+            return Err(err(
+                ErrorKind::VolumeInUse,
+                format!("Volume {volume_id} is being attached"),
+            ));
+        }
+        self.write(|tx| match tx.volume(volume_id)? {
+            Some(cur) if cur.attachment.is_none() => tx.delete_volume(volume_id),
+            Some(_) => Err(err(
+                ErrorKind::VolumeInUse,
+                format!("Volume {volume_id} is currently attached"),
+            )),
+            None => Err(not_found(volume_id)),
+        })?;
+        // After the commit: a crash here leaves an image no record names, which the
+        // next start sweeps away.
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::io(format!("cannot remove {}", path.display()), e));
+        }
+        crate::fsutil::fsync_dir(&self.dir)
+    }
+
+    // ---- ModifyVolume -----------------------------------------------------
+
+    /// Changes size (grow only), type, IOPS or throughput. ebsim grows a detached
+    /// volume; an attached one is refused with IncorrectState.
+    pub fn modify_volume(
+        &self,
+        caller: &Caller,
+        req: ModifyVolumeRequest,
+    ) -> Result<ModifyVolumeResponse> {
+        let mut v = self.record(&req.volume_id)?;
+        self.repair(&mut v)?;
+        let new_size = match (req.size, req.size_bytes) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    ErrorKind::InvalidParameterCombination,
+                    "Size and SizeBytes cannot both be given.",
+                ));
+            }
+            (Some(g), None) => g.checked_mul(GIB).filter(|b| *b <= MAX_BYTES),
+            (None, Some(b)) => Some(b).filter(|b| b.is_multiple_of(DATA_UNIT) && *b <= MAX_BYTES),
+            (None, None) => Some(v.size_bytes),
+        }
+        .ok_or_else(|| {
+            err(
+                ErrorKind::InvalidParameterValue,
+                "The new size must be a multiple of 4096 bytes and at most 64 TiB.",
+            )
+        })?;
+        if new_size < v.size_bytes {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "New size cannot be smaller than existing size ({} GiB, {} bytes).",
+                    v.size_gib(),
+                    v.size_bytes
+                ),
+            ));
+        }
+        let volume_type = req
+            .volume_type
+            .clone()
+            .unwrap_or_else(|| v.volume_type.clone());
+        if !VOLUME_TYPES.contains(&volume_type.as_str()) {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!("Value ({volume_type}) for parameter volumeType is invalid."),
+            ));
+        }
+        let keep_iops = req.iops.or(if volume_type == v.volume_type {
+            v.iops
+        } else {
+            None
+        });
+        let keep_tp = req.throughput.or(if volume_type == v.volume_type {
+            v.throughput
+        } else {
+            None
+        });
+        let (iops, throughput) = performance(&volume_type, new_size, keep_iops, keep_tp)?;
+        if new_size == v.size_bytes
+            && volume_type == v.volume_type
+            && iops == v.iops
+            && throughput == v.throughput
+        {
+            return Err(err(
+                ErrorKind::InvalidParameterCombination,
+                "New size, type, IOPS and throughput are the same as the existing ones.",
+            ));
+        }
+        if new_size != v.size_bytes && v.attachment.is_some() {
+            return Err(err(
+                ErrorKind::IncorrectState,
+                format!(
+                    "{}: ebsim resizes detached volumes only; detach it first",
+                    v.volume_id
+                ),
+            ));
+        }
+        dry_run(req.dry_run)?;
+        let start = self.kms.clock().now();
+        if new_size != v.size_bytes {
+            let image = self.open_image(caller, &v, None)?.0;
+            image.grow(new_size)?;
+        }
+        let original = v.clone();
+        self.write(|tx| {
+            let mut cur = tx
+                .volume(&v.volume_id)?
+                .ok_or_else(|| not_found(&v.volume_id))?;
+            cur.size_bytes = new_size;
+            cur.volume_type = volume_type.clone();
+            cur.iops = iops;
+            cur.throughput = throughput;
+            tx.put_volume(&cur)
+        })?;
+        Ok(ModifyVolumeResponse {
+            volume_modification: VolumeModification {
+                volume_id: v.volume_id.clone(),
+                modification_state: "completed".into(),
+                target_size: new_size.div_ceil(GIB),
+                target_iops: iops,
+                target_volume_type: volume_type,
+                target_throughput: throughput,
+                original_size: original.size_gib(),
+                original_iops: original.iops,
+                original_volume_type: original.volume_type,
+                original_throughput: original.throughput,
+                progress: 100,
+                start_time: crate::kms::api::Time(start),
+                end_time: crate::kms::api::Time(self.kms.clock().now()),
+            },
+        })
+    }
+
+    // ---- attach / detach --------------------------------------------------
+
+    /// Opens `v`'s image. With `instance` (attach), the data key is decrypted by that
+    /// instance's infrastructure principal under a grant created for it; without
+    /// (resizing a detached volume), by the volume service for the caller. Returns
+    /// the image and the grant (key ARN, grant id) if one was made.
+    fn open_image(
+        &self,
+        caller: &Caller,
+        v: &VolumeRecord,
+        instance: Option<&str>,
+    ) -> Result<(Image, Option<(String, String)>)> {
+        let via = caller.via("ec2", self.region());
+        let account = self.kms.account_id().to_string();
+        let mut grant: Option<(String, String)> = None;
+        let mut unlock = |h: &Header| -> Result<SecretBytes> {
+            let ctx = context(&v.volume_id);
+            let (decrypter, tokens) = match instance {
+                Some(instance_id) => {
+                    let grantee = infrastructure_principal(&account, instance_id);
+                    if grant.is_none() {
+                        let g = self.kms.create_grant(
+                            &via,
+                            CreateGrantRequest {
+                                key_id: h.kms_key_arn.clone(),
+                                grantee_principal: grantee.clone(),
+                                retiring_principal: Some(grantee.clone()),
+                                operations: vec!["Decrypt".into()],
+                                constraints: Some(GrantConstraints {
+                                    encryption_context_subset: Some(ctx.clone()),
+                                    encryption_context_equals: None,
+                                }),
+                                ..Default::default()
+                            },
+                        )?;
+                        grant = Some((h.kms_key_arn.clone(), g.grant_id));
+                        (Caller::aws_service(&account, &grantee), vec![g.grant_token])
+                    } else {
+                        (Caller::aws_service(&account, &grantee), vec![])
+                    }
+                }
+                None => (via.clone(), vec![]),
+            };
+            let out = self.kms.decrypt(
+                &decrypter,
+                DecryptRequest {
+                    ciphertext_blob: Blob::new(h.wrapped_key.clone()),
+                    encryption_context: ctx,
+                    grant_tokens: tokens,
+                    key_id: Some(h.kms_key_arn.clone()),
+                    ..Default::default()
+                },
+            )?;
+            Ok(SecretBytes::from_slice(out.plaintext.as_slice()))
+        };
+        let opened = Image::open(&self.image_path(&v.volume_id), &v.volume_id, &mut unlock);
+        match opened {
+            Ok(image) => Ok((image, grant)),
+            Err(e) => {
+                if let (Some((key, id)), Some(instance_id)) = (&grant, instance) {
+                    self.retire_quietly(&AttachmentRecord {
+                        instance_id: instance_id.into(),
+                        device: String::new(),
+                        attach_time: self.kms.clock().now(),
+                        pid: 0,
+                        grant_id: Some(id.clone()),
+                        key_arn: Some(key.clone()),
+                    });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Attaches `volume_id` to `instance_id` in this process: CreateGrant + Decrypt
+    /// (encrypted volumes), the image's exclusive lock, the record set to `in-use`.
+    /// The returned [`Attachment`] is the block device; [`Attachment::detach`] undoes
+    /// it all.
+    pub fn attach(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> Result<Attachment> {
+        let v = self.record(volume_id)?;
+        if let Some(a) = &v.attachment
+            && self.attached_now(volume_id)
+        {
+            return Err(err(
+                ErrorKind::VolumeInUse,
+                format!(
+                    "{volume_id} is already attached to an instance ({})",
+                    a.instance_id
+                ),
+            ));
+        }
+        let (image, grant) = self.open_image(caller, &v, Some(instance_id))?;
+        // We hold the lock: any attachment still on record is stale.
+        if let Some(stale) = &v.attachment {
+            self.retire_quietly(stale);
+        }
+        let attachment = AttachmentRecord {
+            instance_id: instance_id.into(),
+            device: device.into(),
+            attach_time: self.kms.clock().now(),
+            pid: std::process::id(),
+            grant_id: grant.as_ref().map(|g| g.1.clone()),
+            key_arn: grant.as_ref().map(|g| g.0.clone()),
+        };
+        let recorded = self.write(|tx| {
+            let mut cur = tx.volume(volume_id)?.ok_or_else(|| not_found(volume_id))?;
+            cur.state = "in-use".into();
+            cur.attachment = Some(attachment.clone());
+            tx.put_volume(&cur)
+        });
+        if let Err(e) = recorded {
+            self.retire_quietly(&attachment);
+            return Err(e);
+        }
+        Ok(Attachment {
+            image: Some(image),
+            record: attachment,
+            volume_id: volume_id.into(),
+        })
+    }
+}
+
+/// An attached volume: the block device every front end uses. Dropping it without
+/// [`Attachment::detach`] still zeroizes the key and releases the image lock; the
+/// record is then repaired by the next call that looks at the volume.
+#[derive(Debug)]
+pub struct Attachment {
+    image: Option<Image>,
+    record: AttachmentRecord,
+    volume_id: String,
+}
+
+impl Attachment {
+    pub fn volume_id(&self) -> &str {
+        &self.volume_id
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.record.instance_id
+    }
+
+    /// The block device.
+    pub fn image(&self) -> &Image {
+        self.image.as_ref().expect("attached")
+    }
+
+    /// Flushes, retires the grant, marks the volume available, then zeroizes the key
+    /// and releases the image lock.
+    pub fn detach(mut self, ec2: &Ec2) -> Result<()> {
+        self.image().flush()?;
+        let retired = match (&self.record.grant_id, &self.record.key_arn) {
+            (Some(grant_id), Some(key)) => {
+                let grantee =
+                    infrastructure_principal(ec2.kms.account_id(), &self.record.instance_id);
+                ec2.kms
+                    .retire_grant(
+                        &Caller::aws_service(ec2.kms.account_id(), &grantee),
+                        RetireGrantRequest {
+                            key_id: Some(key.clone()),
+                            grant_id: Some(grant_id.clone()),
+                            ..Default::default()
+                        },
+                    )
+                    .map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        let record = self.record.clone();
+        let id = self.volume_id.clone();
+        ec2.write(|tx| {
+            if let Some(mut cur) = tx.volume(&id)?
+                && cur.attachment.as_ref() == Some(&record)
+            {
+                cur.attachment = None;
+                cur.state = "available".into();
+                tx.put_volume(&cur)?;
+            }
+            Ok(())
+        })?;
+        drop(self.image.take());
+        retired
+    }
+}
+
+fn performance(
+    volume_type: &str,
+    size: u64,
+    iops: Option<u32>,
+    throughput: Option<u32>,
+) -> Result<(Option<u32>, Option<u32>)> {
+    let gib = size.div_ceil(GIB);
+    let bad = |m: String| Err(err(ErrorKind::InvalidParameterValue, m));
+    match volume_type {
+        "gp3" => {
+            let i = iops.unwrap_or(3000);
+            let t = throughput.unwrap_or(125);
+            if !(3000..=80000).contains(&i) {
+                return bad(format!(
+                    "Volume iops of {i} is outside the range 3000-80000 for gp3."
+                ));
+            }
+            if !(125..=2000).contains(&t) {
+                return bad(format!(
+                    "Throughput of {t} MiB/s is outside the range 125-2000 for gp3."
+                ));
+            }
+            Ok((Some(i), Some(t)))
+        }
+        "io1" | "io2" => match iops {
+            Some(i) if (100..=256000).contains(&i) && throughput.is_none() => Ok((Some(i), None)),
+            Some(i) if throughput.is_none() => bad(format!(
+                "Volume iops of {i} is outside the range 100-256000."
+            )),
+            None => Err(err(
+                ErrorKind::MissingParameter,
+                format!("The parameter iops must be specified for {volume_type} volumes."),
+            )),
+            Some(_) => bad(format!(
+                "Throughput can only be set for gp3 volumes, not {volume_type}."
+            )),
+        },
+        _ if iops.is_some() || throughput.is_some() => bad(format!(
+            "IOPS and throughput can not be specified for {volume_type} volumes."
+        )),
+        "gp2" => Ok((Some((3 * gib as u32).clamp(100, 16000)), None)),
+        _ => Ok((None, None)),
+    }
+}
+
+const FILTERS: &[&str] = &[
+    "attachment.device",
+    "attachment.instance-id",
+    "attachment.status",
+    "availability-zone",
+    "encrypted",
+    "kms-key-id",
+    "multi-attach-enabled",
+    "size",
+    "snapshot-id",
+    "status",
+    "tag-key",
+    "volume-id",
+    "volume-type",
+];
+
+fn check_filter(name: &str) -> Result<()> {
+    if FILTERS.contains(&name) || name.strip_prefix("tag:").is_some_and(|k| !k.is_empty()) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::InvalidParameterValue,
+            format!("The filter '{name}' is invalid"),
+        ))
+    }
+}
+
+fn matches_filter(v: &VolumeRecord, f: &Filter) -> bool {
+    let a = v.attachment.as_ref();
+    let values: Vec<String> = match f.name.as_str() {
+        "attachment.device" => a.map(|a| a.device.clone()).into_iter().collect(),
+        "attachment.instance-id" => a.map(|a| a.instance_id.clone()).into_iter().collect(),
+        "attachment.status" => a.map(|_| "attached".to_string()).into_iter().collect(),
+        "availability-zone" => vec![v.availability_zone.clone()],
+        "encrypted" => vec![v.encrypted.to_string()],
+        "kms-key-id" => v.kms_key_arn.clone().into_iter().collect(),
+        "multi-attach-enabled" => vec!["false".into()],
+        "size" => vec![v.size_gib().to_string()],
+        "snapshot-id" => vec![v.snapshot_id.clone().unwrap_or_default()],
+        "status" => vec![v.state.clone()],
+        "tag-key" => v.tags.iter().map(|t| t.key.clone()).collect(),
+        "volume-id" => vec![v.volume_id.clone()],
+        "volume-type" => vec![v.volume_type.clone()],
+        name => match name.strip_prefix("tag:") {
+            Some(k) => v
+                .tags
+                .iter()
+                .filter(|t| t.key == k)
+                .map(|t| t.value.clone())
+                .collect(),
+            None => vec![],
+        },
+    };
+    f.values
+        .iter()
+        .any(|want| values.iter().any(|have| glob(want, have)))
+}
+
+fn encode_token(last: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("ebsim-volumes:{last}"))
+}
+
+fn decode_token(t: &str) -> Result<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("ebsim-volumes:").map(str::to_string))
+        .ok_or_else(|| {
+            err(
+                ErrorKind::InvalidParameterValue,
+                format!("Invalid value '{t}' for nextToken"),
+            )
+        })
+}
+
+/// Bytes of a volume's image file that hold its data area (for tests and tools).
+pub fn data_area(path: &Path) -> Result<Vec<u8>> {
+    let all =
+        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    Ok(all
+        .get(crate::volume::DATA_OFFSET as usize..)
+        .unwrap_or_default()
+        .to_vec())
+}

@@ -1,0 +1,227 @@
+//! EC2's volume shapes with AWS's member names, and the record ebsim keeps per volume.
+
+use crate::clock::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TagSpecification {
+    pub resource_type: String,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Filter {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// An attachment as ebsim records it: EC2's fields plus what detach needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub instance_id: String,
+    pub device: String,
+    pub attach_time: Timestamp,
+    /// The process holding the attachment.
+    pub pid: u32,
+    /// The grant that let the volume service decrypt the data key (encrypted volumes).
+    pub grant_id: Option<String>,
+    pub key_arn: Option<String>,
+}
+
+/// One volume, as stored in `ec2.db`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub volume_id: String,
+    pub size_bytes: u64,
+    pub availability_zone: String,
+    pub create_time: Timestamp,
+    pub encrypted: bool,
+    pub kms_key_arn: Option<String>,
+    pub snapshot_id: Option<String>,
+    /// `available` or `in-use` (`creating` and `deleting` never outlive a call).
+    pub state: String,
+    pub volume_type: String,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+    pub tags: Vec<Tag>,
+    pub attachment: Option<AttachmentRecord>,
+}
+
+pub const GIB: u64 = 1 << 30;
+
+impl VolumeRecord {
+    /// EC2's `Size`: GiB, rounded up (an ebsim `--size-bytes` volume below 1 GiB shows 1).
+    pub fn size_gib(&self) -> u64 {
+        self.size_bytes.div_ceil(GIB)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeAttachment {
+    pub attach_time: crate::kms::api::Time,
+    pub device: String,
+    pub instance_id: String,
+    pub state: String,
+    pub volume_id: String,
+    pub delete_on_termination: bool,
+}
+
+/// `Volume` in EC2's DescribeVolumes / CreateVolume responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Volume {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<VolumeAttachment>>,
+    pub availability_zone: String,
+    pub create_time: crate::kms::api::Time,
+    pub encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    pub size: u64,
+    pub snapshot_id: String,
+    pub state: String,
+    pub volume_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    pub volume_type: String,
+    pub multi_attach_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<u32>,
+    /// ebsim's own member: the exact size in bytes (`Size` is in GiB).
+    pub size_bytes: u64,
+}
+
+impl Volume {
+    /// `with_attachments`: DescribeVolumes lists them (possibly empty); CreateVolume
+    /// has no such member.
+    pub fn from_record(r: &VolumeRecord, with_attachments: bool) -> Self {
+        Volume {
+            attachments: with_attachments.then(|| {
+                r.attachment
+                    .iter()
+                    .map(|a| VolumeAttachment {
+                        attach_time: crate::kms::api::Time(a.attach_time),
+                        device: a.device.clone(),
+                        instance_id: a.instance_id.clone(),
+                        state: "attached".into(),
+                        volume_id: r.volume_id.clone(),
+                        delete_on_termination: false,
+                    })
+                    .collect()
+            }),
+            availability_zone: r.availability_zone.clone(),
+            create_time: crate::kms::api::Time(r.create_time),
+            encrypted: r.encrypted,
+            kms_key_id: r.kms_key_arn.clone(),
+            size: r.size_gib(),
+            snapshot_id: r.snapshot_id.clone().unwrap_or_default(),
+            state: r.state.clone(),
+            volume_id: r.volume_id.clone(),
+            iops: r.iops,
+            tags: r.tags.clone(),
+            volume_type: r.volume_type.clone(),
+            multi_attach_enabled: false,
+            throughput: r.throughput,
+            size_bytes: r.size_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateVolumeRequest {
+    pub availability_zone: Option<String>,
+    /// GiB.
+    pub size: Option<u64>,
+    /// ebsim: the exact size in bytes (a multiple of 4096), for small test volumes.
+    pub size_bytes: Option<u64>,
+    pub encrypted: Option<bool>,
+    pub kms_key_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub volume_type: Option<String>,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+    pub tag_specifications: Vec<TagSpecification>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeVolumesRequest {
+    pub volume_ids: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub max_results: Option<u32>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeVolumesResponse {
+    pub volumes: Vec<Volume>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ModifyVolumeRequest {
+    pub volume_id: String,
+    /// GiB.
+    pub size: Option<u64>,
+    /// ebsim: the new exact size in bytes.
+    pub size_bytes: Option<u64>,
+    pub volume_type: Option<String>,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeModification {
+    pub volume_id: String,
+    pub modification_state: String,
+    pub target_size: u64,
+    pub target_iops: Option<u32>,
+    pub target_volume_type: String,
+    pub target_throughput: Option<u32>,
+    pub original_size: u64,
+    pub original_iops: Option<u32>,
+    pub original_volume_type: String,
+    pub original_throughput: Option<u32>,
+    pub progress: u32,
+    pub start_time: crate::kms::api::Time,
+    pub end_time: crate::kms::api::Time,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ModifyVolumeResponse {
+    pub volume_modification: VolumeModification,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EbsEncryptionByDefault {
+    pub ebs_encryption_by_default: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EbsDefaultKmsKeyId {
+    pub kms_key_id: String,
+}

@@ -1,0 +1,17 @@
+//! Volume images: the on-disk format (docs/FORMAT.md) and the block API.
+//!
+//! - `header.rs`: the header copies — encoding, a bounds-checked parser, feature
+//!   bits, the MAC keyed from the data key.
+//! - `image.rs`: an open image — header selection, the exclusive lock, and the
+//!   block API (read / write at any offset and length, flush, trim, write-zeroes,
+//!   allocation) that every front end uses.
+//!
+//! This layer knows nothing of KMS or EC2: opening an encrypted image takes a
+//! callback that produces the plaintext data key. `crate::ec2` supplies it with
+//! CreateGrant + Decrypt.
+
+pub mod header;
+pub mod image;
+
+pub use header::{Cipher, DATA_OFFSET, DATA_UNIT, Header};
+pub use image::{Extent, Image};
