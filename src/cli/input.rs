@@ -145,6 +145,94 @@ pub fn constraints(param: &str, value: &str) -> Result<crate::kms::api::GrantCon
     Ok(out)
 }
 
+/// EC2 filters: each value is shorthand `Name=status,Values=available,in-use` (every
+/// comma-separated item after `Values=` is a value), or the one value is a JSON list.
+pub fn filters(param: &str, values: &[String]) -> Result<Vec<crate::ec2::model::Filter>> {
+    if values.len() == 1 && text(param, &values[0])?.trim_start().starts_with('[') {
+        return structs(param, values);
+    }
+    values
+        .iter()
+        .map(|v| {
+            let t = text(param, v)?;
+            let mut f = crate::ec2::model::Filter::default();
+            let mut in_values = false;
+            for item in split_shorthand(&t) {
+                match item.split_once('=') {
+                    Some(("Name", n)) => {
+                        f.name = n.to_string();
+                        in_values = false;
+                    }
+                    Some(("Values", v)) => {
+                        f.values.push(v.to_string());
+                        in_values = true;
+                    }
+                    _ if in_values => f.values.push(item.clone()),
+                    _ => {
+                        return Err(param_error(
+                            param,
+                            format!("Expected: 'Name=...,Values=...', received: {t}"),
+                        ));
+                    }
+                }
+            }
+            if f.name.is_empty() {
+                return Err(param_error(param, format!("Missing Name in: {t}")));
+            }
+            Ok(f)
+        })
+        .collect()
+}
+
+/// EC2 tag specifications: JSON, or shorthand
+/// `ResourceType=volume,Tags=[{Key=k,Value=v},{Key=k2,Value=v2}]`.
+pub fn tag_specifications(
+    param: &str,
+    values: &[String],
+) -> Result<Vec<crate::ec2::model::TagSpecification>> {
+    use crate::ec2::model::{Tag, TagSpecification};
+    if values.len() == 1 && text(param, &values[0])?.trim_start().starts_with('[') {
+        return structs(param, values);
+    }
+    values
+        .iter()
+        .map(|v| {
+            let t = text(param, v)?;
+            let bad = || {
+                param_error(
+                    param,
+                    format!(
+                        "Expected: 'ResourceType=...,Tags=[{{Key=...,Value=...}}]', received: {t}"
+                    ),
+                )
+            };
+            let (head, tags) = match t.split_once("Tags=[") {
+                Some((h, rest)) => (h, rest.strip_suffix(']').ok_or_else(bad)?),
+                None => (t.as_str(), ""),
+            };
+            let mut spec = TagSpecification::default();
+            for item in head.split(',').filter(|i| !i.trim().is_empty()) {
+                match item.trim().split_once('=') {
+                    Some(("ResourceType", r)) => spec.resource_type = r.to_string(),
+                    _ => return Err(bad()),
+                }
+            }
+            for tag in tags.split('}').map(|x| x.trim_start_matches(',').trim()) {
+                if tag.is_empty() {
+                    continue;
+                }
+                let inner = tag.strip_prefix('{').ok_or_else(bad)?;
+                let m = map(param, inner)?;
+                spec.tags.push(Tag {
+                    key: m.get("Key").cloned().ok_or_else(bad)?,
+                    value: m.get("Value").cloned().unwrap_or_default(),
+                });
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
 /// Splits `a=1,b=2` on commas outside quotes.
 fn split_shorthand(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -236,6 +324,37 @@ mod tests {
         assert_eq!(j.encryption_context_subset.unwrap()["k"], "v");
         assert!(constraints("c", "Bogus={a=b}").is_err());
         assert!(constraints("c", "EncryptionContextSubset={a=b").is_err());
+    }
+
+    #[test]
+    fn ec2_filters_and_tag_specifications() {
+        let f = filters(
+            "filters",
+            &[
+                "Name=status,Values=available,in-use".into(),
+                "Name=tag:Name,Values=db*".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(f[0].name, "status");
+        assert_eq!(f[0].values, vec!["available", "in-use"]);
+        assert_eq!(f[1].values, vec!["db*"]);
+        let j = filters(
+            "filters",
+            &[r#"[{"Name":"encrypted","Values":["true"]}]"#.into()],
+        )
+        .unwrap();
+        assert_eq!(j[0].values, vec!["true"]);
+        assert!(filters("filters", &["Values=x".into()]).is_err());
+        let t = tag_specifications(
+            "tag-specifications",
+            &["ResourceType=volume,Tags=[{Key=Name,Value=data},{Key=env,Value=\"a,b\"}]".into()],
+        )
+        .unwrap();
+        assert_eq!(t[0].resource_type, "volume");
+        assert_eq!(t[0].tags.len(), 2);
+        assert_eq!(t[0].tags[1].value, "a,b");
+        assert!(tag_specifications("t", &["ResourceType=volume,Tags=[{Key=a".into()]).is_err());
     }
 
     #[test]

@@ -407,15 +407,6 @@ where
     ctx.out.print(op, serde_json::json!({ result_key: all }))
 }
 
-/// Calls an operation (retrying throttling with backoff) and prints its response;
-/// operations with an empty response print nothing.
-macro_rules! exec {
-    ($ctx:expr, $name:literal, $call:expr) => {{
-        let r = $ctx.backoff.run(|| $call)?;
-        $ctx.print($name, &r)
-    }};
-}
-
 fn value<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("responses serialize")
 }

@@ -3,9 +3,19 @@
 //! (`--region`, `--output`, `--query`, `--home`, `--cli-binary-format`), AWS's
 //! error lines and exit codes. One file per service.
 
+/// Calls an operation (retrying throttling with backoff) and prints its response;
+/// operations with an empty response print nothing.
+macro_rules! exec {
+    ($ctx:expr, $name:literal, $call:expr) => {{
+        let r = $ctx.backoff.run(|| $call)?;
+        $ctx.print($name, &r)
+    }};
+}
+
 pub mod clock;
 pub mod cloudtrail;
 pub mod configure;
+pub mod ec2;
 pub mod iam;
 pub mod input;
 pub mod kms;
@@ -82,6 +92,11 @@ pub enum Service {
     Kms {
         #[command(subcommand)]
         op: kms::KmsCommand,
+    },
+    /// Amazon EC2: EBS volumes and the region's EBS encryption settings
+    Ec2 {
+        #[command(subcommand)]
+        op: ec2::Ec2Command,
     },
     /// IAM: users, roles and their inline identity policies
     Iam {
@@ -182,6 +197,10 @@ impl Ctx {
 
     pub fn kms(&self) -> Result<crate::kms::Kms> {
         crate::kms::Kms::open(&self.root, &self.region, self.clock.clone())
+    }
+
+    pub fn ec2(&self) -> Result<crate::ec2::Ec2> {
+        crate::ec2::Ec2::new(&self.root, self.kms()?)
     }
 
     /// Prints a response (nothing for an empty one, unless `--query` asks).
@@ -298,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.service {
         Service::Kms { op } => kms::run(&ctx, op),
         Service::Iam { op } => iam::run(&ctx, op),
+        Service::Ec2 { op } => ec2::run(&ctx, op),
         Service::Configure { op } => configure::run(&ctx, op),
         Service::Cloudtrail { op } => cloudtrail::run(&ctx, op),
         Service::Clock { op } => clock::run(&ctx, op),

@@ -102,7 +102,11 @@ fn glob(pattern: &str, value: &str) -> bool {
 /// The principal EC2's infrastructure uses for instance `instance_id` (the grantee
 /// CloudTrail shows for EBS attachments).
 pub fn infrastructure_principal(account: &str, instance_id: &str) -> String {
-    format!("{account}:aws:ec2-infrastructure:{instance_id}")
+    infrastructure(account, "", instance_id).arn().to_string()
+}
+
+fn infrastructure(account: &str, region: &str, instance_id: &str) -> Caller {
+    Caller::infrastructure(account, "ec2", region, instance_id)
 }
 
 impl Ec2 {
@@ -209,9 +213,8 @@ impl Ec2 {
 
     fn retire_quietly(&self, a: &AttachmentRecord) {
         if let (Some(grant_id), Some(key)) = (&a.grant_id, &a.key_arn) {
-            let grantee = infrastructure_principal(self.kms.account_id(), &a.instance_id);
             let _ = self.kms.retire_grant(
-                &Caller::aws_service(self.kms.account_id(), &grantee),
+                &infrastructure(self.kms.account_id(), self.region(), &a.instance_id),
                 RetireGrantRequest {
                     key_id: Some(key.clone()),
                     grant_id: Some(grant_id.clone()),
@@ -756,6 +759,7 @@ impl Ec2 {
     ) -> Result<(Image, Option<(String, String)>)> {
         let via = caller.via("ec2", self.region());
         let account = self.kms.account_id().to_string();
+        let region = self.region().to_string();
         let mut grant: Option<(String, String)> = None;
         let mut unlock = |h: &Header| -> Result<SecretBytes> {
             let ctx = context(&v.volume_id);
@@ -778,9 +782,12 @@ impl Ec2 {
                             },
                         )?;
                         grant = Some((h.kms_key_arn.clone(), g.grant_id));
-                        (Caller::aws_service(&account, &grantee), vec![g.grant_token])
+                        (
+                            infrastructure(&account, &region, instance_id),
+                            vec![g.grant_token],
+                        )
                     } else {
-                        (Caller::aws_service(&account, &grantee), vec![])
+                        (infrastructure(&account, &region, instance_id), vec![])
                     }
                 }
                 None => (via.clone(), vec![]),
@@ -899,20 +906,17 @@ impl Attachment {
     pub fn detach(mut self, ec2: &Ec2) -> Result<()> {
         self.image().flush()?;
         let retired = match (&self.record.grant_id, &self.record.key_arn) {
-            (Some(grant_id), Some(key)) => {
-                let grantee =
-                    infrastructure_principal(ec2.kms.account_id(), &self.record.instance_id);
-                ec2.kms
-                    .retire_grant(
-                        &Caller::aws_service(ec2.kms.account_id(), &grantee),
-                        RetireGrantRequest {
-                            key_id: Some(key.clone()),
-                            grant_id: Some(grant_id.clone()),
-                            ..Default::default()
-                        },
-                    )
-                    .map(|_| ())
-            }
+            (Some(grant_id), Some(key)) => ec2
+                .kms
+                .retire_grant(
+                    &infrastructure(ec2.kms.account_id(), ec2.region(), &self.record.instance_id),
+                    RetireGrantRequest {
+                        key_id: Some(key.clone()),
+                        grant_id: Some(grant_id.clone()),
+                        ..Default::default()
+                    },
+                )
+                .map(|_| ()),
             _ => Ok(()),
         };
         let record = self.record.clone();

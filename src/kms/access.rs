@@ -56,6 +56,24 @@ impl Caller {
         }
     }
 
+    /// The infrastructure of AWS service `service` (`ec2`) in `region` acting for one
+    /// of the account's resources (`resource`, an instance id): EBS's grantee
+    /// `ACCOUNT:aws:ec2-infrastructure:i-…`. Unlike a service acting on its own, its
+    /// calls are the account's: they are metered and written to the account's trail
+    /// (`invokedBy` names the service).
+    pub fn infrastructure(account_id: &str, service: &str, region: &str, resource: &str) -> Self {
+        Caller {
+            principal: Principal::Service {
+                name: format!("{account_id}:aws:{service}-infrastructure:{resource}"),
+                account: account_id.into(),
+            },
+            principal_id: None,
+            via_service: Some(format!("{service}.{region}.amazonaws.com")),
+            user_agent: format!("{service}.amazonaws.com"),
+            source_ip: format!("{service}.amazonaws.com"),
+        }
+    }
+
     /// The same principal, calling through AWS service `service` (`ec2`, `rds`) in `region`.
     pub fn via(&self, service: &str, region: &str) -> Self {
         Caller {

@@ -452,9 +452,10 @@ impl Kms {
         op: impl FnOnce(&mut Audit) -> Result<Resp>,
     ) -> Result<Resp> {
         let mut audit = Audit::default();
-        // An AWS service's own calls (AWS owned keys) count against no account's
-        // quota and appear in no account's trail.
-        let own_use = caller.is_aws_service();
+        // An AWS service's own calls (AWS owned keys, rotation) count against no
+        // account's quota and appear in no account's trail; its infrastructure acting
+        // for the account's resources (EBS attach) does both.
+        let own_use = caller.is_aws_service() && caller.via_service.is_none();
         let result = (|| {
             if kind == CallKind::Crypto
                 && !own_use
