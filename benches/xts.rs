@@ -19,6 +19,16 @@ fn bench(c: &mut Criterion) {
         Aes256::new_from_slice(&key[32..]).unwrap(),
     );
     let mut g = c.benchmark_group("xts_4k_one_core");
+    {
+        // The ceiling: the aes crate's block kernel alone over one unit (ECB).
+        use aes::cipher::BlockCipherEncrypt;
+        let aes = Aes256::new_from_slice(&key[..32]).unwrap();
+        let mut blocks = vec![aes::Block::default(); DATA_UNIT / 16];
+        g.throughput(Throughput::Bytes(DATA_UNIT as u64));
+        g.bench_function("aes_blocks_only_1_unit", |b| {
+            b.iter(|| aes.encrypt_blocks(black_box(&mut blocks)))
+        });
+    }
     for units in [1usize, 16] {
         let mut buf = vec![0x5au8; units * DATA_UNIT];
         g.throughput(Throughput::Bytes(buf.len() as u64));

@@ -2,7 +2,8 @@
 # The end-to-end story on the default data root (volumes/): a customer managed key
 # and its alias, the AWS CLI seed lines, envelope encryption with a data key, a year
 # of rotation, a disabled key, the AWS managed key, deletion, access control (IAM
-# user, identity and key policies, a grant), and the audit trail.
+# user, identity and key policies, a grant), EBS volumes (encrypted under their own
+# data keys, encryption by default, resize, a disabled key), and the audit trail.
 # Installs what it needs and builds a release binary first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,7 +116,31 @@ show ebsim --principal arn:aws:iam::111122223333:user/host kms generate-data-key
 show ebsim --principal arn:aws:iam::111122223333:user/host kms generate-data-key-without-plaintext --key-id "$KEY" \
      --number-of-bytes 64 --encryption-context aws:ebs:id=vol-0other --query KeyId --output text || true
 
-say "9. The audit trail (CloudTrail LookupEvents)"
+say "9. EBS volumes: sparse images, each under its own data key that the KMS wraps"
+VKEY=$(ebsim kms create-key --description "ebsim demo: volumes" --query KeyMetadata.KeyId --output text)
+VOL=$(ebsim ec2 create-volume --size 8 --encrypted --kms-key-id "$VKEY" \
+      --tag-specifications 'ResourceType=volume,Tags=[{Key=Name,Value=demo-db}]' --query VolumeId --output text)
+show ebsim ec2 describe-volumes --volume-ids "$VOL" --output table \
+     --query 'Volumes[].{Id:VolumeId,GiB:Size,Encrypted:Encrypted,State:State,Type:VolumeType}'
+img="$(cd "$OLDPWD" && pwd)/volumes/regions/us-east-1/volumes/$VOL.img"
+echo "image $img: $(du -h --apparent-size "$img" | cut -f1) apparent, $(du -h "$img" | cut -f1) on disk"
+show ebsim cloudtrail lookup-events --max-results 1 --output text \
+     --lookup-attributes AttributeKey=EventName,AttributeValue=GenerateDataKeyWithoutPlaintext \
+     --query 'Events[].[EventName, Username]'
+echo "(the volume service asked KMS for the 64-byte data key on root's behalf)"
+show ebsim ec2 enable-ebs-encryption-by-default
+VOL2=$(ebsim ec2 create-volume --size-bytes 67108864 --query VolumeId --output text)
+show ebsim ec2 describe-volumes --volume-ids "$VOL2" --query 'Volumes[0].[Encrypted, KmsKeyId]' --output text
+echo "(encryption by default: the AWS managed key alias/aws/ebs)"
+show ebsim ec2 disable-ebs-encryption-by-default
+show ebsim ec2 modify-volume --volume-id "$VOL" --size 16 --query 'VolumeModification.[OriginalSize,TargetSize]' --output text
+show ebsim kms disable-key --key-id "$VKEY"
+show ebsim ec2 create-volume --size 1 --encrypted --kms-key-id "$VKEY" || true
+show ebsim kms enable-key --key-id "$VKEY"
+show ebsim ec2 delete-volume --volume-id "$VOL"
+show ebsim ec2 delete-volume --volume-id "$VOL2"
+
+say "10. The audit trail (CloudTrail LookupEvents)"
 show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
      --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
 echo
