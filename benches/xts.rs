@@ -1,5 +1,6 @@
-//! AES-256-XTS throughput over 4 KiB data units on one core: ebsim's batched engine
-//! against the block-at-a-time `xts-mode` crate, measured in the same run. (The
+//! AES-256-XTS throughput over 4 KiB data units on one core: ebsim's engine (VAES
+//! where the CPU has it), its portable path, the block-at-a-time `xts-mode` crate,
+//! and the aes crate's bare block kernel, measured in the same run. (The
 //! OpenSSL comparison, `openssl speed -evp aes-256-xts`, is taken beside it by the
 //! benchmark script; see docs/BENCHMARKS.md.)
 
@@ -14,6 +15,8 @@ fn bench(c: &mut Criterion) {
         .map(|i| i.wrapping_mul(31).wrapping_add(7))
         .collect();
     let ours = Xts::new(&key).unwrap();
+    let portable = Xts::portable(&key).unwrap();
+    eprintln!("ebsim XTS engine: {}", ours.engine());
     let oracle = xts_mode::Xts128::new(
         Aes256::new_from_slice(&key[..32]).unwrap(),
         Aes256::new_from_slice(&key[32..]).unwrap(),
@@ -34,6 +37,13 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(buf.len() as u64));
         g.bench_function(format!("ebsim_batched_{units}_units"), |b| {
             b.iter(|| ours.encrypt(black_box(1234), black_box(&mut buf)).unwrap())
+        });
+        g.bench_function(format!("ebsim_portable_{units}_units"), |b| {
+            b.iter(|| {
+                portable
+                    .encrypt(black_box(1234), black_box(&mut buf))
+                    .unwrap()
+            })
         });
         g.bench_function(format!("xts_mode_{units}_units"), |b| {
             b.iter(|| {

@@ -5,6 +5,8 @@
 pub mod aead;
 pub mod secret;
 pub mod xts;
+#[cfg(target_arch = "x86_64")]
+mod xts_vaes;
 
 pub use secret::SecretBytes;
 

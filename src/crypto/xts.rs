@@ -9,6 +9,11 @@
 //! goes through one `encrypt_blocks`, and the tweaks are XORed again. Requests of
 //! [`PARALLEL_THRESHOLD`] bytes or more are spread over cores with rayon; smaller
 //! ones stay on the calling thread.
+//!
+//! That is the portable path. On x86-64 CPUs with VAES and AVX2 each unit goes
+//! instead through `xts_vaes.rs`, which fuses the tweak XORs into the AES rounds and
+//! computes tweaks in vector registers (≈2× the portable path, ≥ OpenSSL;
+//! docs/BENCHMARKS.md). [`Xts::engine`] says which one runs.
 
 use aes::Aes256;
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
@@ -63,6 +68,9 @@ impl std::error::Error for XtsError {}
 pub struct Xts {
     data: Aes256,
     tweak: Aes256,
+    /// The fused VAES path (src/crypto/xts_vaes.rs) when the CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    vaes: Option<super::xts_vaes::Keys>,
 }
 
 impl std::fmt::Debug for Xts {
@@ -91,7 +99,31 @@ impl Xts {
         Ok(Xts {
             data: Aes256::new_from_slice(k1).expect("32-byte key"),
             tweak: Aes256::new_from_slice(k2).expect("32-byte key"),
+            #[cfg(target_arch = "x86_64")]
+            vaes: super::xts_vaes::Keys::new(k1.try_into().expect("32 bytes")),
         })
+    }
+
+    /// The same cipher without the VAES path, whatever the CPU: for tests and
+    /// benchmarks that compare the two.
+    #[doc(hidden)]
+    pub fn portable(key: &[u8]) -> Result<Self, XtsError> {
+        #[allow(unused_mut)]
+        let mut x = Self::new(key)?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            x.vaes = None;
+        }
+        Ok(x)
+    }
+
+    /// Which implementation runs: `vaes-avx2` or `portable`.
+    pub fn engine(&self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        if self.vaes.is_some() {
+            return "vaes-avx2";
+        }
+        "portable"
     }
 
     /// Encrypts `data` in place; its first byte is the start of unit `first_unit`.
@@ -144,6 +176,13 @@ impl Xts {
     /// whose encrypted tweak is `t0`.
     #[inline(always)]
     fn unit(&self, t0: &Block, unit: &mut [u8], encrypt: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v) = &self.vaes
+            && unit.len().is_multiple_of(super::xts_vaes::CHUNK)
+        {
+            v.unit(u128::from_le_bytes((*t0).into()), unit, encrypt);
+            return;
+        }
         let (blocks, rest) = Block::slice_as_chunks_mut(unit);
         debug_assert!(rest.is_empty() && blocks.len() <= BLOCKS);
         let mut tweaks = [0u128; BLOCKS];
@@ -243,6 +282,28 @@ mod tests {
     }
 
     #[test]
+    fn vaes_path_equals_portable_path() {
+        let k = key();
+        let fast = Xts::new(&k).unwrap();
+        let slow = Xts::portable(&k).unwrap();
+        eprintln!("engine: {}", fast.engine());
+        for (first, units) in [(0u64, 1usize), (u64::MAX - 3, 9), (1 << 33, 40)] {
+            let plain = crate::crypto::random_bytes(units * DATA_UNIT);
+            let (mut a, mut b) = (plain.clone(), plain.clone());
+            fast.encrypt(first, &mut a).unwrap();
+            slow.encrypt(first, &mut b).unwrap();
+            assert_eq!(a, b);
+            fast.decrypt(first, &mut a).unwrap();
+            assert_eq!(a, plain);
+        }
+        let mut a = vec![0x11u8; 512];
+        let mut b = a.clone();
+        fast.encrypt_unit(0xff, &mut a).unwrap();
+        slow.encrypt_unit(0xff, &mut b).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn parallel_path_equals_serial_path() {
         let xts = Xts::new(&key()).unwrap();
         let plain = crate::crypto::random_bytes(PARALLEL_THRESHOLD + 5 * DATA_UNIT);
@@ -270,6 +331,7 @@ mod tests {
         );
         assert_eq!(buf, before, "a refused request changes nothing");
         assert_eq!(format!("{xts:?}"), "Xts([REDACTED])");
+        assert!(["vaes-avx2", "portable"].contains(&xts.engine()));
     }
 
     #[test]
