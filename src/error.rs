@@ -65,6 +65,58 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind (for decoding a code that crossed a process boundary).
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::NotFound,
+        ErrorKind::Disabled,
+        ErrorKind::KmsInvalidState,
+        ErrorKind::InvalidCiphertext,
+        ErrorKind::IncorrectKey,
+        ErrorKind::InvalidKeyUsage,
+        ErrorKind::InvalidGrantToken,
+        ErrorKind::InvalidGrantId,
+        ErrorKind::LimitExceeded,
+        ErrorKind::AlreadyExists,
+        ErrorKind::InvalidAliasName,
+        ErrorKind::InvalidArn,
+        ErrorKind::MalformedPolicyDocument,
+        ErrorKind::UnsupportedOperation,
+        ErrorKind::Conflict,
+        ErrorKind::Tag,
+        ErrorKind::InvalidMarker,
+        ErrorKind::DryRunOperation,
+        ErrorKind::NoSuchEntity,
+        ErrorKind::EntityAlreadyExists,
+        ErrorKind::DeleteConflict,
+        ErrorKind::IamMalformedPolicyDocument,
+        ErrorKind::IamValidation,
+        ErrorKind::IamAccessDenied,
+        ErrorKind::InvalidVolumeNotFound,
+        ErrorKind::InvalidVolumeIdMalformed,
+        ErrorKind::InvalidSnapshotNotFound,
+        ErrorKind::VolumeInUse,
+        ErrorKind::IncorrectState,
+        ErrorKind::InvalidParameterValue,
+        ErrorKind::InvalidParameterCombination,
+        ErrorKind::MissingParameter,
+        ErrorKind::InvalidZoneNotFound,
+        ErrorKind::Ec2DryRun,
+        ErrorKind::AccessDenied,
+        ErrorKind::UnrecognizedClient,
+        ErrorKind::Throttling,
+        ErrorKind::Validation,
+        ErrorKind::Environment,
+        ErrorKind::Usage,
+        ErrorKind::Internal,
+        ErrorKind::VolumeImage,
+        ErrorKind::OutOfRange,
+    ];
+
+    /// The kind whose [`ErrorKind::code`] is `code`.
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        Self::ALL.iter().copied().find(|k| k.code() == code)
+    }
+
     /// The error code as AWS sends it (`__type`), or ebsim's own name for local errors.
     pub fn code(self) -> &'static str {
         use ErrorKind::*;

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod blockdev;
 pub mod clock;
 pub mod crypto;
 pub mod ec2;

@@ -91,6 +91,38 @@ pub enum Ec2Command {
         #[command(flatten)]
         dry_run: DryRun,
     },
+    /// Attaches a volume to this host and serves it as DIR/<volume-id> through FUSE
+    /// (CreateGrant + Decrypt); returns when the file is ready, the daemon runs on
+    AttachVolume {
+        #[arg(long)]
+        volume_id: String,
+        /// The FUSE mount directory (must exist; nothing mounted on it)
+        #[arg(long, value_name = "DIR")]
+        fuse: Option<std::path::PathBuf>,
+        /// The instance the grant names [default: this host's i-… id]
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// Recorded as the attachment's Device [default: the FUSE file's path]
+        #[arg(long)]
+        device: Option<String>,
+        /// Stay in the terminal (detach with Ctrl-C) instead of running in the background
+        #[arg(long)]
+        foreground: bool,
+        #[arg(long, hide = true)]
+        report_to_parent: bool,
+    },
+    /// Flushes, unmounts the FUSE mount, stops the daemon and retires the grant
+    DetachVolume {
+        #[arg(long)]
+        volume_id: String,
+        /// Detach even while a loop device or a process holds the file
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        instance_id: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Encrypts every new volume of the region from now on
     EnableEbsEncryptionByDefault,
     /// Stops encrypting new volumes by default
@@ -110,6 +142,10 @@ pub enum Ec2Command {
 
 pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
     use Ec2Command as C;
+    if let C::AttachVolume { .. } | C::DetachVolume { .. } = cmd {
+        // These do not open the volume service up front (the daemon does).
+        return run_attach(ctx, cmd);
+    }
     let ec2 = ctx.ec2()?;
     let who = &ctx.caller;
     match cmd {
@@ -197,6 +233,7 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             };
             exec!(ctx, "ModifyVolume", ec2.modify_volume(who, req.clone()))
         }
+        C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
         C::EnableEbsEncryptionByDefault => exec!(
             ctx,
             "EnableEbsEncryptionByDefault",
@@ -227,5 +264,34 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             "ResetEbsDefaultKmsKeyId",
             ec2.reset_ebs_default_kms_key_id()
         ),
+    }
+}
+
+fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
+    use Ec2Command as C;
+    match cmd {
+        C::AttachVolume {
+            volume_id,
+            fuse,
+            instance_id,
+            device,
+            foreground,
+            report_to_parent,
+        } => super::attach::attach_volume(
+            ctx,
+            &volume_id,
+            instance_id,
+            device,
+            fuse,
+            foreground,
+            report_to_parent,
+        ),
+        C::DetachVolume {
+            volume_id,
+            force,
+            instance_id: _,
+            device: _,
+        } => super::attach::detach_volume(ctx, &volume_id, force),
+        _ => unreachable!("only attach and detach come here"),
     }
 }

@@ -12,6 +12,7 @@ macro_rules! exec {
     }};
 }
 
+pub mod attach;
 pub mod clock;
 pub mod cloudtrail;
 pub mod configure;
@@ -97,6 +98,20 @@ pub enum Service {
     Ec2 {
         #[command(subcommand)]
         op: ec2::Ec2Command,
+    },
+    /// Linux: attach a volume, put a loop device on it, optionally mkfs, and mount it on DIR (root)
+    Mount {
+        /// The volume (vol-…)
+        volume_id: String,
+        /// Where its filesystem is mounted
+        dir: std::path::PathBuf,
+        /// Make a filesystem first (erases the volume's contents)
+        #[arg(long, value_name = "ext4|xfs")]
+        mkfs: Option<String>,
+    },
+    /// Linux: undo ebsim mount: umount DIR, detach the loop device, detach the volume (root)
+    Unmount {
+        dir: std::path::PathBuf,
     },
     /// IAM: users, roles and their inline identity policies
     Iam {
@@ -318,6 +333,12 @@ fn run(cli: Cli) -> Result<()> {
         Service::Kms { op } => kms::run(&ctx, op),
         Service::Iam { op } => iam::run(&ctx, op),
         Service::Ec2 { op } => ec2::run(&ctx, op),
+        Service::Mount {
+            volume_id,
+            dir,
+            mkfs,
+        } => attach::mount(&ctx, &volume_id, &dir, mkfs.as_deref()),
+        Service::Unmount { dir } => attach::unmount(&ctx, &dir),
         Service::Configure { op } => configure::run(&ctx, op),
         Service::Cloudtrail { op } => cloudtrail::run(&ctx, op),
         Service::Clock { op } => clock::run(&ctx, op),

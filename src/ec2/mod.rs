@@ -198,6 +198,11 @@ impl Ec2 {
         let stale = v.attachment.take().expect("checked");
         v.state = "available".into();
         self.retire_quietly(&stale);
+        if let Some(dir) = &stale.fuse_dir {
+            // The daemon died with its FUSE mount still in place ("Transport endpoint
+            // is not connected"): detach it lazily so the directory can be used again.
+            let _ = nix::mount::umount2(dir.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
         let id = v.volume_id.clone();
         self.write(|tx| {
             if let Some(mut cur) = tx.volume(&id)?
@@ -816,6 +821,9 @@ impl Ec2 {
                         pid: 0,
                         grant_id: Some(id.clone()),
                         key_arn: Some(key.clone()),
+                        fuse_dir: None,
+                        loop_device: None,
+                        mounted_at: None,
                     });
                 }
                 Err(e)
@@ -858,6 +866,9 @@ impl Ec2 {
             pid: std::process::id(),
             grant_id: grant.as_ref().map(|g| g.1.clone()),
             key_arn: grant.as_ref().map(|g| g.0.clone()),
+            fuse_dir: None,
+            loop_device: None,
+            mounted_at: None,
         };
         let recorded = self.write(|tx| {
             let mut cur = tx.volume(volume_id)?.ok_or_else(|| not_found(volume_id))?;
@@ -870,11 +881,61 @@ impl Ec2 {
             return Err(e);
         }
         Ok(Attachment {
-            image: Some(image),
+            image: Some(std::sync::Arc::new(image)),
             record: attachment,
             volume_id: volume_id.into(),
         })
     }
+}
+
+impl Ec2 {
+    /// Changes the recorded attachment of `volume_id` (front ends record where they
+    /// serve it). Fails with IncorrectState when the volume is not attached.
+    pub fn update_attachment(
+        &self,
+        volume_id: &str,
+        f: impl FnOnce(&mut AttachmentRecord),
+    ) -> Result<AttachmentRecord> {
+        self.write(|tx| {
+            let mut cur = tx.volume(volume_id)?.ok_or_else(|| not_found(volume_id))?;
+            let a = cur.attachment.as_mut().ok_or_else(|| not_attached(volume_id))?;
+            f(a);
+            let out = a.clone();
+            tx.put_volume(&cur)?;
+            Ok(out)
+        })
+    }
+
+    /// The volume's live attachment (stale ones repaired first).
+    pub fn attachment(&self, volume_id: &str) -> Result<Option<AttachmentRecord>> {
+        let mut v = self.record(volume_id)?;
+        self.repair(&mut v)?;
+        Ok(v.attachment)
+    }
+
+    /// All volumes whose live attachment satisfies `f`.
+    pub fn find_attachment(
+        &self,
+        f: impl Fn(&AttachmentRecord) -> bool,
+    ) -> Result<Option<(String, AttachmentRecord)>> {
+        let all = self.store.lock().expect("ec2 store").volumes()?;
+        for mut v in all {
+            self.repair(&mut v)?;
+            if let Some(a) = &v.attachment
+                && f(a)
+            {
+                return Ok(Some((v.volume_id.clone(), a.clone())));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn not_attached(volume_id: &str) -> Error {
+    err(
+        ErrorKind::IncorrectState,
+        format!("Volume '{volume_id}' is in the 'available' state."),
+    )
 }
 
 /// An attached volume: the block device every front end uses. Dropping it without
@@ -882,7 +943,7 @@ impl Ec2 {
 /// record is then repaired by the next call that looks at the volume.
 #[derive(Debug)]
 pub struct Attachment {
-    image: Option<Image>,
+    image: Option<std::sync::Arc<Image>>,
     record: AttachmentRecord,
     volume_id: String,
 }
@@ -899,6 +960,13 @@ impl Attachment {
     /// The block device.
     pub fn image(&self) -> &Image {
         self.image.as_ref().expect("attached")
+    }
+
+    /// The block device, shared with a front end (FUSE, NBD) that serves it. The
+    /// front end must drop its handles before [`Attachment::detach`], which is what
+    /// releases the key and the lock.
+    pub fn shared_image(&self) -> std::sync::Arc<Image> {
+        self.image.clone().expect("attached")
     }
 
     /// Flushes, retires the grant, marks the volume available, then zeroizes the key

@@ -35,6 +35,14 @@ pub struct AttachmentRecord {
     /// The grant that let the volume service decrypt the data key (encrypted volumes).
     pub grant_id: Option<String>,
     pub key_arn: Option<String>,
+    /// The FUSE mount serving the volume (`attach-volume --fuse DIR`).
+    #[serde(default)]
+    pub fuse_dir: Option<String>,
+    /// `ebsim mount`: the loop device on the FUSE file and where its filesystem is mounted.
+    #[serde(default)]
+    pub loop_device: Option<String>,
+    #[serde(default)]
+    pub mounted_at: Option<String>,
 }
 
 /// One volume, as stored in `ec2.db`.

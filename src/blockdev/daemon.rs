@@ -1,0 +1,211 @@
+//! The attachment daemon: attach a volume, serve it at a FUSE mount until told to
+//! stop (SIGTERM, SIGINT, SIGHUP) or until the mount goes away, then detach.
+//!
+//! `ebsim ec2 attach-volume --fuse DIR` runs this in a child process of its own (a
+//! new process group, stderr to `regions/<region>/attachments/<vol>.log`) and
+//! returns once the child reports the mount ready; `--foreground` runs it in the
+//! command itself. `ebsim ec2 detach-volume` signals the recorded process and waits
+//! for it to finish.
+
+use super::fuse::VolumeFs;
+use crate::ec2::Ec2;
+use crate::ec2::model::AttachmentRecord;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kms::access::Caller;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+/// Where FUSE mounts are, from /proc/self/mountinfo (field 5 is the mount point,
+/// with spaces and friends octal-escaped).
+fn mount_points() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// True if `dir` is a mount point.
+pub fn is_mount_point(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    mount_points().iter().any(|m| *m == dir)
+}
+
+/// Checks a FUSE mount directory: /dev/fuse present, `dir` an existing directory
+/// that nothing is mounted on. Returns its canonical path.
+pub fn check_fuse_dir(dir: &Path) -> Result<PathBuf> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::environment(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse",
+        ));
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidParameterValue,
+            format!("the mount directory {} cannot be used: {e}", dir.display()),
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidParameterValue,
+            format!("the mount directory {} is not a directory", dir.display()),
+        ));
+    }
+    let canon = dir
+        .canonicalize()
+        .map_err(|e| Error::io(format!("cannot resolve {}", dir.display()), e))?;
+    if is_mount_point(&canon) {
+        return Err(Error::new(
+            ErrorKind::InvalidParameterValue,
+            format!(
+                "something is already mounted on {} (umount it, or choose another directory)",
+                canon.display()
+            ),
+        ));
+    }
+    Ok(canon)
+}
+
+/// What holds the FUSE file of an attachment open: loop devices backed by it and
+/// processes with it open.
+pub fn users(file: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+        if Path::new(backing.trim()) == file {
+            out.push(format!("/dev/{name}"));
+        }
+    }
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        let fds = std::fs::read_dir(p.path().join("fd")).into_iter().flatten().flatten();
+        if fds
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target == file)
+        {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            out.push(format!("process {pid} ({})", comm.trim()));
+        }
+    }
+    out
+}
+
+/// Attaches `volume_id` and serves it as `dir/<volume_id>` until a signal or an
+/// unmount; `ready` is called once with the attachment when the mount is live.
+pub fn serve_fuse(
+    ec2: &Ec2,
+    caller: &Caller,
+    volume_id: &str,
+    dir: &Path,
+    instance_id: &str,
+    device: Option<&str>,
+    ready: impl FnOnce(&AttachmentRecord) -> Result<()>,
+) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let dir = check_fuse_dir(dir)?;
+    let file = dir.join(volume_id);
+    // Signals are caught from here on, so a stop request during attach is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let device = device.map(str::to_string).unwrap_or_else(|| file.display().to_string());
+    let attachment = ec2.attach(caller, volume_id, instance_id, &device)?;
+    let open = Arc::new(AtomicU64::new(0));
+    let fs = VolumeFs::new(attachment.shared_image(), volume_id, open);
+    let session = match fuser::spawn_mount(fs, &dir, &VolumeFs::config(&format!("ebsim:{volume_id}"))) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = attachment.detach(ec2);
+            return Err(Error::io(format!("cannot mount FUSE on {}", dir.display()), e));
+        }
+    };
+    let recorded = ec2.update_attachment(volume_id, |a| {
+        a.fuse_dir = Some(dir.display().to_string());
+    });
+    let started = recorded.and_then(|rec| ready(&rec));
+    if let Err(e) = started {
+        let _ = session.umount_and_join();
+        let _ = attachment.detach(ec2);
+        return Err(e);
+    }
+    let mut unmounted_outside = false;
+    'wait: loop {
+        if signals.pending().next().is_some() {
+            break 'wait;
+        }
+        if session.guard.is_finished() {
+            unmounted_outside = true;
+            break 'wait;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if unmounted_outside {
+        eprintln!("ebsim: {} was unmounted; detaching {volume_id}", dir.display());
+        let _ = session.join();
+    } else if let Err(e) = session.umount_and_join() {
+        eprintln!("ebsim: unmounting {}: {e}", dir.display());
+    }
+    attachment.detach(ec2)
+}
+
+/// Asks the daemon holding `a` to detach and waits (up to `timeout`) until it has.
+pub fn stop_daemon(a: &AttachmentRecord, timeout: Duration) -> Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(a.pid as i32);
+    match kill(pid, Signal::SIGTERM) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::ESRCH) => return Ok(()),
+        Err(e) => return Err(Error::io(format!("cannot signal process {}", a.pid), e.into())),
+    }
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if kill(pid, None).is_err() || is_zombie(a.pid) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::new(
+        ErrorKind::IncorrectState,
+        format!(
+            "the attachment process {} did not finish within {}s",
+            a.pid,
+            timeout.as_secs()
+        ),
+    ))
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}

@@ -1,0 +1,356 @@
+//! `ebsim ec2 attach-volume --fuse DIR`, `ebsim ec2 detach-volume`, and the Linux
+//! conveniences `ebsim mount` / `ebsim unmount` (attach + losetup + mkfs + mount).
+
+use super::Ctx;
+use crate::blockdev::daemon;
+use crate::ec2::model::AttachmentRecord;
+use crate::error::{Error, ErrorKind, Result};
+use serde_json::json;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long detach waits for the attachment process.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The instance this machine plays: `i-` and 17 hex digits of its host name's hash,
+/// so every attachment from one host names the same instance.
+pub fn default_instance_id() -> String {
+    use sha2::Digest;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let h = sha2::Sha256::digest(host.trim().as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("i-{}", &hex[..17])
+}
+
+/// EC2's AttachVolume / DetachVolume response, plus where ebsim serves the volume.
+fn attachment_json(volume_id: &str, a: &AttachmentRecord, state: &str) -> serde_json::Value {
+    let mut v = json!({
+        "AttachTime": crate::kms::api::Time(a.attach_time),
+        "Device": a.device,
+        "InstanceId": a.instance_id,
+        "State": state,
+        "VolumeId": volume_id,
+    });
+    if let Some(dir) = &a.fuse_dir {
+        v["FuseFile"] = json!(Path::new(dir).join(volume_id));
+        v["ProcessId"] = json!(a.pid);
+    }
+    if let Some(l) = &a.loop_device {
+        v["LoopDevice"] = json!(l);
+    }
+    if let Some(m) = &a.mounted_at {
+        v["MountPoint"] = json!(m);
+    }
+    v
+}
+
+fn attachments_dir(ctx: &Ctx) -> Result<PathBuf> {
+    let dir = ctx.root.region_dir(&ctx.region)?.join("attachments");
+    crate::fsutil::ensure_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Starts the attachment daemon as a child process and waits for it to report.
+/// Returns the attachment it recorded.
+fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
+    crate::ec2::check_volume_id(volume_id)?;
+    let log_path = attachments_dir(ctx)?.join(format!("{volume_id}.log"));
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the ebsim binary", e))?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.retain(|a| a != "--foreground");
+    args.push("--foreground".into());
+    args.push("--report-to-parent".into());
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("cannot start the attachment process", e))?;
+    let mut line = String::new();
+    let read = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    if read.is_err() || line.trim().is_empty() {
+        let status = child.wait().ok();
+        let tail: String = std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "the attachment process stopped ({}) before {volume_id} was ready; its log {}:\n{tail}",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                log_path.display()
+            ),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("bad report from the attachment process: {e}")))?;
+    if let Some(e) = v.get("error") {
+        let _ = child.wait();
+        let kind = e["code"]
+            .as_str()
+            .and_then(ErrorKind::from_code)
+            .unwrap_or(ErrorKind::Internal);
+        return Err(Error::new(kind, e["message"].as_str().unwrap_or_default()));
+    }
+    serde_json::from_value(v["ok"].clone())
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("bad report from the attachment process: {e}")))
+}
+
+/// `ebsim ec2 attach-volume`.
+#[allow(clippy::too_many_arguments)]
+pub fn attach_volume(
+    ctx: &Ctx,
+    volume_id: &str,
+    instance_id: Option<String>,
+    device: Option<String>,
+    fuse: Option<PathBuf>,
+    foreground: bool,
+    report_to_parent: bool,
+) -> Result<()> {
+    let Some(dir) = fuse else {
+        return Err(Error::new(
+            ErrorKind::MissingParameter,
+            "ebsim attaches a volume to this host through a front end: give --fuse DIR",
+        ));
+    };
+    if !foreground {
+        let a = spawn_daemon(ctx, volume_id)?;
+        return ctx.out.print("AttachVolume", attachment_json(volume_id, &a, "attached"));
+    }
+    let ec2 = ctx.ec2()?;
+    let instance = instance_id.unwrap_or_else(default_instance_id);
+    let result = daemon::serve_fuse(
+        &ec2,
+        &ctx.caller,
+        volume_id,
+        &dir,
+        &instance,
+        device.as_deref(),
+        |a| {
+            if report_to_parent {
+                println!("{}", json!({ "ok": a }));
+                // The parent has what it waited for; nothing more goes to its pipe.
+                let null = std::fs::File::open("/dev/null")
+                    .map_err(|e| Error::io("cannot open /dev/null", e))?;
+                nix::unistd::dup2_stdout(&null)
+                    .map_err(|e| Error::io("cannot redirect stdout", e.into()))?;
+                Ok(())
+            } else {
+                ctx.out
+                    .print("AttachVolume", attachment_json(volume_id, a, "attached"))
+            }
+        },
+    );
+    if let (Err(e), true) = (&result, report_to_parent) {
+        // Before readiness the parent is still reading: hand it the error.
+        println!("{}", json!({ "error": { "code": e.code(), "message": e.message() } }));
+    }
+    result
+}
+
+/// `ebsim ec2 detach-volume`.
+pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
+    let ec2 = ctx.ec2()?;
+    let a = ec2.attachment(volume_id)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::IncorrectState,
+            format!("Volume '{volume_id}' is in the 'available' state."),
+        )
+    })?;
+    let Some(dir) = &a.fuse_dir else {
+        return Err(Error::new(
+            ErrorKind::IncorrectState,
+            format!(
+                "{volume_id} is attached in process {} without a FUSE mount; that process detaches it",
+                a.pid
+            ),
+        ));
+    };
+    if !force {
+        if let Some(m) = &a.mounted_at {
+            return Err(Error::new(
+                ErrorKind::VolumeInUse,
+                format!("{volume_id} is mounted on {m} by ebsim mount: run ebsim unmount {m} (or --force)"),
+            ));
+        }
+        let file = Path::new(dir).join(volume_id);
+        let users = daemon::users(&file);
+        if !users.is_empty() {
+            return Err(Error::new(
+                ErrorKind::VolumeInUse,
+                format!("{volume_id} is in use: {} holds {} (or --force)", users.join(", "), file.display()),
+            ));
+        }
+    }
+    daemon::stop_daemon(&a, STOP_TIMEOUT)?;
+    // The daemon detached (or died): the record is repaired either way.
+    ec2.attachment(volume_id)?;
+    ctx.out.print("DetachVolume", attachment_json(volume_id, &a, "detached"))
+}
+
+fn need_root(what: &str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::environment(format!(
+            "{what} needs root (it runs losetup and mount); run it with sudo"
+        )))
+    }
+}
+
+fn run_tool(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        Error::environment(format!("cannot run {program} ({e}); scripts/test.sh installs it"))
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "{program} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
+    }
+}
+
+/// `ebsim mount VOL DIR [--mkfs ext4|xfs]`.
+pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Result<()> {
+    need_root("ebsim mount")?;
+    if let Some(fs) = mkfs
+        && !["ext4", "xfs"].contains(&fs)
+    {
+        return Err(Error::usage(format!("--mkfs takes ext4 or xfs, not {fs}")));
+    }
+    let target = daemon::check_fuse_dir(dir)?;
+    let ec2 = ctx.ec2()?;
+    ec2.describe_volumes(crate::ec2::model::DescribeVolumesRequest {
+        volume_ids: vec![volume_id.to_string()],
+        ..Default::default()
+    })?;
+    let fuse_dir = attachments_dir(ctx)?.join(volume_id);
+    crate::fsutil::ensure_private_dir(&fuse_dir)?;
+    // The daemon re-reads our command line: give it attach-volume's.
+    let a = spawn_attach(ctx, volume_id, &fuse_dir)?;
+    let file = fuse_dir.join(volume_id);
+    let undo_attach = |e: Error| -> Error {
+        let _ = daemon::stop_daemon(&a, STOP_TIMEOUT);
+        let _ = ec2.attachment(volume_id);
+        e
+    };
+    let file_s = file.display().to_string();
+    let loop_dev = run_tool(
+        "losetup",
+        &["--find", "--show", "--direct-io=on", "--sector-size", "4096", &file_s],
+    )
+    .map_err(undo_attach)?;
+    let undo_loop = |e: Error| -> Error {
+        let _ = run_tool("losetup", &["-d", &loop_dev]);
+        undo_attach(e)
+    };
+    if let Some(fs) = mkfs {
+        let args: Vec<&str> = match fs {
+            "ext4" => vec!["-q", "-F", &loop_dev],
+            _ => vec!["-q", "-f", &loop_dev],
+        };
+        run_tool(&format!("mkfs.{fs}"), &args).map_err(undo_loop)?;
+    }
+    let target_s = target.display().to_string();
+    run_tool("mount", &[&loop_dev, &target_s]).map_err(undo_loop)?;
+    let rec = ec2
+        .update_attachment(volume_id, |r| {
+            r.loop_device = Some(loop_dev.clone());
+            r.mounted_at = Some(target_s.clone());
+        })
+        .map_err(|e| {
+            let _ = run_tool("umount", &[&target_s]);
+            undo_loop(e)
+        })?;
+    ctx.out.print("Mount", attachment_json(volume_id, &rec, "attached"))
+}
+
+/// Runs `ebsim ec2 attach-volume --volume-id V --fuse DIR` as a child, with this
+/// command's global options.
+fn spawn_attach(ctx: &Ctx, volume_id: &str, fuse_dir: &Path) -> Result<AttachmentRecord> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the ebsim binary", e))?;
+    let out = Command::new(exe)
+        .args(["--home"])
+        .arg(ctx.root.path())
+        .args(["--region", &ctx.region, "--output", "json", "ec2", "attach-volume", "--volume-id", volume_id, "--fuse"])
+        .arg(fuse_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io("cannot run ebsim ec2 attach-volume", e))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let code = msg
+            .split_once("An error occurred (")
+            .and_then(|(_, r)| r.split_once(')'))
+            .and_then(|(c, _)| ErrorKind::from_code(c));
+        let text = msg.rsplit_once(" operation: ").map(|(_, m)| m.to_string()).unwrap_or(msg.clone());
+        return Err(Error::new(code.unwrap_or(ErrorKind::Internal), text));
+    }
+    let ec2 = ctx.ec2()?;
+    ec2.attachment(volume_id)?.ok_or_else(|| {
+        Error::new(ErrorKind::Internal, format!("{volume_id} was attached but its record is gone"))
+    })
+}
+
+/// `ebsim unmount DIR`.
+pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
+    need_root("ebsim unmount")?;
+    let target = dir
+        .canonicalize()
+        .map_err(|e| Error::io(format!("cannot resolve {}", dir.display()), e))?;
+    let target_s = target.display().to_string();
+    let ec2 = ctx.ec2()?;
+    let (volume_id, a) = ec2
+        .find_attachment(|a| a.mounted_at.as_deref() == Some(target_s.as_str()))?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidParameterValue,
+                format!("no volume is mounted on {target_s} by ebsim mount"),
+            )
+        })?;
+    if daemon::is_mount_point(&target) {
+        run_tool("umount", &[&target_s]).map_err(|e| {
+            Error::new(
+                ErrorKind::VolumeInUse,
+                format!("{target_s} is busy, nothing was changed: {}", e.message()),
+            )
+        })?;
+    }
+    if let Some(l) = &a.loop_device {
+        run_tool("losetup", &["-d", l])?;
+    }
+    ec2.update_attachment(&volume_id, |r| {
+        r.loop_device = None;
+        r.mounted_at = None;
+    })?;
+    daemon::stop_daemon(&a, STOP_TIMEOUT)?;
+    ec2.attachment(&volume_id)?;
+    ctx.out.print("Unmount", attachment_json(&volume_id, &a, "detached"))
+}
