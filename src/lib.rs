@@ -18,8 +18,8 @@
 // `unsafe` is allowed in exactly one module, src/crypto/xts_vaes.rs (x86 intrinsics).
 #![deny(unsafe_code)]
 
-pub mod cli;
 pub mod blockdev;
+pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod ec2;

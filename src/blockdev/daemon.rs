@@ -28,21 +28,34 @@ fn mount_points() -> Vec<PathBuf> {
 }
 
 fn unescape(s: &str) -> String {
-    let mut out = String::new();
     let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')));
+        match octal {
+            Some(v) if v <= 0xff => {
+                out.push(v as u8);
                 i += 4;
-                continue;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
             }
         }
-        out.push(b[i] as char);
-        i += 1;
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+#[test]
+fn mountinfo_escapes_are_undone() {
+    assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
+    assert_eq!(unescape("/plain"), "/plain");
+    assert_eq!(unescape("/x\\"), "/x\\");
 }
 
 /// True if `dir` is a mount point.
@@ -50,7 +63,7 @@ pub fn is_mount_point(dir: &Path) -> bool {
     let Ok(dir) = dir.canonicalize() else {
         return false;
     };
-    mount_points().iter().any(|m| *m == dir)
+    mount_points().contains(&dir)
 }
 
 /// Checks a FUSE mount directory: /dev/fuse present, `dir` an existing directory
@@ -92,12 +105,17 @@ pub fn check_fuse_dir(dir: &Path) -> Result<PathBuf> {
 /// processes with it open.
 pub fn users(file: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {
             continue;
         }
-        let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+        let backing =
+            std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
         if Path::new(backing.trim()) == file {
             out.push(format!("/dev/{name}"));
         }
@@ -107,7 +125,10 @@ pub fn users(file: &Path) -> Vec<String> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
             continue;
         }
-        let fds = std::fs::read_dir(p.path().join("fd")).into_iter().flatten().flatten();
+        let fds = std::fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
         if fds
             .filter_map(|fd| std::fs::read_link(fd.path()).ok())
             .any(|target| target == file)
@@ -136,17 +157,31 @@ pub fn serve_fuse(
     // Signals are caught from here on, so a stop request during attach is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    let device = device.map(str::to_string).unwrap_or_else(|| file.display().to_string());
+    // This process sits in the block I/O path (loop device over FUSE): memory
+    // reclaim must not wait on I/O it would itself have to serve (PR_SET_IO_FLUSHER,
+    // which needs CAP_SYS_RESOURCE; without it the daemon still works).
+    if let Err(e) = rustix::process::configure_io_flusher_behavior(true) {
+        eprintln!(
+            "ebsim: PR_SET_IO_FLUSHER not set ({e}); a loop device over this FUSE file may stall under memory pressure"
+        );
+    }
+    let device = device
+        .map(str::to_string)
+        .unwrap_or_else(|| file.display().to_string());
     let attachment = ec2.attach(caller, volume_id, instance_id, &device)?;
     let open = Arc::new(AtomicU64::new(0));
     let fs = VolumeFs::new(attachment.shared_image(), volume_id, open);
-    let session = match fuser::spawn_mount(fs, &dir, &VolumeFs::config(&format!("ebsim:{volume_id}"))) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = attachment.detach(ec2);
-            return Err(Error::io(format!("cannot mount FUSE on {}", dir.display()), e));
-        }
-    };
+    let session =
+        match fuser::spawn_mount(fs, &dir, &VolumeFs::config(&format!("ebsim:{volume_id}"))) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = attachment.detach(ec2);
+                return Err(Error::io(
+                    format!("cannot mount FUSE on {}", dir.display()),
+                    e,
+                ));
+            }
+        };
     let recorded = ec2.update_attachment(volume_id, |a| {
         a.fuse_dir = Some(dir.display().to_string());
     });
@@ -168,7 +203,10 @@ pub fn serve_fuse(
         std::thread::sleep(Duration::from_millis(50));
     }
     if unmounted_outside {
-        eprintln!("ebsim: {} was unmounted; detaching {volume_id}", dir.display());
+        eprintln!(
+            "ebsim: {} was unmounted; detaching {volume_id}",
+            dir.display()
+        );
         let _ = session.join();
     } else if let Err(e) = session.umount_and_join() {
         eprintln!("ebsim: unmounting {}: {e}", dir.display());
@@ -184,7 +222,12 @@ pub fn stop_daemon(a: &AttachmentRecord, timeout: Duration) -> Result<()> {
     match kill(pid, Signal::SIGTERM) {
         Ok(()) => {}
         Err(nix::errno::Errno::ESRCH) => return Ok(()),
-        Err(e) => return Err(Error::io(format!("cannot signal process {}", a.pid), e.into())),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot signal process {}", a.pid),
+                e.into(),
+            ));
+        }
     }
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -206,6 +249,10 @@ pub fn stop_daemon(a: &AttachmentRecord, timeout: Duration) -> Result<()> {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

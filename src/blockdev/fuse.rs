@@ -21,6 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+thread_local! {
+    /// Each event-loop thread's read buffer (at most `MAX_IO`), reused so the I/O
+    /// path does not allocate.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 const ROOT: INodeNo = INodeNo(1);
 const FILE: INodeNo = INodeNo(2);
 const TTL: Duration = Duration::from_secs(1);
@@ -182,14 +188,20 @@ impl Filesystem for VolumeFs {
         if offset >= end {
             return reply.data(&[]);
         }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        match self.image.read(offset, &mut buf) {
-            Ok(()) => reply.data(&buf),
-            Err(e) => {
-                eprintln!("ebsim fuse: {e}");
-                reply.error(errno(&e))
+        let n = (end - offset) as usize;
+        READ_BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            if buf.len() < n {
+                buf.resize(n, 0);
             }
-        }
+            match self.image.read(offset, &mut buf[..n]) {
+                Ok(()) => reply.data(&buf[..n]),
+                Err(e) => {
+                    eprintln!("ebsim fuse: {e}");
+                    reply.error(errno(&e))
+                }
+            }
+        })
     }
 
     fn write(
@@ -248,7 +260,14 @@ impl Filesystem for VolumeFs {
         reply.ok()
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.image.flush() {
             Ok(()) => reply.ok(),
             Err(e) => {
@@ -343,7 +362,10 @@ impl Filesystem for VolumeFs {
         };
         match self.image.allocation(off, size - off) {
             Ok(map) => {
-                let found = map.iter().find(|e| e.allocated == want_data).map(|e| e.offset);
+                let found = map
+                    .iter()
+                    .find(|e| e.allocated == want_data)
+                    .map(|e| e.offset);
                 match (found, want_data) {
                     (Some(o), _) => reply.offset(o.max(off) as i64),
                     (None, true) => reply.error(Errno::ENXIO),

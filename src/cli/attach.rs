@@ -103,8 +103,12 @@ fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
             ),
         ));
     }
-    let v: serde_json::Value = serde_json::from_str(line.trim())
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("bad report from the attachment process: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("bad report from the attachment process: {e}"),
+        )
+    })?;
     if let Some(e) = v.get("error") {
         let _ = child.wait();
         let kind = e["code"]
@@ -113,8 +117,12 @@ fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
             .unwrap_or(ErrorKind::Internal);
         return Err(Error::new(kind, e["message"].as_str().unwrap_or_default()));
     }
-    serde_json::from_value(v["ok"].clone())
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("bad report from the attachment process: {e}")))
+    serde_json::from_value(v["ok"].clone()).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("bad report from the attachment process: {e}"),
+        )
+    })
 }
 
 /// `ebsim ec2 attach-volume`.
@@ -136,7 +144,9 @@ pub fn attach_volume(
     };
     if !foreground {
         let a = spawn_daemon(ctx, volume_id)?;
-        return ctx.out.print("AttachVolume", attachment_json(volume_id, &a, "attached"));
+        return ctx
+            .out
+            .print("AttachVolume", attachment_json(volume_id, &a, "attached"));
     }
     let ec2 = ctx.ec2()?;
     let instance = instance_id.unwrap_or_else(default_instance_id);
@@ -164,7 +174,10 @@ pub fn attach_volume(
     );
     if let (Err(e), true) = (&result, report_to_parent) {
         // Before readiness the parent is still reading: hand it the error.
-        println!("{}", json!({ "error": { "code": e.code(), "message": e.message() } }));
+        println!(
+            "{}",
+            json!({ "error": { "code": e.code(), "message": e.message() } })
+        );
     }
     result
 }
@@ -191,7 +204,9 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
         if let Some(m) = &a.mounted_at {
             return Err(Error::new(
                 ErrorKind::VolumeInUse,
-                format!("{volume_id} is mounted on {m} by ebsim mount: run ebsim unmount {m} (or --force)"),
+                format!(
+                    "{volume_id} is mounted on {m} by ebsim mount: run ebsim unmount {m} (or --force)"
+                ),
             ));
         }
         let file = Path::new(dir).join(volume_id);
@@ -199,14 +214,19 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
         if !users.is_empty() {
             return Err(Error::new(
                 ErrorKind::VolumeInUse,
-                format!("{volume_id} is in use: {} holds {} (or --force)", users.join(", "), file.display()),
+                format!(
+                    "{volume_id} is in use: {} holds {} (or --force)",
+                    users.join(", "),
+                    file.display()
+                ),
             ));
         }
     }
     daemon::stop_daemon(&a, STOP_TIMEOUT)?;
     // The daemon detached (or died): the record is repaired either way.
     ec2.attachment(volume_id)?;
-    ctx.out.print("DetachVolume", attachment_json(volume_id, &a, "detached"))
+    ctx.out
+        .print("DetachVolume", attachment_json(volume_id, &a, "detached"))
 }
 
 fn need_root(what: &str) -> Result<()> {
@@ -221,7 +241,9 @@ fn need_root(what: &str) -> Result<()> {
 
 fn run_tool(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program).args(args).output().map_err(|e| {
-        Error::environment(format!("cannot run {program} ({e}); scripts/test.sh installs it"))
+        Error::environment(format!(
+            "cannot run {program} ({e}); scripts/test.sh installs it"
+        ))
     })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -264,7 +286,14 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
     let file_s = file.display().to_string();
     let loop_dev = run_tool(
         "losetup",
-        &["--find", "--show", "--direct-io=on", "--sector-size", "4096", &file_s],
+        &[
+            "--find",
+            "--show",
+            "--direct-io=on",
+            "--sector-size",
+            "4096",
+            &file_s,
+        ],
     )
     .map_err(undo_attach)?;
     let undo_loop = |e: Error| -> Error {
@@ -289,7 +318,8 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
             let _ = run_tool("umount", &[&target_s]);
             undo_loop(e)
         })?;
-    ctx.out.print("Mount", attachment_json(volume_id, &rec, "attached"))
+    ctx.out
+        .print("Mount", attachment_json(volume_id, &rec, "attached"))
 }
 
 /// Runs `ebsim ec2 attach-volume --volume-id V --fuse DIR` as a child, with this
@@ -299,7 +329,17 @@ fn spawn_attach(ctx: &Ctx, volume_id: &str, fuse_dir: &Path) -> Result<Attachmen
     let out = Command::new(exe)
         .args(["--home"])
         .arg(ctx.root.path())
-        .args(["--region", &ctx.region, "--output", "json", "ec2", "attach-volume", "--volume-id", volume_id, "--fuse"])
+        .args([
+            "--region",
+            &ctx.region,
+            "--output",
+            "json",
+            "ec2",
+            "attach-volume",
+            "--volume-id",
+            volume_id,
+            "--fuse",
+        ])
         .arg(fuse_dir)
         .stdin(Stdio::null())
         .output()
@@ -310,12 +350,18 @@ fn spawn_attach(ctx: &Ctx, volume_id: &str, fuse_dir: &Path) -> Result<Attachmen
             .split_once("An error occurred (")
             .and_then(|(_, r)| r.split_once(')'))
             .and_then(|(c, _)| ErrorKind::from_code(c));
-        let text = msg.rsplit_once(" operation: ").map(|(_, m)| m.to_string()).unwrap_or(msg.clone());
+        let text = msg
+            .rsplit_once(" operation: ")
+            .map(|(_, m)| m.to_string())
+            .unwrap_or(msg.clone());
         return Err(Error::new(code.unwrap_or(ErrorKind::Internal), text));
     }
     let ec2 = ctx.ec2()?;
     ec2.attachment(volume_id)?.ok_or_else(|| {
-        Error::new(ErrorKind::Internal, format!("{volume_id} was attached but its record is gone"))
+        Error::new(
+            ErrorKind::Internal,
+            format!("{volume_id} was attached but its record is gone"),
+        )
     })
 }
 
@@ -352,5 +398,6 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
     })?;
     daemon::stop_daemon(&a, STOP_TIMEOUT)?;
     ec2.attachment(&volume_id)?;
-    ctx.out.print("Unmount", attachment_json(&volume_id, &a, "detached"))
+    ctx.out
+        .print("Unmount", attachment_json(&volume_id, &a, "detached"))
 }

@@ -110,9 +110,7 @@ pub enum Service {
         mkfs: Option<String>,
     },
     /// Linux: undo ebsim mount: umount DIR, detach the loop device, detach the volume (root)
-    Unmount {
-        dir: std::path::PathBuf,
-    },
+    Unmount { dir: std::path::PathBuf },
     /// IAM: users, roles and their inline identity policies
     Iam {
         #[command(subcommand)]
@@ -288,9 +286,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             };
         }
     };
+    // `kms encrypt` → Encrypt; a command without operations (`mount`) → Mount.
     let operation = matches
         .subcommand()
         .and_then(|(_, m)| m.subcommand_name())
+        .or(matches.subcommand_name())
         .map(operation_name)
         .unwrap_or_default();
     let cli = match Cli::from_arg_matches(&matches) {

@@ -898,7 +898,10 @@ impl Ec2 {
     ) -> Result<AttachmentRecord> {
         self.write(|tx| {
             let mut cur = tx.volume(volume_id)?.ok_or_else(|| not_found(volume_id))?;
-            let a = cur.attachment.as_mut().ok_or_else(|| not_attached(volume_id))?;
+            let a = cur
+                .attachment
+                .as_mut()
+                .ok_or_else(|| not_attached(volume_id))?;
             f(a);
             let out = a.clone();
             tx.put_volume(&cur)?;

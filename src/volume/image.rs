@@ -62,6 +62,28 @@ fn image_error(id: &str, what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::VolumeImage, format!("{id}: {what}"))
 }
 
+thread_local! {
+    /// Per-thread scratch for read-modify-write and unaligned reads: front ends
+    /// serve each request on one thread, so after the first request of a given size
+    /// the I/O path allocates nothing (a loop device over FUSE must not wait on
+    /// memory reclaim that may need that very loop device).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` bytes (contents unspecified).
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered (cannot happen on the I/O path): use a fresh buffer.
+        Err(_) => f(&mut vec![0u8; len]),
+    })
+}
+
 fn is_zero(b: &[u8]) -> bool {
     // Folding fixed-size chunks vectorizes; `iter().all` would not.
     b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
@@ -350,11 +372,12 @@ impl Image {
             return self.read_units(first, buf);
         }
         let end = (offset + buf.len() as u64).div_ceil(DATA_UNIT);
-        let mut tmp = vec![0u8; ((end - first) * DATA_UNIT) as usize];
-        self.read_units(first, &mut tmp)?;
-        let skip = (offset - first * DATA_UNIT) as usize;
-        buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
-        Ok(())
+        with_scratch(((end - first) * DATA_UNIT) as usize, |tmp| {
+            self.read_units(first, tmp)?;
+            let skip = (offset - first * DATA_UNIT) as usize;
+            buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
+            Ok(())
+        })
     }
 
     /// Takes the stripe locks for units `start..end`: exclusive for the units in
@@ -407,17 +430,20 @@ impl Image {
                 if tail_partial && (last - 1 != first || head == 0) {
                     partial.push(last - 1);
                 }
-                let mut tmp = vec![0u8; ((last - first) * DATA_UNIT) as usize];
                 let _guards = self.lock_units(first, last, &partial);
-                for &u in &partial {
-                    let at = ((u - first) * DATA_UNIT) as usize;
-                    self.read_units(u, &mut tmp[at..at + U])?;
-                }
-                tmp[head..head + data.len()].copy_from_slice(data);
-                xts.encrypt(first, &mut tmp).expect("whole units");
-                self.file
-                    .write_all_at(&tmp, DATA_OFFSET + first * DATA_UNIT)
-                    .map_err(|e| self.io_error("write", offset, e))?;
+                // Every byte of the scratch is set below: partial units are read
+                // whole, the rest is the caller's data.
+                with_scratch(((last - first) * DATA_UNIT) as usize, |tmp| {
+                    for &u in &partial {
+                        let at = ((u - first) * DATA_UNIT) as usize;
+                        self.read_units(u, &mut tmp[at..at + U])?;
+                    }
+                    tmp[head..head + data.len()].copy_from_slice(data);
+                    xts.encrypt(first, tmp).expect("whole units");
+                    self.file
+                        .write_all_at(tmp, DATA_OFFSET + first * DATA_UNIT)
+                        .map_err(|e| self.io_error("write", offset, e))
+                })?;
             }
         }
         if fua { self.flush() } else { Ok(()) }

@@ -1,0 +1,461 @@
+//! Attach through FUSE and mount on Linux, for real: these tests mount, make loop
+//! devices and filesystems, kill daemons. They need root, /dev/fuse, losetup,
+//! mkfs.ext4 and fio (scripts/test.sh installs them; CI runs as root) and say why
+//! when they skip.
+
+use sha2::Digest;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn missing() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing".into());
+    }
+    for tool in ["losetup", "mkfs.ext4", "mount", "umount", "fio"] {
+        let found = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .chain(["/usr/sbin", "/sbin"])
+            .any(|d| Path::new(d).join(tool).exists());
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+macro_rules! require_linux_tools {
+    () => {
+        if let Some(why) = missing() {
+            eprintln!("SKIP: {why} (scripts/test.sh installs the tools; CI runs as root)");
+            return;
+        }
+    };
+}
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = self.dir.path().join(p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn ebsim(&self, args: &[&str]) -> Out {
+        let o = Command::new(env!("CARGO_BIN_EXE_ebsim"))
+            .args(args)
+            .env("EBSIM_HOME", self.home())
+            .env_remove("EBSIM_NOW")
+            .output()
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.ebsim(args);
+        assert_eq!(o.code, 0, "ebsim {args:?} failed: {}{}", o.stdout, o.stderr);
+        o.stdout.trim().to_string()
+    }
+
+    fn volume(&self, encrypted: bool, bytes: u64) -> String {
+        let size = bytes.to_string();
+        let mut args = vec![
+            "ec2",
+            "create-volume",
+            "--size-bytes",
+            &size,
+            "--query",
+            "VolumeId",
+            "--output",
+            "text",
+        ];
+        if encrypted {
+            args.push("--encrypted");
+        }
+        self.ok(&args)
+    }
+
+    fn state(&self, vol: &str) -> String {
+        self.ok(&[
+            "ec2",
+            "describe-volumes",
+            "--volume-ids",
+            vol,
+            "--query",
+            "Volumes[0].State",
+            "--output",
+            "text",
+        ])
+    }
+
+    fn image(&self, vol: &str) -> PathBuf {
+        self.home()
+            .join(format!("regions/us-east-1/volumes/{vol}.img"))
+    }
+
+    /// Nothing of this sandbox is mounted or backs a loop device.
+    fn assert_no_leftovers(&self) {
+        let root = self
+            .dir
+            .path()
+            .canonicalize()
+            .unwrap()
+            .display()
+            .to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&root),
+            "a mount under {root} was left behind:\n{mounts}"
+        );
+        let loops = Command::new("losetup").arg("-a").output().unwrap();
+        let loops = String::from_utf8_lossy(&loops.stdout);
+        assert!(
+            !loops.contains(&root),
+            "a loop device was left behind: {loops}"
+        );
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Best-effort cleanup when a test failed half-way.
+        let root = self
+            .dir
+            .path()
+            .canonicalize()
+            .unwrap_or_default()
+            .display()
+            .to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<String> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").args(["-l", &p]).status();
+        }
+        let loops = Command::new("losetup")
+            .arg("-a")
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        for l in String::from_utf8_lossy(&loops)
+            .lines()
+            .filter(|l| l.contains(&root))
+        {
+            if let Some(dev) = l.split(':').next() {
+                let _ = Command::new("losetup").args(["-d", dev]).status();
+            }
+        }
+    }
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+#[test]
+fn mount_write_unmount_remount_reads_back_identical_and_the_image_holds_no_plaintext() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let vol = s.volume(true, 128 << 20);
+    let fs = s.path("fs");
+    let fs_s = fs.display().to_string();
+    let out = s.ok(&["mount", &vol, &fs_s, "--mkfs", "ext4"]);
+    assert!(out.contains("\"LoopDevice\": \"/dev/loop"), "{out}");
+    assert_eq!(s.state(&vol), "in-use");
+    let marker = b"ebsim-plaintext-marker: attack at dawn. ".repeat(200);
+    let random = ebsim::crypto::random_bytes(5 << 20);
+    std::fs::write(fs.join("plans.txt"), &marker).unwrap();
+    std::fs::write(fs.join("random.bin"), &random).unwrap();
+    std::fs::create_dir(fs.join("sub")).unwrap();
+    std::fs::write(fs.join("sub/small"), b"small file").unwrap();
+    let want: Vec<(String, Vec<u8>)> = ["plans.txt", "random.bin", "sub/small"]
+        .iter()
+        .map(|f| (f.to_string(), sha(&fs.join(f))))
+        .collect();
+    s.ok(&["unmount", &fs_s]);
+    assert_eq!(s.state(&vol), "available");
+    s.assert_no_leftovers();
+
+    s.ok(&["mount", &vol, &fs_s]);
+    for (f, h) in &want {
+        assert_eq!(&sha(&fs.join(f)), h, "{f} changed across unmount/mount");
+    }
+    s.ok(&["unmount", &fs_s]);
+    s.assert_no_leftovers();
+
+    let raw = std::fs::read(s.image(&vol)).unwrap();
+    assert!(
+        !raw.windows(40).any(|w| w == &marker[..40]),
+        "plaintext text in the image"
+    );
+    assert!(
+        !raw.windows(64).any(|w| w == &random[4096..4160]),
+        "plaintext data in the image"
+    );
+    assert!(!raw.windows(10).any(|w| w == b"small file"));
+}
+
+#[test]
+fn fio_with_crc32c_verify_passes_over_the_fuse_file() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let vol = s.volume(true, 64 << 20);
+    let dir = s.path("att");
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--fuse",
+        &dir.display().to_string(),
+    ]);
+    let file = dir.join(&vol);
+    let fio = Command::new("fio")
+        .args([
+            "--name=verify",
+            &format!("--filename={}", file.display()),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=32M",
+            "--direct=1",
+            "--ioengine=psync",
+            "--numjobs=1",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&fio.stdout).into_owned() + &String::from_utf8_lossy(&fio.stderr);
+    assert!(fio.status.success(), "fio failed:\n{text}");
+    assert!(!text.contains("verify: bad"), "{text}");
+    let mixed = Command::new("fio")
+        .args([
+            "--name=mixed",
+            &format!("--filename={}", file.display()),
+            "--rw=randrw",
+            "--bs=4k,64k",
+            // Four jobs, each on its own 4 MiB region (verify needs that).
+            "--size=4M",
+            "--offset=40M",
+            "--offset_increment=4M",
+            "--direct=1",
+            "--ioengine=psync",
+            "--numjobs=4",
+            "--verify=crc32c",
+            "--verify_fatal=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        mixed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mixed.stdout)
+    );
+    s.ok(&["ec2", "detach-volume", "--volume-id", &vol]);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn kill_9_after_fsync_loses_nothing_and_the_volume_attaches_cleanly() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let vol = s.volume(true, 32 << 20);
+    let dir = s.path("att");
+    let dir_s = dir.display().to_string();
+    let out = s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--fuse",
+        &dir_s,
+        "--query",
+        "ProcessId",
+        "--output",
+        "text",
+    ]);
+    let pid: i32 = out.parse().unwrap();
+    let data = ebsim::crypto::random_bytes(1 << 20);
+    {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(&vol))
+            .unwrap();
+        f.write_all_at(&data, 5 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The dead daemon's attachment is seen as stale and its dead mount cleared.
+    assert_eq!(s.state(&vol), "available");
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--fuse",
+        &dir_s,
+    ]);
+    let mut got = vec![0u8; data.len()];
+    std::fs::File::open(dir.join(&vol))
+        .unwrap()
+        .read_exact_at(&mut got, 5 << 20)
+        .unwrap();
+    assert!(got == data, "fsynced data lost");
+    s.ok(&["ec2", "detach-volume", "--volume-id", &vol]);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn errors_are_clear_and_leave_no_half_state() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let key = s.ok(&[
+        "kms",
+        "create-key",
+        "--query",
+        "KeyMetadata.KeyId",
+        "--output",
+        "text",
+    ]);
+    let vol = s.ok(&[
+        "ec2",
+        "create-volume",
+        "--size-bytes",
+        "16777216",
+        "--encrypted",
+        "--kms-key-id",
+        &key,
+        "--query",
+        "VolumeId",
+        "--output",
+        "text",
+    ]);
+    let a = s.path("a");
+    let b = s.path("b");
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+
+    let o = s.ebsim(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        "vol-00000000000000000",
+        "--fuse",
+        &a_s,
+    ]);
+    assert_eq!(o.code, 254);
+    assert!(
+        o.stderr.contains("(InvalidVolume.NotFound)"),
+        "{}",
+        o.stderr
+    );
+    let o = s.ebsim(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--fuse",
+        &s.dir.path().join("nope").display().to_string(),
+    ]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("cannot be used"), "{}", o.stderr);
+    s.assert_no_leftovers();
+    assert_eq!(s.state(&vol), "available");
+
+    s.ok(&["ec2", "attach-volume", "--volume-id", &vol, "--fuse", &a_s]);
+    let o = s.ebsim(&["ec2", "attach-volume", "--volume-id", &vol, "--fuse", &b_s]);
+    assert_eq!(o.code, 254);
+    assert!(o.stderr.contains("(VolumeInUse)"), "{}", o.stderr);
+    let other = s.volume(false, 1 << 20);
+    let o = s.ebsim(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &other,
+        "--fuse",
+        &a_s,
+    ]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("already mounted"), "{}", o.stderr);
+    assert_eq!(s.state(&other), "available");
+
+    // The file is open: detach refuses without --force, and detaches with it.
+    let held = std::fs::File::open(a.join(&vol)).unwrap();
+    let o = s.ebsim(&["ec2", "detach-volume", "--volume-id", &vol]);
+    assert_eq!(o.code, 254);
+    assert!(
+        o.stderr.contains("(VolumeInUse)") && o.stderr.contains("process"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(s.state(&vol), "in-use");
+    drop(held);
+    s.ok(&["ec2", "detach-volume", "--volume-id", &vol]);
+    assert_eq!(s.state(&vol), "available");
+    let o = s.ebsim(&["ec2", "detach-volume", "--volume-id", &vol]);
+    assert!(o.stderr.contains("(IncorrectState)"), "{}", o.stderr);
+
+    // A disabled key: the attach fails with the KMS error, nothing is left.
+    s.ok(&["kms", "disable-key", "--key-id", &key]);
+    let o = s.ebsim(&["ec2", "attach-volume", "--volume-id", &vol, "--fuse", &a_s]);
+    assert_eq!(o.code, 254);
+    assert!(o.stderr.contains("(DisabledException)"), "{}", o.stderr);
+    let fs = s.path("fs");
+    let o = s.ebsim(&["mount", &vol, &fs.display().to_string()]);
+    assert!(o.stderr.contains("(DisabledException)"), "{}", o.stderr);
+    s.assert_no_leftovers();
+    assert_eq!(s.state(&vol), "available");
+    let grants = s.ok(&[
+        "kms",
+        "list-grants",
+        "--key-id",
+        &key,
+        "--query",
+        "length(Grants)",
+    ]);
+    assert_eq!(grants, "0", "no grant outlives a failed attach");
+}
