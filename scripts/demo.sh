@@ -3,7 +3,8 @@
 # and its alias, the AWS CLI seed lines, envelope encryption with a data key, a year
 # of rotation, a disabled key, the AWS managed key, deletion, access control (IAM
 # user, identity and key policies, a grant), EBS volumes (encrypted under their own
-# data keys, encryption by default, resize, a disabled key), and the audit trail.
+# data keys, encryption by default, resize, a disabled key), mounting one (FUSE +
+# loop + ext4; unmount, mount again, same bytes), and the audit trail.
 # Installs what it needs and builds a release binary first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,7 +141,30 @@ show ebsim kms enable-key --key-id "$VKEY"
 show ebsim ec2 delete-volume --volume-id "$VOL"
 show ebsim ec2 delete-volume --volume-id "$VOL2"
 
-say "10. The audit trail (CloudTrail LookupEvents)"
+say "10. Mount an encrypted volume: FUSE file, loop device, ext4 — then unmount and mount again"
+if [ "$(id -u)" -eq 0 ] && [ -e /dev/fuse ]; then
+    ensure_apt fuse3 e2fsprogs util-linux mount
+    VOL=$(ebsim ec2 create-volume --size 1 --encrypted --kms-key-id "$VKEY" --query VolumeId --output text)
+    mkdir -p "$work/db"
+    show ebsim mount "$VOL" "$work/db" --mkfs ext4 --query '[LoopDevice, MountPoint]' --output text
+    show df -h "$work/db"
+    cp battleplans.txt "$work/db/" && head -c 8M /dev/urandom > "$work/db/blob.bin"
+    show sha256sum "$work/db/battleplans.txt" "$work/db/blob.bin"
+    sums=$(cd "$work/db" && sha256sum battleplans.txt blob.bin)
+    show ebsim unmount "$work/db" --query State --output text
+    show ebsim ec2 describe-volumes --volume-ids "$VOL" --query 'Volumes[0].State' --output text
+    show ebsim mount "$VOL" "$work/db" --query MountPoint --output text
+    (cd "$work/db" && echo "$sums" | sha256sum -c)
+    img="$(cd "$OLDPWD" && pwd)/volumes/regions/us-east-1/volumes/$VOL.img"
+    if grep -q "Attack at dawn" "$img"; then echo "PLAINTEXT FOUND IN THE IMAGE"; exit 1; fi
+    echo "(the image $img holds only ciphertext: no 'Attack at dawn' in it)"
+    show ebsim unmount "$work/db" --query State --output text
+    show ebsim ec2 delete-volume --volume-id "$VOL"
+else
+    echo "skipped: ebsim mount needs root and /dev/fuse (run the demo with sudo)"
+fi
+
+say "11. The audit trail (CloudTrail LookupEvents)"
 show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
      --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
 echo

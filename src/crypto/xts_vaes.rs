@@ -64,15 +64,26 @@ impl Keys {
     /// multiple of [`CHUNK`]; `t0` is the unit's encrypted tweak.
     pub fn unit(&self, t0: u128, unit: &mut [u8], encrypt: bool) {
         assert!(!unit.is_empty() && unit.len().is_multiple_of(CHUNK));
-        // SAFETY: `Keys` exists only if `available()` was true (see `new`), and the
-        // length precondition of `run` was just asserted.
+        let (len, p) = (unit.len(), unit.as_mut_ptr());
+        // SAFETY: `Keys` exists only if `available()` was true (see `new`); `p` is
+        // valid for `len` bytes of reads and writes (a multiple of CHUNK, just
+        // asserted), and `run` may be given the same buffer as source and destination.
         unsafe {
             if encrypt {
-                run::<true>(self, t0, unit)
+                run::<true>(self, t0, p, p, len)
             } else {
-                run::<false>(self, t0, unit)
+                run::<false>(self, t0, p, p, len)
             }
         }
+    }
+
+    /// Encrypts one data unit from `src` into `dst` (no copy first). Both are the
+    /// same non-zero multiple of [`CHUNK`] long.
+    pub fn unit_to(&self, t0: u128, src: &[u8], dst: &mut [u8]) {
+        assert!(!src.is_empty() && src.len().is_multiple_of(CHUNK) && src.len() == dst.len());
+        // SAFETY: as in `unit`; `src` is valid for reads and `dst` for writes of
+        // `src.len()` bytes, and a `&[u8]` and a `&mut [u8]` cannot overlap.
+        unsafe { run::<true>(self, t0, src.as_ptr(), dst.as_mut_ptr(), src.len()) }
     }
 }
 
@@ -175,10 +186,11 @@ fn mul_alpha16(t: __m256i) -> __m256i {
 }
 
 /// # Safety
-/// The CPU must have aes, vaes and avx2; `unit.len()` must be a multiple of
-/// [`CHUNK`].
+/// The CPU must have aes, vaes and avx2; `len` must be a multiple of [`CHUNK`];
+/// `src` must be valid for `len` bytes of reads and `dst` for `len` bytes of
+/// writes; they are either the same pointer or do not overlap.
 #[target_feature(enable = "aes,avx2,vaes")]
-unsafe fn run<const ENC: bool>(keys: &Keys, t0: u128, unit: &mut [u8]) {
+unsafe fn run<const ENC: bool>(keys: &Keys, t0: u128, src: *const u8, dst: *mut u8, len: usize) {
     let schedule = if ENC { &keys.enc } else { &keys.dec };
     let mut rk = [_mm256_setzero_si256(); 15];
     for (r, k) in rk.iter_mut().zip(schedule) {
@@ -198,12 +210,12 @@ unsafe fn run<const ENC: bool>(keys: &Keys, t0: u128, unit: &mut [u8]) {
         *w = unsafe { _mm256_loadu_si256(first.as_ptr().add(32 * i).cast()) };
     }
     first.zeroize();
-    for chunk in unit.chunks_exact_mut(CHUNK) {
-        let p = chunk.as_mut_ptr();
+    for c in (0..len).step_by(CHUNK) {
         let mut x = [_mm256_setzero_si256(); 8];
         for i in 0..8 {
-            // SAFETY: `chunk` is exactly 256 bytes; bytes 32·i .. 32·i+32 are in bounds.
-            let v = unsafe { _mm256_loadu_si256(p.add(32 * i).cast()) };
+            // SAFETY: c + 32·i + 32 <= len (len is a multiple of CHUNK = 8·32), and
+            // `src` is valid for `len` bytes.
+            let v = unsafe { _mm256_loadu_si256(src.add(c + 32 * i).cast()) };
             x[i] = _mm256_xor_si256(_mm256_xor_si256(v, tw[i]), rk[0]);
         }
         for k in &rk[1..14] {
@@ -221,8 +233,11 @@ unsafe fn run<const ENC: bool>(keys: &Keys, t0: u128, unit: &mut [u8]) {
             } else {
                 _mm256_aesdeclast_epi128(x[i], rk[14])
             };
-            // SAFETY: as for the load above.
-            unsafe { _mm256_storeu_si256(p.add(32 * i).cast(), _mm256_xor_si256(last, tw[i])) };
+            // SAFETY: as for the load above, with `dst` valid for `len` bytes. When
+            // `dst` is `src`, these 32 bytes were already loaded into `x[i]`.
+            unsafe {
+                _mm256_storeu_si256(dst.add(c + 32 * i).cast(), _mm256_xor_si256(last, tw[i]))
+            };
             tw[i] = mul_alpha16(tw[i]);
         }
     }

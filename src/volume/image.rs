@@ -434,12 +434,17 @@ impl Image {
                 // Every byte of the scratch is set below: partial units are read
                 // whole, the rest is the caller's data.
                 with_scratch(((last - first) * DATA_UNIT) as usize, |tmp| {
-                    for &u in &partial {
-                        let at = ((u - first) * DATA_UNIT) as usize;
-                        self.read_units(u, &mut tmp[at..at + U])?;
+                    if partial.is_empty() {
+                        // Whole units: encrypt straight from the caller's data.
+                        xts.encrypt_to(first, data, tmp).expect("whole units");
+                    } else {
+                        for &u in &partial {
+                            let at = ((u - first) * DATA_UNIT) as usize;
+                            self.read_units(u, &mut tmp[at..at + U])?;
+                        }
+                        tmp[head..head + data.len()].copy_from_slice(data);
+                        xts.encrypt(first, tmp).expect("whole units");
                     }
-                    tmp[head..head + data.len()].copy_from_slice(data);
-                    xts.encrypt(first, tmp).expect("whole units");
                     self.file
                         .write_all_at(tmp, DATA_OFFSET + first * DATA_UNIT)
                         .map_err(|e| self.io_error("write", offset, e))
