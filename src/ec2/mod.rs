@@ -162,7 +162,10 @@ impl Ec2 {
                 .map_err(|e| Error::io(format!("cannot list {}", self.dir.display()), e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let stale = if let Some(id) = name.strip_suffix(".img") {
+                let stale = if let Some(id) = name
+                    .strip_suffix(".img")
+                    .or_else(|| name.strip_suffix(".cbt"))
+                {
                     id.starts_with("vol-") && !known.contains(id)
                 } else if name.ends_with(".creating") {
                     entry
@@ -633,6 +636,7 @@ impl Ec2 {
         {
             return Err(Error::io(format!("cannot remove {}", path.display()), e));
         }
+        let _ = std::fs::remove_file(crate::volume::cbt::Cbt::path_for(&path));
         crate::fsutil::fsync_dir(&self.dir)
     }
 

@@ -46,6 +46,10 @@ pub struct Image {
     data_key: Option<SecretBytes>,
     xts: Option<Locked<Xts>>,
     stripes: Box<[RwLock<()>]>,
+    /// Changed-block tracking (None for images opened without it).
+    cbt: Option<super::cbt::Cbt>,
+    /// Every write holds this shared; a snapshot's cut holds it exclusively.
+    cut: RwLock<()>,
 }
 
 impl std::fmt::Debug for Image {
@@ -268,6 +272,7 @@ impl Image {
                 )),
                 None => None,
             };
+            let cbt = super::cbt::Cbt::open(path, h.size)?;
             return Ok(Image {
                 size: AtomicU64::new(h.size),
                 header: Mutex::new(h.clone()),
@@ -276,6 +281,8 @@ impl Image {
                 data_key: key,
                 xts,
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+                cbt: Some(cbt),
+                cut: RwLock::new(()),
             });
         }
         Err(first_error.expect("every candidate recorded why it failed"))
@@ -420,6 +427,21 @@ impl Image {
         if data.is_empty() {
             return Ok(());
         }
+        let _cut = self.cut.read().expect("cut lock");
+        self.mark(offset, data.len() as u64)?;
+        self.write_inner(offset, data, fua)
+    }
+
+    fn mark(&self, offset: u64, len: u64) -> Result<()> {
+        match &self.cbt {
+            Some(c) => c.mark(offset, len),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Image::write`] once the range is checked, the cut lock held and the blocks
+    /// marked changed.
+    fn write_inner(&self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
         match &self.xts {
             None => self
                 .file
@@ -483,21 +505,23 @@ impl Image {
         if len == 0 {
             return Ok(());
         }
+        let _cut = self.cut.read().expect("cut lock");
+        self.mark(offset, len)?;
         let end = offset + len;
         let first_full = offset.div_ceil(DATA_UNIT);
         let last_full = end / DATA_UNIT;
         if first_full >= last_full {
-            return self.write(offset, &vec![0u8; len as usize], false);
+            return self.write_inner(offset, &vec![0u8; len as usize], false);
         }
         if !offset.is_multiple_of(DATA_UNIT) {
-            self.write(
+            self.write_inner(
                 offset,
                 &vec![0u8; (first_full * DATA_UNIT - offset) as usize],
                 false,
             )?;
         }
         if !end.is_multiple_of(DATA_UNIT) {
-            self.write(
+            self.write_inner(
                 last_full * DATA_UNIT,
                 &vec![0u8; (end - last_full * DATA_UNIT) as usize],
                 false,
@@ -594,6 +618,59 @@ impl Image {
         Ok(out)
     }
 
+    /// What changed since the last snapshot (FORMAT.md §8).
+    pub fn changes(&self) -> super::cbt::Changes {
+        match &self.cbt {
+            Some(c) => c.changes(),
+            None => super::cbt::Changes {
+                base: None,
+                blocks: Vec::new(),
+            },
+        }
+    }
+
+    /// Starts a new tracking epoch after snapshot `base`.
+    pub fn reset_tracking(&self, base: Option<&str>) -> Result<()> {
+        match (&self.cbt, base) {
+            (Some(c), Some(b)) => c.reset(b, self.size()),
+            (Some(c), None) => c.grow(0, self.size()),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// Holds every write until the guard drops: the instant of a snapshot's cut.
+    /// Completed writes are flushed first.
+    pub fn hold_writes(&self) -> Result<std::sync::RwLockWriteGuard<'_, ()>> {
+        let g = self.cut.write().expect("cut lock");
+        self.flush()?;
+        Ok(g)
+    }
+
+    /// Reads stored bytes (ciphertext for an encrypted volume) of whole units.
+    pub fn read_stored(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range("stored read", offset, buf.len() as u64)?;
+        self.file
+            .read_exact_at(buf, DATA_OFFSET + offset)
+            .map_err(|e| self.io_error("stored read", offset, e))
+    }
+
+    /// Writes stored bytes as they are (ciphertext under this volume's data key, or
+    /// a hole's zeros): restoring a snapshot taken under the same data key.
+    pub fn write_stored(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.check_range("stored write", offset, buf.len() as u64)?;
+        if !offset.is_multiple_of(DATA_UNIT) || !(buf.len() as u64).is_multiple_of(DATA_UNIT) {
+            return Err(Error::new(
+                ErrorKind::OutOfRange,
+                format!("stored writes are whole 4096-byte units, not {} bytes at {offset}", buf.len()),
+            ));
+        }
+        let _cut = self.cut.read().expect("cut lock");
+        self.mark(offset, buf.len() as u64)?;
+        self.file
+            .write_all_at(buf, DATA_OFFSET + offset)
+            .map_err(|e| self.io_error("stored write", offset, e))
+    }
+
     /// Grows the volume to `new_size` bytes (a multiple of 4096, not smaller than
     /// now): the file first, then both header copies (FORMAT.md §2).
     pub fn grow(&self, new_size: u64) -> Result<()> {
@@ -611,6 +688,10 @@ impl Image {
             .set_len(DATA_OFFSET + new_size)
             .and_then(|()| self.file.sync_all())
             .map_err(|e| self.io_error("grow", new_size, e))?;
+        let _cut = self.cut.read().expect("cut lock");
+        if let Some(c) = &self.cbt {
+            c.grow(header.size, new_size)?;
+        }
         let mut next = header.clone();
         next.size = new_size;
         next.sequence += 1;

@@ -2,6 +2,8 @@
 //!
 //! - `header.rs`: the header copies — encoding, a bounds-checked parser, feature
 //!   bits, the MAC keyed from the data key.
+//! - `cbt.rs`: changed-block tracking (which 512 KiB blocks changed since the last
+//!   snapshot), in a file beside the image.
 //! - `image.rs`: an open image — header selection, the exclusive lock, and the
 //!   block API (read / write at any offset and length, flush, trim, write-zeroes,
 //!   allocation) that every front end uses.
@@ -10,6 +12,7 @@
 //! callback that produces the plaintext data key. `crate::ec2` supplies it with
 //! CreateGrant + Decrypt.
 
+pub mod cbt;
 pub mod header;
 pub mod image;
 
