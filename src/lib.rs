@@ -29,6 +29,7 @@ pub mod home;
 pub mod iam;
 pub mod kms;
 pub mod policy;
+pub mod snapshot;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};

@@ -99,6 +99,11 @@ pub enum Service {
         #[command(subcommand)]
         op: ec2::Ec2Command,
     },
+    /// EBS direct APIs: compare snapshots block by block
+    Ebs {
+        #[command(subcommand)]
+        op: ec2::EbsCommand,
+    },
     /// Linux: attach a volume, put a loop device on it, optionally mkfs, and mount it on DIR (root)
     Mount {
         /// The volume (vol-…)
@@ -333,6 +338,7 @@ fn run(cli: Cli) -> Result<()> {
         Service::Kms { op } => kms::run(&ctx, op),
         Service::Iam { op } => iam::run(&ctx, op),
         Service::Ec2 { op } => ec2::run(&ctx, op),
+        Service::Ebs { op } => ec2::run_ebs(&ctx, op),
         Service::Mount {
             volume_id,
             dir,

@@ -13,6 +13,7 @@
 //! principal at attach; RetireGrant at detach.
 
 pub mod model;
+mod snapshots;
 pub mod store;
 
 use crate::clock::Timestamp;
@@ -45,6 +46,8 @@ pub struct Ec2 {
     kms: Kms,
     store: Mutex<store::Store>,
     dir: PathBuf,
+    root: DataRoot,
+    blocks: crate::snapshot::LocalStore,
 }
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> Error {
@@ -73,10 +76,18 @@ pub fn check_volume_id(id: &str) -> Result<()> {
     }
 }
 
-fn new_volume_id() -> String {
+fn new_id(prefix: &str) -> String {
     let b = crate::crypto::random_bytes(9);
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("vol-{}", &hex[..17])
+    format!("{prefix}-{}", &hex[..17])
+}
+
+fn new_volume_id() -> String {
+    new_id("vol")
+}
+
+fn new_data_key_id() -> String {
+    new_id("dek")
 }
 
 fn context(volume_id: &str) -> BTreeMap<String, String> {
@@ -116,10 +127,13 @@ impl Ec2 {
         let dir = region_dir.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
         let store = store::Store::open(&region_dir.join("ec2.db"))?;
+        let blocks = crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
         let ec2 = Ec2 {
             kms,
             store: Mutex::new(store),
             dir,
+            root: root.clone(),
+            blocks,
         };
         ec2.sweep()?;
         Ok(ec2)
@@ -344,12 +358,10 @@ impl Ec2 {
                 format!("The zone '{zone}' does not exist."),
             ));
         }
-        if let Some(s) = &req.snapshot_id {
-            return Err(err(
-                ErrorKind::InvalidSnapshotNotFound,
-                format!("The snapshot '{s}' does not exist."),
-            ));
-        }
+        let snap = match &req.snapshot_id {
+            Some(id) => Some(self.snapshot_record(id)?),
+            None => None,
+        };
         let size_bytes = match (req.size, req.size_bytes) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -357,12 +369,15 @@ impl Ec2 {
                     "Size and SizeBytes cannot both be given (SizeBytes is ebsim's exact size in bytes).",
                 ));
             }
-            (None, None) => {
-                return Err(err(
-                    ErrorKind::MissingParameter,
-                    "The request must contain the parameter size or snapshotId",
-                ));
-            }
+            (None, None) => match &snap {
+                Some(sn) => sn.size_bytes,
+                None => {
+                    return Err(err(
+                        ErrorKind::MissingParameter,
+                        "The request must contain the parameter size or snapshotId",
+                    ));
+                }
+            },
             (Some(g), None) => {
                 if g == 0 || g > MAX_BYTES / GIB {
                     return Err(err(
@@ -387,6 +402,19 @@ impl Ec2 {
                 b
             }
         };
+        if let Some(sn) = &snap
+            && size_bytes < sn.size_bytes
+        {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "Volume of {size_bytes} bytes is smaller than snapshot '{}', expect size >= {} bytes ({}GiB)",
+                    sn.snapshot_id,
+                    sn.size_bytes,
+                    sn.size_bytes.div_ceil(GIB)
+                ),
+            ));
+        }
         let volume_type = req.volume_type.clone().unwrap_or_else(|| "gp3".into());
         if !VOLUME_TYPES.contains(&volume_type.as_str()) {
             return Err(err(
@@ -412,17 +440,23 @@ impl Ec2 {
             tags.extend(spec.tags.iter().cloned());
         }
         let by_default = self.by_default()?;
+        let snap_encrypted = snap.as_ref().is_some_and(|s| s.encrypted);
         if req.kms_key_id.is_some() && req.encrypted != Some(true) && !by_default {
             return Err(err(
                 ErrorKind::InvalidParameterCombination,
                 "The parameter KmsKeyId requires the parameter Encrypted to be set.",
             ));
         }
-        let encrypted = req.encrypted == Some(true) || by_default;
+        // Encryption is never removed: a volume of an encrypted snapshot is encrypted,
+        // under the snapshot's key unless another is given.
+        let encrypted = req.encrypted == Some(true) || by_default || snap_encrypted;
         let key_arn = if encrypted {
-            let key = match &req.kms_key_id {
-                Some(k) => k.clone(),
-                None => self.get_ebs_default_kms_key_id()?.kms_key_id,
+            let key = match (&req.kms_key_id, &snap) {
+                (Some(k), _) => k.clone(),
+                (None, Some(sn)) if sn.encrypted => {
+                    sn.kms_key_arn.clone().expect("encrypted snapshots have a key")
+                }
+                _ => self.get_ebs_default_kms_key_id()?.kms_key_id,
             };
             Some(self.resolve_key(caller, &key)?)
         } else {
@@ -431,15 +465,32 @@ impl Ec2 {
         dry_run(req.dry_run)?;
         let volume_id = new_volume_id();
         let now = self.kms.clock().now();
-        let (header, data_key) = match &key_arn {
-            None => (self.header(&volume_id, size_bytes, now, None), None),
-            Some(arn) => {
+        let source = match &snap {
+            Some(sn) => Some(self.restore_source(caller, sn, key_arn.as_deref(), &volume_id)?),
+            None => None,
+        };
+        let (mut header, data_key) = match (&key_arn, &source) {
+            (None, _) => (self.header(&volume_id, size_bytes, now, None), None),
+            (Some(_), Some(src)) if src.shared_key.is_some() => {
+                let (wrapped, arn, key) = src
+                    .shared_key
+                    .as_ref()
+                    .map(|(w, a, k)| (w.clone(), a.clone(), k.duplicate()))
+                    .expect("checked");
+                let mut h = self.header(&volume_id, size_bytes, now, Some(&arn));
+                h.wrapped_key = wrapped;
+                (h, Some(key))
+            }
+            (Some(arn), _) => {
                 let (wrapped, arn, key) = self.new_data_key(caller, arn, &volume_id)?;
                 let mut h = self.header(&volume_id, size_bytes, now, Some(&arn));
                 h.wrapped_key = wrapped;
                 (h, Some(key))
             }
         };
+        if let Some(sn) = &snap {
+            header.source_snapshot_id = sn.snapshot_id.clone();
+        }
         let record = VolumeRecord {
             volume_id: volume_id.clone(),
             size_bytes,
@@ -447,27 +498,45 @@ impl Ec2 {
             create_time: now,
             encrypted,
             kms_key_arn: (!header.kms_key_arn.is_empty()).then(|| header.kms_key_arn.clone()),
-            snapshot_id: None,
+            snapshot_id: snap.as_ref().map(|s| s.snapshot_id.clone()),
             state: "available".into(),
             volume_type,
             iops,
             throughput,
             tags,
             attachment: None,
+            data_key_id: match &source {
+                Some(src) if src.shared_key.is_some() => {
+                    snap.as_ref().and_then(|s| s.data_key_id.clone())
+                }
+                _ => encrypted.then(new_data_key_id),
+            },
         };
         let tmp = self.dir.join(format!(".{volume_id}.img.creating"));
+        let tmp_cbt = crate::volume::cbt::Cbt::path_for(&tmp);
         let path = self.image_path(&volume_id);
-        let made = image::create_file(&tmp, &header, data_key.as_ref()).and_then(|()| {
-            self.write(|tx| {
-                tx.put_volume(&record)?;
-                std::fs::rename(&tmp, &path)
-                    .map_err(|e| Error::io(format!("cannot rename into {}", path.display()), e))?;
-                crate::fsutil::fsync_dir(&self.dir)
+        let made = image::create_file(&tmp, &header, data_key.as_ref())
+            .and_then(|()| match (&snap, &source) {
+                (Some(sn), Some(src)) => self.restore(sn, src, &tmp, &volume_id, data_key.as_ref()),
+                _ => Ok(()),
             })
-        });
+            .and_then(|()| {
+                self.write(|tx| {
+                    tx.put_volume(&record)?;
+                    std::fs::rename(&tmp, &path).map_err(|e| {
+                        Error::io(format!("cannot rename into {}", path.display()), e)
+                    })?;
+                    if tmp_cbt.exists() {
+                        std::fs::rename(&tmp_cbt, crate::volume::cbt::Cbt::path_for(&path))
+                            .map_err(|e| Error::io("cannot rename the tracking file", e))?;
+                    }
+                    crate::fsutil::fsync_dir(&self.dir)
+                })
+            });
         drop(data_key);
         if let Err(e) = made {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&tmp_cbt);
             return Err(e);
         }
         Ok(Volume::from_record(&record, false))

@@ -62,6 +62,9 @@ pub struct VolumeRecord {
     pub throughput: Option<u32>,
     pub tags: Vec<Tag>,
     pub attachment: Option<AttachmentRecord>,
+    /// EC2's DataEncryptionKeyId lineage of the volume's data key.
+    #[serde(default)]
+    pub data_key_id: Option<String>,
 }
 
 pub const GIB: u64 = 1 << 30;
@@ -232,4 +235,101 @@ pub struct EbsEncryptionByDefault {
 #[serde(rename_all = "PascalCase")]
 pub struct EbsDefaultKmsKeyId {
     pub kms_key_id: String,
+}
+
+/// One snapshot, as stored in `ec2.db`: EC2's fields, the wrapped data key and the
+/// manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub snapshot_id: String,
+    /// The source volume (`vol-ffffffff` for a copy, as EC2 reports).
+    pub volume_id: String,
+    pub size_bytes: u64,
+    pub start_time: Timestamp,
+    pub description: String,
+    pub encrypted: bool,
+    pub kms_key_arn: Option<String>,
+    /// The data key as KMS wrapped it, bound to `{"aws:ebs:id": key_context_id}`.
+    pub wrapped_key: Option<Vec<u8>>,
+    pub key_context_id: Option<String>,
+    /// EC2's DataEncryptionKeyId: the same for every volume and snapshot that
+    /// shares one data key.
+    pub data_key_id: Option<String>,
+    /// The snapshot this one was taken incrementally against.
+    pub parent: Option<String>,
+    pub tags: Vec<Tag>,
+    /// Block index (offset / 512 KiB) → SHA-256 of the stored block; absent = zeros.
+    pub blocks: std::collections::BTreeMap<u64, String>,
+}
+
+/// `Snapshot` in EC2's DescribeSnapshots / CreateSnapshot / CopySnapshot responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Snapshot {
+    pub description: String,
+    pub encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    pub owner_id: String,
+    pub progress: String,
+    pub snapshot_id: String,
+    pub start_time: crate::kms::api::Time,
+    pub state: String,
+    pub volume_id: String,
+    pub volume_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_encryption_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    pub storage_tier: String,
+    /// ebsim's own members: the exact size, and how many 512 KiB blocks it stores.
+    pub size_bytes: u64,
+    pub block_count: u64,
+}
+
+impl Snapshot {
+    pub fn from_record(r: &SnapshotRecord, owner: &str) -> Self {
+        Snapshot {
+            description: r.description.clone(),
+            encrypted: r.encrypted,
+            kms_key_id: r.kms_key_arn.clone(),
+            owner_id: owner.into(),
+            progress: "100%".into(),
+            snapshot_id: r.snapshot_id.clone(),
+            start_time: crate::kms::api::Time(r.start_time),
+            state: "completed".into(),
+            volume_id: r.volume_id.clone(),
+            volume_size: r.size_bytes.div_ceil(GIB),
+            data_encryption_key_id: r.data_key_id.clone(),
+            tags: r.tags.clone(),
+            storage_tier: "standard".into(),
+            size_bytes: r.size_bytes,
+            block_count: r.blocks.len() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeSnapshotsResponse {
+    pub snapshots: Vec<Snapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ChangedBlock {
+    pub block_index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_block_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_block_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListChangedBlocksResponse {
+    pub changed_blocks: Vec<ChangedBlock>,
+    pub expiry_time: crate::kms::api::Time,
+    pub volume_size: u64,
+    pub block_size: u64,
 }

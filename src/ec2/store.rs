@@ -4,7 +4,7 @@
 //! Every change runs in one `BEGIN IMMEDIATE` transaction, so concurrent processes
 //! see the old or the new record, never half of one.
 
-use super::model::VolumeRecord;
+use super::model::{SnapshotRecord, VolumeRecord};
 use crate::error::Result;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -30,7 +30,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS volumes (volume_id TEXT PRIMARY KEY, record TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS snapshots (snapshot_id TEXT PRIMARY KEY, record TEXT NOT NULL);",
         )?;
         Ok(Store { conn })
     }
@@ -45,6 +46,10 @@ impl Store {
 
     pub fn setting(&self, name: &str) -> Result<Option<String>> {
         setting(&self.conn, name)
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        snapshots(&self.conn)
     }
 
     /// Runs `f` in one immediate (write-locked) transaction; commits if it returns Ok.
@@ -87,6 +92,25 @@ impl Tx<'_> {
         setting(&self.tx, name)
     }
 
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        snapshots(&self.tx)
+    }
+
+    pub fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<()> {
+        let json = serde_json::to_string(s).expect("records serialize");
+        self.tx.execute(
+            "INSERT OR REPLACE INTO snapshots (snapshot_id, record) VALUES (?1, ?2)",
+            params![s.snapshot_id, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_snapshot(&mut self, id: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM snapshots WHERE snapshot_id = ?1", params![id])?;
+        Ok(())
+    }
+
     pub fn put_setting(&mut self, name: &str, value: Option<&str>) -> Result<()> {
         match value {
             Some(v) => self.tx.execute(
@@ -126,6 +150,18 @@ fn get(conn: &Connection, id: &str) -> Result<Option<VolumeRecord>> {
         )
         .optional()?;
     json.as_deref().map(parse).transpose()
+}
+
+fn snapshots(conn: &Connection) -> Result<Vec<SnapshotRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM snapshots ORDER BY snapshot_id")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?).map_err(|e| {
+            crate::Error::environment(format!("a snapshot record in ec2.db is not readable: {e}"))
+        })?);
+    }
+    Ok(out)
 }
 
 fn setting(conn: &Connection, name: &str) -> Result<Option<String>> {

@@ -1,0 +1,600 @@
+//! EBS snapshots: CreateSnapshot (incremental through changed-block tracking),
+//! DescribeSnapshots, DeleteSnapshot, CopySnapshot (same region, new key, other
+//! region), ListChangedBlocks, and CreateVolume from a snapshot
+//! (shared/reference/kms-ebs.md §2.1, §2.4, §2.5).
+
+use super::model::*;
+use super::{Ec2, err, new_data_key_id, new_id};
+use crate::crypto::secret::{Locked, SecretBytes};
+use crate::crypto::xts::Xts;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kms::access::Caller;
+use crate::kms::api::{Blob, DecryptRequest, ReEncryptRequest};
+use crate::snapshot::{BLOCK, BlockStore};
+use crate::volume::DATA_UNIT;
+use crate::volume::image::Image;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+const U: usize = DATA_UNIT as usize;
+
+/// How a new volume is filled from a snapshot.
+pub(super) struct RestoreSource {
+    /// Same KMS key as the snapshot: the snapshot's data key, re-wrapped for the new
+    /// volume (wrapped blob, key ARN, plaintext); blocks are copied as ciphertext.
+    pub shared_key: Option<(Vec<u8>, String, SecretBytes)>,
+    /// The snapshot's data key, when blocks must be decrypted to be re-encrypted.
+    source_xts: Option<Locked<Xts>>,
+    /// The new volume is encrypted under a data key of its own.
+    encrypt: bool,
+}
+
+fn snapshot_not_found(id: &str) -> Error {
+    err(
+        ErrorKind::InvalidSnapshotNotFound,
+        format!("The snapshot '{id}' does not exist."),
+    )
+}
+
+fn check_snapshot_id(id: &str) -> Result<()> {
+    let ok = id.strip_prefix("snap-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::InvalidParameterValue,
+            format!("Invalid id: \"{id}\" (expecting \"snap-...\")"),
+        ))
+    }
+}
+
+fn ctx(id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("aws:ebs:id".to_string(), id.to_string())])
+}
+
+/// Decrypts, in place, the units of `buf` that are not holes.
+fn decrypt_stored(xts: &Xts, first_unit: u64, buf: &mut [u8]) {
+    for (i, unit) in buf.chunks_exact_mut(U).enumerate() {
+        if unit.iter().any(|&b| b != 0) {
+            xts.decrypt(first_unit + i as u64, unit).expect("whole unit");
+        }
+    }
+}
+
+/// Writes the non-zero units of plaintext `buf` at `offset` (zeros stay holes).
+fn write_plain_runs(image: &Image, offset: u64, buf: &[u8]) -> Result<()> {
+    let n = buf.len() / U;
+    let mut i = 0;
+    while i < n {
+        if buf[i * U..(i + 1) * U].iter().all(|&b| b == 0) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && buf[i * U..(i + 1) * U].iter().any(|&b| b != 0) {
+            i += 1;
+        }
+        image.write(offset + (start * U) as u64, &buf[start * U..i * U], false)?;
+    }
+    Ok(())
+}
+
+impl Ec2 {
+    pub(super) fn snapshot_record(&self, id: &str) -> Result<SnapshotRecord> {
+        check_snapshot_id(id)?;
+        self.store
+            .lock()
+            .expect("ec2 store")
+            .snapshots()?
+            .into_iter()
+            .find(|s| s.snapshot_id == id)
+            .ok_or_else(|| snapshot_not_found(id))
+    }
+
+    /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
+    fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
+        let out = self.kms.decrypt(
+            &caller.via("ec2", self.region()),
+            DecryptRequest {
+                ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
+                encryption_context: ctx(s.key_context_id.as_deref().unwrap_or_default()),
+                key_id: s.kms_key_arn.clone(),
+                ..Default::default()
+            },
+        )?;
+        Ok(SecretBytes::from_slice(out.plaintext.as_slice()))
+    }
+
+    /// Every KMS call a restore needs, made before anything is written.
+    pub(super) fn restore_source(
+        &self,
+        caller: &Caller,
+        s: &SnapshotRecord,
+        key_arn: Option<&str>,
+        volume_id: &str,
+    ) -> Result<RestoreSource> {
+        let via = caller.via("ec2", self.region());
+        match key_arn {
+            Some(arn) if s.encrypted && s.kms_key_arn.as_deref() == Some(arn) => {
+                // Same key: the same data key, re-wrapped for the new volume's context.
+                let re = self.kms.re_encrypt(
+                    &via,
+                    ReEncryptRequest {
+                        ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
+                        source_encryption_context: ctx(
+                            s.key_context_id.as_deref().unwrap_or_default(),
+                        ),
+                        source_key_id: Some(arn.to_string()),
+                        destination_key_id: arn.to_string(),
+                        destination_encryption_context: ctx(volume_id),
+                        ..Default::default()
+                    },
+                )?;
+                let plain = self.kms.decrypt(
+                    &via,
+                    DecryptRequest {
+                        ciphertext_blob: re.ciphertext_blob.clone(),
+                        encryption_context: ctx(volume_id),
+                        key_id: Some(re.key_id.clone()),
+                        ..Default::default()
+                    },
+                )?;
+                Ok(RestoreSource {
+                    shared_key: Some((
+                        re.ciphertext_blob.as_slice().to_vec(),
+                        re.key_id,
+                        SecretBytes::from_slice(plain.plaintext.as_slice()),
+                    )),
+                    source_xts: None,
+                    encrypt: false,
+                })
+            }
+            Some(_) => {
+                let source_xts = if s.encrypted {
+                    let k = self.snapshot_key(caller, s)?;
+                    Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+                        Error::new(ErrorKind::VolumeImage, format!("{}: {e}", s.snapshot_id))
+                    })?))
+                } else {
+                    None
+                };
+                Ok(RestoreSource {
+                    shared_key: None,
+                    source_xts,
+                    encrypt: true,
+                })
+            }
+            None => Ok(RestoreSource {
+                shared_key: None,
+                source_xts: None,
+                encrypt: false,
+            }),
+        }
+    }
+
+    /// Fills the new image at `path` from snapshot `s` (blocks read and checked in
+    /// parallel; memory bounded by one block per worker).
+    pub(super) fn restore(
+        &self,
+        s: &SnapshotRecord,
+        src: &RestoreSource,
+        path: &Path,
+        volume_id: &str,
+        data_key: Option<&SecretBytes>,
+    ) -> Result<()> {
+        let image = Image::open(path, volume_id, &mut |_h| {
+            Ok(data_key.expect("encrypted images come with their key").duplicate())
+        })?;
+        let blocks: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
+        blocks.par_iter().try_for_each(|(b, digest)| -> Result<()> {
+            let mut bytes = self.blocks.get(digest)?;
+            let offset = b * BLOCK;
+            if let Some(x) = &src.source_xts {
+                decrypt_stored(x, offset / DATA_UNIT, &mut bytes);
+            }
+            if src.encrypt {
+                write_plain_runs(&image, offset, &bytes)
+            } else {
+                image.write_stored(offset, &bytes)
+            }
+        })?;
+        image.flush()?;
+        // Same data key: the new volume's blocks are the snapshot's, so its next
+        // snapshot can be incremental to it. Otherwise the next one is full.
+        let same = src.shared_key.is_some() || (!s.encrypted && !image.is_encrypted());
+        image.reset_tracking(same.then_some(s.snapshot_id.as_str()))
+    }
+
+    // ---- CreateSnapshot ---------------------------------------------------
+
+    /// Snapshot of a detached volume (its image is opened, its header authenticated).
+    pub fn create_snapshot(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        description: &str,
+        tags: Vec<Tag>,
+    ) -> Result<Snapshot> {
+        let mut v = self.record(volume_id)?;
+        self.repair(&mut v)?;
+        if let Some(a) = &v.attachment {
+            return Err(err(
+                ErrorKind::IncorrectState,
+                format!(
+                    "{volume_id} is attached (process {}); ebsim snapshots detached volumes, or attached ones from the attaching process (Ec2::create_snapshot_of)",
+                    a.pid
+                ),
+            ));
+        }
+        let (image, _) = self.open_image(caller, &v, None)?;
+        self.snapshot_image(&image, &v, description, tags)
+    }
+
+    /// Snapshot of a volume attached in this process: its writes are held for the
+    /// cut, so the snapshot is crash-consistent.
+    pub fn create_snapshot_of(
+        &self,
+        attachment: &super::Attachment,
+        description: &str,
+        tags: Vec<Tag>,
+    ) -> Result<Snapshot> {
+        let v = self.record(attachment.volume_id())?;
+        self.snapshot_image(attachment.image(), &v, description, tags)
+    }
+
+    fn snapshot_image(
+        &self,
+        image: &Image,
+        v: &VolumeRecord,
+        description: &str,
+        tags: Vec<Tag>,
+    ) -> Result<Snapshot> {
+        let snapshot_id = new_id("snap");
+        let header = image.header();
+        let held = image.hold_writes()?;
+        let changes = image.changes();
+        let size = image.size();
+        let parent = changes
+            .base
+            .as_deref()
+            .and_then(|b| self.snapshot_record(b).ok())
+            .filter(|p| p.data_key_id == v.data_key_id && p.encrypted == v.encrypted && p.size_bytes <= size);
+        let (mut blocks, todo): (BTreeMap<u64, String>, Vec<u64>) = match &parent {
+            Some(p) => (p.blocks.clone(), changes.blocks.clone()),
+            None => {
+                let mut all = Vec::new();
+                for e in image.allocation(0, size)?.iter().filter(|e| e.allocated) {
+                    all.extend(e.offset / BLOCK..(e.offset + e.length).div_ceil(BLOCK));
+                }
+                all.dedup();
+                (BTreeMap::new(), all)
+            }
+        };
+        let stored: Vec<(u64, Option<String>)> = todo
+            .par_iter()
+            .map(|&b| -> Result<(u64, Option<String>)> {
+                let len = BLOCK.min(size - b * BLOCK) as usize;
+                let mut buf = vec![0u8; len];
+                image.read_stored(b * BLOCK, &mut buf)?;
+                if buf.iter().all(|&x| x == 0) {
+                    Ok((b, None))
+                } else {
+                    Ok((b, Some(self.blocks.put(&buf)?)))
+                }
+            })
+            .collect::<Result<_>>()?;
+        for (b, d) in stored {
+            match d {
+                Some(d) => blocks.insert(b, d),
+                None => blocks.remove(&b),
+            };
+        }
+        blocks.retain(|b, _| b * BLOCK < size);
+        let record = SnapshotRecord {
+            snapshot_id: snapshot_id.clone(),
+            volume_id: v.volume_id.clone(),
+            size_bytes: size,
+            start_time: self.kms.clock().now(),
+            description: description.into(),
+            encrypted: v.encrypted,
+            kms_key_arn: v.kms_key_arn.clone(),
+            wrapped_key: v.encrypted.then(|| header.wrapped_key.clone()),
+            key_context_id: v.encrypted.then(|| v.volume_id.clone()),
+            data_key_id: v.data_key_id.clone(),
+            parent: parent.map(|p| p.snapshot_id),
+            tags,
+            blocks,
+        };
+        self.write(|tx| tx.put_snapshot(&record))?;
+        // A crash before this line keeps the old marks: the next snapshot copies a
+        // superset against the same (still existing) base.
+        image.reset_tracking(Some(&snapshot_id))?;
+        drop(held);
+        Ok(Snapshot::from_record(&record, self.kms.account_id()))
+    }
+
+    // ---- DescribeSnapshots / DeleteSnapshot / ListChangedBlocks ------------
+
+    pub fn describe_snapshots(
+        &self,
+        snapshot_ids: &[String],
+        filters: &[Filter],
+    ) -> Result<DescribeSnapshotsResponse> {
+        for id in snapshot_ids {
+            check_snapshot_id(id)?;
+        }
+        let all = self.store.lock().expect("ec2 store").snapshots()?;
+        if let Some(missing) = snapshot_ids
+            .iter()
+            .find(|id| !all.iter().any(|s| &s.snapshot_id == *id))
+        {
+            return Err(snapshot_not_found(missing));
+        }
+        const NAMES: &[&str] = &["snapshot-id", "volume-id", "status", "encrypted", "kms-key-id", "description", "tag-key"];
+        for f in filters {
+            if !NAMES.contains(&f.name.as_str()) && !f.name.starts_with("tag:") {
+                return Err(err(
+                    ErrorKind::InvalidParameterValue,
+                    format!("The filter '{}' is invalid", f.name),
+                ));
+            }
+        }
+        let matches = |s: &SnapshotRecord, f: &Filter| {
+            let values: Vec<String> = match f.name.as_str() {
+                "snapshot-id" => vec![s.snapshot_id.clone()],
+                "volume-id" => vec![s.volume_id.clone()],
+                "status" => vec!["completed".into()],
+                "encrypted" => vec![s.encrypted.to_string()],
+                "kms-key-id" => s.kms_key_arn.clone().into_iter().collect(),
+                "description" => vec![s.description.clone()],
+                "tag-key" => s.tags.iter().map(|t| t.key.clone()).collect(),
+                name => {
+                    let k = name.strip_prefix("tag:").unwrap_or_default();
+                    s.tags.iter().filter(|t| t.key == k).map(|t| t.value.clone()).collect()
+                }
+            };
+            f.values
+                .iter()
+                .any(|w| values.iter().any(|h| crate::policy::glob(w, h)))
+        };
+        Ok(DescribeSnapshotsResponse {
+            snapshots: all
+                .iter()
+                .filter(|s| snapshot_ids.is_empty() || snapshot_ids.contains(&s.snapshot_id))
+                .filter(|s| filters.iter().all(|f| matches(s, f)))
+                .map(|s| Snapshot::from_record(s, self.kms.account_id()))
+                .collect(),
+        })
+    }
+
+    /// Deletes a snapshot and every block no other snapshot of the region uses.
+    pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        let snap = self.snapshot_record(snapshot_id)?;
+        let orphans = self.write(|tx| {
+            tx.delete_snapshot(snapshot_id)?;
+            let used: HashSet<String> = tx
+                .snapshots()?
+                .into_iter()
+                .flat_map(|s| s.blocks.into_values())
+                .collect();
+            Ok(snap
+                .blocks
+                .values()
+                .filter(|d| !used.contains(*d))
+                .cloned()
+                .collect::<HashSet<String>>())
+        })?;
+        // After the commit: a crash here leaves unreferenced blocks, which the next
+        // delete's collection does not see; `gc_blocks` sweeps them.
+        for d in orphans {
+            self.blocks.delete(&d)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every stored block no snapshot references.
+    pub fn gc_blocks(&self) -> Result<usize> {
+        let used: HashSet<String> = self
+            .store
+            .lock()
+            .expect("ec2 store")
+            .snapshots()?
+            .into_iter()
+            .flat_map(|s| s.blocks.into_values())
+            .collect();
+        let mut n = 0;
+        for d in self.blocks.list()? {
+            if !used.contains(&d) {
+                self.blocks.delete(&d)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// EBS direct API ListChangedBlocks: the 512 KiB blocks that differ between two
+    /// snapshots of one lineage (same data key).
+    pub fn list_changed_blocks(&self, first: &str, second: &str) -> Result<ListChangedBlocksResponse> {
+        let a = self.snapshot_record(first)?;
+        let b = self.snapshot_record(second)?;
+        if a.data_key_id != b.data_key_id || a.encrypted != b.encrypted {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!("{first} and {second} do not share a data key lineage; their blocks cannot be compared"),
+            ));
+        }
+        let token = |s: &SnapshotRecord, i: u64| {
+            s.blocks.get(&i).map(|d| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{i}:{}", s.snapshot_id, &d[..16]))
+            })
+        };
+        let indices: std::collections::BTreeSet<u64> =
+            a.blocks.keys().chain(b.blocks.keys()).copied().collect();
+        Ok(ListChangedBlocksResponse {
+            changed_blocks: indices
+                .into_iter()
+                .filter(|i| a.blocks.get(i) != b.blocks.get(i))
+                .map(|i| ChangedBlock {
+                    block_index: i,
+                    first_block_token: token(&a, i),
+                    second_block_token: token(&b, i),
+                })
+                .collect(),
+            expiry_time: crate::kms::api::Time(self.kms.clock().now() + chrono::TimeDelta::minutes(10)),
+            volume_size: b.size_bytes.div_ceil(GIB),
+            block_size: BLOCK,
+        })
+    }
+
+    // ---- CopySnapshot -----------------------------------------------------
+
+    /// CopySnapshot into this (the destination) region.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_snapshot(
+        &self,
+        caller: &Caller,
+        source_region: &str,
+        source_snapshot_id: &str,
+        encrypted: Option<bool>,
+        kms_key_id: Option<&str>,
+        description: Option<&str>,
+        tags: Vec<Tag>,
+    ) -> Result<Snapshot> {
+        crate::home::validate_region(source_region)?;
+        let other;
+        let source: &Ec2 = if source_region == self.region() {
+            self
+        } else {
+            let kms = crate::kms::Kms::open(&self.root, source_region, self.kms.clock().clone())?;
+            other = Ec2::new(&self.root, kms)?;
+            &other
+        };
+        let s = source.snapshot_record(source_snapshot_id)?;
+        if s.encrypted && encrypted == Some(false) {
+            return Err(err(
+                ErrorKind::InvalidParameterValue,
+                format!("The snapshot {source_snapshot_id} is encrypted; a copy of it cannot be unencrypted."),
+            ));
+        }
+        let by_default = self.by_default()?;
+        if kms_key_id.is_some() && encrypted != Some(true) {
+            return Err(err(
+                ErrorKind::InvalidParameterCombination,
+                "The parameter KmsKeyId requires the parameter Encrypted to be set.",
+            ));
+        }
+        let encrypt = s.encrypted || encrypted == Some(true) || by_default;
+        let same_region = source_region == self.region();
+        let key_arn = if encrypt {
+            let k = match (kms_key_id, s.encrypted && same_region) {
+                (Some(k), _) => k.to_string(),
+                (None, true) => s.kms_key_arn.clone().expect("encrypted snapshots have a key"),
+                (None, false) => self.get_ebs_default_kms_key_id()?.kms_key_id,
+            };
+            Some(self.resolve_key(caller, &k)?)
+        } else {
+            None
+        };
+        let snapshot_id = new_id("snap");
+        let via = caller.via("ec2", self.region());
+        let mut record = SnapshotRecord {
+            snapshot_id: snapshot_id.clone(),
+            volume_id: "vol-ffffffff".into(),
+            size_bytes: s.size_bytes,
+            start_time: self.kms.clock().now(),
+            description: description.map(str::to_string).unwrap_or_else(|| {
+                format!("[Copied {source_snapshot_id} from {source_region}]")
+            }),
+            encrypted: encrypt,
+            kms_key_arn: key_arn.clone(),
+            wrapped_key: None,
+            key_context_id: encrypt.then(|| snapshot_id.clone()),
+            data_key_id: None,
+            parent: None,
+            tags,
+            blocks: BTreeMap::new(),
+        };
+        let same_key = same_region && s.kms_key_arn == key_arn;
+        if same_key {
+            // Same region, same key (or both unencrypted): a new id over the same
+            // blocks; no data is copied. The data key is re-wrapped for the copy's
+            // own context.
+            if let Some(arn) = &key_arn {
+                let re = self.kms.re_encrypt(
+                    &via,
+                    ReEncryptRequest {
+                        ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
+                        source_encryption_context: ctx(s.key_context_id.as_deref().unwrap_or_default()),
+                        source_key_id: Some(arn.clone()),
+                        destination_key_id: arn.clone(),
+                        destination_encryption_context: ctx(&snapshot_id),
+                        ..Default::default()
+                    },
+                )?;
+                record.wrapped_key = Some(re.ciphertext_blob.as_slice().to_vec());
+            }
+            record.data_key_id = s.data_key_id.clone();
+            record.blocks = s.blocks.clone();
+            record.parent = Some(s.snapshot_id.clone());
+            self.write(|tx| tx.put_snapshot(&record))?;
+            return Ok(Snapshot::from_record(&record, self.kms.account_id()));
+        }
+        // A full copy under a new data key. Every KMS call first: a refusal leaves
+        // nothing behind.
+        let source_xts = if s.encrypted {
+            let k = source.snapshot_key(caller, &s)?;
+            Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+                Error::new(ErrorKind::VolumeImage, format!("{source_snapshot_id}: {e}"))
+            })?))
+        } else {
+            None
+        };
+        let dest_xts = match &key_arn {
+            Some(arn) => {
+                let (wrapped, arn, key) = self.new_data_key(caller, arn, &snapshot_id)?;
+                record.wrapped_key = Some(wrapped);
+                record.kms_key_arn = Some(arn);
+                record.data_key_id = Some(new_data_key_id());
+                Some(Locked::new(Xts::new(key.expose()).map_err(|e| {
+                    Error::new(ErrorKind::VolumeImage, format!("{snapshot_id}: {e}"))
+                })?))
+            }
+            None => None,
+        };
+        let items: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
+        let copied = items
+            .par_iter()
+            .map(|(b, d)| -> Result<(u64, String)> {
+                let mut bytes = source.blocks.get(d)?;
+                let first_unit = b * BLOCK / DATA_UNIT;
+                if let Some(x) = &source_xts {
+                    decrypt_stored(x, first_unit, &mut bytes);
+                }
+                if let Some(x) = &dest_xts {
+                    for (i, unit) in bytes.chunks_exact_mut(U).enumerate() {
+                        if unit.iter().any(|&v| v != 0) {
+                            x.encrypt(first_unit + i as u64, unit).expect("whole unit");
+                        }
+                    }
+                }
+                Ok((*b, self.blocks.put(&bytes)?))
+            })
+            .collect::<Result<Vec<_>>>();
+        match copied {
+            Ok(list) => {
+                record.blocks = list.into_iter().collect();
+                self.write(|tx| tx.put_snapshot(&record))?;
+                Ok(Snapshot::from_record(&record, self.kms.account_id()))
+            }
+            Err(e) => {
+                let _ = self.gc_blocks();
+                Err(e)
+            }
+        }
+    }
+}
