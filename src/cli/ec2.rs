@@ -339,7 +339,10 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 )
             })?;
             // CopySnapshot answers with the new id only.
-            ctx.print("CopySnapshot", &serde_json::json!({ "SnapshotId": r.snapshot_id }))
+            ctx.print(
+                "CopySnapshot",
+                &serde_json::json!({ "SnapshotId": r.snapshot_id }),
+            )
         }
         C::EnableEbsEncryptionByDefault => exec!(
             ctx,

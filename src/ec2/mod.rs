@@ -127,7 +127,8 @@ impl Ec2 {
         let dir = region_dir.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
         let store = store::Store::open(&region_dir.join("ec2.db"))?;
-        let blocks = crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
+        let blocks =
+            crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
         let ec2 = Ec2 {
             kms,
             store: Mutex::new(store),
@@ -453,9 +454,10 @@ impl Ec2 {
         let key_arn = if encrypted {
             let key = match (&req.kms_key_id, &snap) {
                 (Some(k), _) => k.clone(),
-                (None, Some(sn)) if sn.encrypted => {
-                    sn.kms_key_arn.clone().expect("encrypted snapshots have a key")
-                }
+                (None, Some(sn)) if sn.encrypted => sn
+                    .kms_key_arn
+                    .clone()
+                    .expect("encrypted snapshots have a key"),
                 _ => self.get_ebs_default_kms_key_id()?.kms_key_id,
             };
             Some(self.resolve_key(caller, &key)?)

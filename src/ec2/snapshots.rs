@@ -59,7 +59,8 @@ fn ctx(id: &str) -> BTreeMap<String, String> {
 fn decrypt_stored(xts: &Xts, first_unit: u64, buf: &mut [u8]) {
     for (i, unit) in buf.chunks_exact_mut(U).enumerate() {
         if unit.iter().any(|&b| b != 0) {
-            xts.decrypt(first_unit + i as u64, unit).expect("whole unit");
+            xts.decrypt(first_unit + i as u64, unit)
+                .expect("whole unit");
         }
     }
 }
@@ -124,9 +125,10 @@ impl Ec2 {
                     &via,
                     ReEncryptRequest {
                         ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                        source_encryption_context: ctx(
-                            s.key_context_id.as_deref().unwrap_or_default(),
-                        ),
+                        source_encryption_context: ctx(s
+                            .key_context_id
+                            .as_deref()
+                            .unwrap_or_default()),
                         source_key_id: Some(arn.to_string()),
                         destination_key_id: arn.to_string(),
                         destination_encryption_context: ctx(volume_id),
@@ -186,21 +188,25 @@ impl Ec2 {
         data_key: Option<&SecretBytes>,
     ) -> Result<()> {
         let image = Image::open(path, volume_id, &mut |_h| {
-            Ok(data_key.expect("encrypted images come with their key").duplicate())
+            Ok(data_key
+                .expect("encrypted images come with their key")
+                .duplicate())
         })?;
         let blocks: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
-        blocks.par_iter().try_for_each(|(b, digest)| -> Result<()> {
-            let mut bytes = self.blocks.get(digest)?;
-            let offset = b * BLOCK;
-            if let Some(x) = &src.source_xts {
-                decrypt_stored(x, offset / DATA_UNIT, &mut bytes);
-            }
-            if src.encrypt {
-                write_plain_runs(&image, offset, &bytes)
-            } else {
-                image.write_stored(offset, &bytes)
-            }
-        })?;
+        blocks
+            .par_iter()
+            .try_for_each(|(b, digest)| -> Result<()> {
+                let mut bytes = self.blocks.get(digest)?;
+                let offset = b * BLOCK;
+                if let Some(x) = &src.source_xts {
+                    decrypt_stored(x, offset / DATA_UNIT, &mut bytes);
+                }
+                if src.encrypt {
+                    write_plain_runs(&image, offset, &bytes)
+                } else {
+                    image.write_stored(offset, &bytes)
+                }
+            })?;
         image.flush()?;
         // Same data key: the new volume's blocks are the snapshot's, so its next
         // snapshot can be incremental to it. Otherwise the next one is full.
@@ -261,7 +267,9 @@ impl Ec2 {
             .base
             .as_deref()
             .and_then(|b| self.snapshot_record(b).ok())
-            .filter(|p| p.data_key_id == v.data_key_id && p.encrypted == v.encrypted && p.size_bytes <= size);
+            .filter(|p| {
+                p.data_key_id == v.data_key_id && p.encrypted == v.encrypted && p.size_bytes <= size
+            });
         let (mut blocks, todo): (BTreeMap<u64, String>, Vec<u64>) = match &parent {
             Some(p) => (p.blocks.clone(), changes.blocks.clone()),
             None => {
@@ -333,7 +341,15 @@ impl Ec2 {
         {
             return Err(snapshot_not_found(missing));
         }
-        const NAMES: &[&str] = &["snapshot-id", "volume-id", "status", "encrypted", "kms-key-id", "description", "tag-key"];
+        const NAMES: &[&str] = &[
+            "snapshot-id",
+            "volume-id",
+            "status",
+            "encrypted",
+            "kms-key-id",
+            "description",
+            "tag-key",
+        ];
         for f in filters {
             if !NAMES.contains(&f.name.as_str()) && !f.name.starts_with("tag:") {
                 return Err(err(
@@ -353,7 +369,11 @@ impl Ec2 {
                 "tag-key" => s.tags.iter().map(|t| t.key.clone()).collect(),
                 name => {
                     let k = name.strip_prefix("tag:").unwrap_or_default();
-                    s.tags.iter().filter(|t| t.key == k).map(|t| t.value.clone()).collect()
+                    s.tags
+                        .iter()
+                        .filter(|t| t.key == k)
+                        .map(|t| t.value.clone())
+                        .collect()
                 }
             };
             f.values
@@ -417,20 +437,29 @@ impl Ec2 {
 
     /// EBS direct API ListChangedBlocks: the 512 KiB blocks that differ between two
     /// snapshots of one lineage (same data key).
-    pub fn list_changed_blocks(&self, first: &str, second: &str) -> Result<ListChangedBlocksResponse> {
+    pub fn list_changed_blocks(
+        &self,
+        first: &str,
+        second: &str,
+    ) -> Result<ListChangedBlocksResponse> {
         let a = self.snapshot_record(first)?;
         let b = self.snapshot_record(second)?;
         if a.data_key_id != b.data_key_id || a.encrypted != b.encrypted {
             return Err(err(
                 ErrorKind::InvalidParameterValue,
-                format!("{first} and {second} do not share a data key lineage; their blocks cannot be compared"),
+                format!(
+                    "{first} and {second} do not share a data key lineage; their blocks cannot be compared"
+                ),
             ));
         }
         let token = |s: &SnapshotRecord, i: u64| {
             s.blocks.get(&i).map(|d| {
                 use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{}:{i}:{}", s.snapshot_id, &d[..16]))
+                base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{i}:{}",
+                    s.snapshot_id,
+                    &d[..16]
+                ))
             })
         };
         let indices: std::collections::BTreeSet<u64> =
@@ -445,7 +474,9 @@ impl Ec2 {
                     second_block_token: token(&b, i),
                 })
                 .collect(),
-            expiry_time: crate::kms::api::Time(self.kms.clock().now() + chrono::TimeDelta::minutes(10)),
+            expiry_time: crate::kms::api::Time(
+                self.kms.clock().now() + chrono::TimeDelta::minutes(10),
+            ),
             volume_size: b.size_bytes.div_ceil(GIB),
             block_size: BLOCK,
         })
@@ -478,7 +509,9 @@ impl Ec2 {
         if s.encrypted && encrypted == Some(false) {
             return Err(err(
                 ErrorKind::InvalidParameterValue,
-                format!("The snapshot {source_snapshot_id} is encrypted; a copy of it cannot be unencrypted."),
+                format!(
+                    "The snapshot {source_snapshot_id} is encrypted; a copy of it cannot be unencrypted."
+                ),
             ));
         }
         let by_default = self.by_default()?;
@@ -493,7 +526,10 @@ impl Ec2 {
         let key_arn = if encrypt {
             let k = match (kms_key_id, s.encrypted && same_region) {
                 (Some(k), _) => k.to_string(),
-                (None, true) => s.kms_key_arn.clone().expect("encrypted snapshots have a key"),
+                (None, true) => s
+                    .kms_key_arn
+                    .clone()
+                    .expect("encrypted snapshots have a key"),
                 (None, false) => self.get_ebs_default_kms_key_id()?.kms_key_id,
             };
             Some(self.resolve_key(caller, &k)?)
@@ -507,9 +543,9 @@ impl Ec2 {
             volume_id: "vol-ffffffff".into(),
             size_bytes: s.size_bytes,
             start_time: self.kms.clock().now(),
-            description: description.map(str::to_string).unwrap_or_else(|| {
-                format!("[Copied {source_snapshot_id} from {source_region}]")
-            }),
+            description: description
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("[Copied {source_snapshot_id} from {source_region}]")),
             encrypted: encrypt,
             kms_key_arn: key_arn.clone(),
             wrapped_key: None,
@@ -529,7 +565,10 @@ impl Ec2 {
                     &via,
                     ReEncryptRequest {
                         ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                        source_encryption_context: ctx(s.key_context_id.as_deref().unwrap_or_default()),
+                        source_encryption_context: ctx(s
+                            .key_context_id
+                            .as_deref()
+                            .unwrap_or_default()),
                         source_key_id: Some(arn.clone()),
                         destination_key_id: arn.clone(),
                         destination_encryption_context: ctx(&snapshot_id),

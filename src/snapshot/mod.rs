@@ -103,7 +103,11 @@ impl BlockStore for LocalStore {
     fn list(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if let Some(d) = f.file_name().to_string_lossy().strip_suffix(".blk") {
                     out.push(d.to_string());
                 }

@@ -86,8 +86,12 @@ impl Cbt {
                 return None;
             }
             let n = u64::from_le_bytes(b[16..24].try_into().ok()?);
-            let base = std::str::from_utf8(&b[25..25 + b[24] as usize]).ok()?.to_string();
-            let bits = b.get(HEADER as usize..HEADER as usize + n.div_ceil(8) as usize)?.to_vec();
+            let base = std::str::from_utf8(&b[25..25 + b[24] as usize])
+                .ok()?
+                .to_string();
+            let bits = b
+                .get(HEADER as usize..HEADER as usize + n.div_ceil(8) as usize)?
+                .to_vec();
             Some(((!base.is_empty()).then_some(base), n, bits))
         });
         let cbt = Cbt {
@@ -129,7 +133,9 @@ impl Cbt {
             return Ok(());
         }
         let mut guard = self.state.lock().expect("cbt");
-        let Some(s) = guard.as_mut() else { return Ok(()) };
+        let Some(s) = guard.as_mut() else {
+            return Ok(());
+        };
         let first = offset / BLOCK;
         let last = ((offset + len - 1) / BLOCK).min(s.blocks.saturating_sub(1));
         let mut dirty: Option<(usize, usize)> = None;
@@ -196,7 +202,13 @@ mod tests {
         let img = dir.path().join("vol-1.img");
         let size = 10 * BLOCK;
         let cbt = Cbt::open(&img, size).unwrap();
-        assert_eq!(cbt.changes(), Changes { base: None, blocks: vec![] });
+        assert_eq!(
+            cbt.changes(),
+            Changes {
+                base: None,
+                blocks: vec![]
+            }
+        );
         cbt.mark(BLOCK - 1, 2).unwrap();
         cbt.mark(9 * BLOCK, 10).unwrap();
         drop(cbt);
@@ -207,7 +219,10 @@ mod tests {
         let again = Cbt::open(&img, size).unwrap();
         assert_eq!(
             again.changes(),
-            Changes { base: Some("snap-0123456789abcdef0".into()), blocks: vec![3, 4] }
+            Changes {
+                base: Some("snap-0123456789abcdef0".into()),
+                blocks: vec![3, 4]
+            }
         );
         again.grow(size, 12 * BLOCK).unwrap();
         assert_eq!(again.changes().blocks, vec![3, 4, 10, 11]);

@@ -661,7 +661,10 @@ impl Image {
         if !offset.is_multiple_of(DATA_UNIT) || !(buf.len() as u64).is_multiple_of(DATA_UNIT) {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
-                format!("stored writes are whole 4096-byte units, not {} bytes at {offset}", buf.len()),
+                format!(
+                    "stored writes are whole 4096-byte units, not {} bytes at {offset}",
+                    buf.len()
+                ),
             ));
         }
         let _cut = self.cut.read().expect("cut lock");
