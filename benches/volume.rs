@@ -34,6 +34,7 @@ fn open(dir: &std::path::Path, cipher: Cipher) -> Image {
         },
         source_snapshot_id: String::new(),
         wrapped_key: if enc { vec![1; 100] } else { vec![] },
+        rekey: None,
     };
     let path = dir.join(format!("{}.img", cipher.name()));
     let key = SecretBytes::random(64);

@@ -34,6 +34,7 @@ fn make(cipher: Cipher, size: u64) -> (tempfile::TempDir, Image) {
         },
         source_snapshot_id: String::new(),
         wrapped_key: if enc { vec![1; 100] } else { vec![] },
+        rekey: None,
     };
     let key = SecretBytes::random(64);
     image::create_file(&path, &h, enc.then_some(&key)).unwrap();

@@ -25,6 +25,7 @@ fn golden_inputs() -> (Header, Vec<u8>) {
         encryption_context: Header::volume_context(VOL),
         source_snapshot_id: String::new(),
         wrapped_key: (0..170u32).map(|i| ((i * 7 + 3) % 256) as u8).collect(),
+        rekey: None,
     };
     (h, (0..64u8).collect())
 }

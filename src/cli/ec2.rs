@@ -168,6 +168,16 @@ pub enum Ec2Command {
         #[arg(long, num_args = 1..)]
         tag_specifications: Vec<String>,
     },
+    /// ebsim extension: re-keys a detached encrypted volume in place under another KMS
+    /// key (a new data key; every allocated block decrypted and re-encrypted;
+    /// crash-safe, rerun to resume). EBS itself changes a volume's key only through
+    /// a snapshot copy: copy-snapshot --kms-key-id, then create-volume from the copy.
+    RekeyVolume {
+        #[arg(long)]
+        volume_id: String,
+        #[arg(long)]
+        kms_key_id: String,
+    },
     /// Encrypts every new volume of the region from now on
     EnableEbsEncryptionByDefault,
     /// Stops encrypting new volumes by default
@@ -279,6 +289,17 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             exec!(ctx, "ModifyVolume", ec2.modify_volume(who, req.clone()))
         }
         C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
+        C::RekeyVolume {
+            volume_id,
+            kms_key_id,
+        } => {
+            let bar = super::progress::Bar::new(&format!("re-keying {volume_id}"));
+            let r = ec2.rekey_volume(who, &volume_id, &kms_key_id, &|done, total| {
+                bar.set(done, total)
+            });
+            bar.finish();
+            ctx.print("RekeyVolume", &r?)
+        }
         C::CreateSnapshot {
             volume_id,
             description,

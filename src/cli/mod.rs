@@ -21,6 +21,7 @@ pub mod iam;
 pub mod input;
 pub mod kms;
 pub mod output;
+pub mod progress;
 
 use crate::clock::{Clock, parse_time};
 use crate::error::{Error, ErrorKind, Result, exit};

@@ -13,6 +13,7 @@
 //! principal at attach; RetireGrant at detach.
 
 pub mod model;
+mod rekey;
 mod snapshots;
 pub mod store;
 
@@ -566,6 +567,7 @@ impl Ec2 {
             },
             source_snapshot_id: String::new(),
             wrapped_key: Vec::new(),
+            rekey: None,
         }
     }
 
@@ -793,6 +795,7 @@ impl Ec2 {
         let start = self.kms.clock().now();
         if new_size != v.size_bytes {
             let image = self.open_image(caller, &v, None)?.0;
+            refuse_rekeying(&image, &v.volume_id)?;
             image.grow(new_size)?;
         }
         let original = v.clone();
@@ -930,6 +933,23 @@ impl Ec2 {
             ));
         }
         let (image, grant) = self.open_image(caller, &v, Some(instance_id))?;
+        if let Err(e) = refuse_rekeying(&image, volume_id) {
+            drop(image);
+            if let Some((key, id)) = &grant {
+                self.retire_quietly(&AttachmentRecord {
+                    instance_id: instance_id.into(),
+                    device: String::new(),
+                    attach_time: self.kms.clock().now(),
+                    pid: 0,
+                    grant_id: Some(id.clone()),
+                    key_arn: Some(key.clone()),
+                    fuse_dir: None,
+                    loop_device: None,
+                    mounted_at: None,
+                });
+            }
+            return Err(e);
+        }
         // We hold the lock: any attachment still on record is stale.
         if let Some(stale) = &v.attachment {
             self.retire_quietly(stale);
@@ -1006,6 +1026,22 @@ impl Ec2 {
             }
         }
         Ok(None)
+    }
+}
+
+/// A volume in the middle of a re-key is usable again once the re-key finishes.
+fn refuse_rekeying(image: &Image, volume_id: &str) -> Result<()> {
+    match image.header().rekey {
+        Some(r) => Err(err(
+            ErrorKind::IncorrectState,
+            format!(
+                "{volume_id} is being re-keyed to {} ({}% done); run ebsim ec2 rekey-volume --volume-id {volume_id} --kms-key-id {} to finish",
+                r.kms_key_arn,
+                r.boundary * 100 / (image.size() / DATA_UNIT).max(1),
+                r.kms_key_arn
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -236,6 +236,7 @@ impl Ec2 {
             ));
         }
         let (image, _) = self.open_image(caller, &v, None)?;
+        super::refuse_rekeying(&image, volume_id)?;
         self.snapshot_image(&image, &v, description, tags)
     }
 

@@ -23,8 +23,11 @@ pub const MIN_LEN: usize = FIXED + 2 * FIELDS + MAC_LEN;
 
 /// Incompat feature: an all-zero stored unit reads as zeros (FORMAT.md §4).
 pub const ZERO_UNIT_IS_HOLE: u64 = 1;
+/// Incompat feature: a re-key is in progress (FORMAT.md §9); the header carries the
+/// new key and the boundary below which units are under it.
+pub const REKEY: u64 = 1 << 1;
 /// Incompat features this build understands.
-pub const SUPPORTED_INCOMPAT: u64 = ZERO_UNIT_IS_HOLE;
+pub const SUPPORTED_INCOMPAT: u64 = ZERO_UNIT_IS_HOLE | REKEY;
 
 const MAC_SALT: &[u8] = b"ebsim volume header v1";
 
@@ -64,6 +67,28 @@ pub struct Header {
     pub source_snapshot_id: String,
     /// The CiphertextBlob KMS returned for the data key.
     pub wrapped_key: Vec<u8>,
+    /// A re-key in progress (the REKEY feature).
+    pub rekey: Option<Rekey>,
+}
+
+/// The state of a re-key in progress (FORMAT.md §9).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rekey {
+    /// The key the volume is moving to.
+    pub kms_key_arn: String,
+    /// The new data key, wrapped under it with the volume's context.
+    pub wrapped_key: Vec<u8>,
+    /// Units below this index are already under the new data key.
+    pub boundary: u64,
+}
+
+impl fmt::Debug for Rekey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rekey")
+            .field("kms_key_arn", &self.kms_key_arn)
+            .field("boundary", &self.boundary)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Header {
@@ -152,7 +177,12 @@ impl Header {
             self.source_snapshot_id.as_bytes(),
             &self.wrapped_key,
         ];
-        let len = FIXED + fields.iter().map(|f| 2 + f.len()).sum::<usize>() + MAC_LEN;
+        let extra = self
+            .rekey
+            .as_ref()
+            .map(|r| 2 + r.kms_key_arn.len() + 2 + r.wrapped_key.len() + 8)
+            .unwrap_or(0);
+        let len = FIXED + fields.iter().map(|f| 2 + f.len()).sum::<usize>() + extra + MAC_LEN;
         if len > SLOT {
             return Err(HeaderError::Malformed(format!(
                 "the header would be {len} bytes; at most {SLOT} fit"
@@ -164,7 +194,12 @@ impl Header {
         out.extend_from_slice(&(len as u16).to_le_bytes());
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&self.sequence.to_le_bytes());
-        out.extend_from_slice(&self.incompat_features.to_le_bytes());
+        let incompat = if self.rekey.is_some() {
+            self.incompat_features | REKEY
+        } else {
+            self.incompat_features & !REKEY
+        };
+        out.extend_from_slice(&incompat.to_le_bytes());
         out.extend_from_slice(&self.compat_features.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&DATA_OFFSET.to_le_bytes());
@@ -179,6 +214,13 @@ impl Header {
         for f in fields {
             out.extend_from_slice(&(f.len() as u16).to_le_bytes());
             out.extend_from_slice(f);
+        }
+        if let Some(r) = &self.rekey {
+            for f in [r.kms_key_arn.as_bytes(), &r.wrapped_key] {
+                out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+                out.extend_from_slice(f);
+            }
+            out.extend_from_slice(&r.boundary.to_le_bytes());
         }
         let tag = mac(self.cipher, key, &out)?;
         out.extend_from_slice(&tag);
@@ -214,10 +256,20 @@ impl Header {
         if u32_at(12) != 0 || slot[62] != 0 || slot[63] != 0 {
             return bad("reserved header bytes are not zero");
         }
+        let incompat = u64_at(24);
+        let unknown = incompat & !SUPPORTED_INCOMPAT;
+        if unknown != 0 {
+            return Err(HeaderError::Unsupported(unknown));
+        }
         let body_end = len - MAC_LEN;
         let mut pos = FIXED;
-        let mut fields: Vec<&[u8]> = Vec::with_capacity(FIELDS);
-        for _ in 0..FIELDS {
+        let count = if incompat & REKEY != 0 {
+            FIELDS + 2
+        } else {
+            FIELDS
+        };
+        let mut fields: Vec<&[u8]> = Vec::with_capacity(count);
+        for _ in 0..count {
             if pos + 2 > body_end {
                 return bad("a field length runs past the header");
             }
@@ -229,6 +281,15 @@ impl Header {
             fields.push(&slot[pos..pos + n]);
             pos += n;
         }
+        let boundary = if incompat & REKEY != 0 {
+            if pos + 8 > body_end {
+                return bad("the re-key boundary runs past the header");
+            }
+            pos += 8;
+            Some(u64_at(pos - 8))
+        } else {
+            None
+        };
         if pos != body_end {
             return bad("bytes left between the last field and the MAC");
         }
@@ -271,6 +332,14 @@ impl Header {
             encryption_context: text(3, "encryption context")?,
             source_snapshot_id: text(4, "source snapshot id")?,
             wrapped_key: fields[5].to_vec(),
+            rekey: match boundary {
+                Some(b) => Some(Rekey {
+                    kms_key_arn: text(6, "new KMS key ARN")?,
+                    wrapped_key: fields[7].to_vec(),
+                    boundary: b,
+                }),
+                None => None,
+            },
         };
         if !header.volume_id.starts_with("vol-") {
             return bad("the volume id does not start with vol-");
@@ -287,9 +356,15 @@ impl Header {
         if !consistent {
             return bad("key fields do not match the cipher");
         }
-        let unknown = header.incompat_features & !SUPPORTED_INCOMPAT;
-        if unknown != 0 {
-            return Err(HeaderError::Unsupported(unknown));
+        if header.rekey.is_some() && header.cipher != Cipher::AesXtsPlain64 {
+            return bad("a re-key needs an encrypted volume");
+        }
+        if header
+            .rekey
+            .as_ref()
+            .is_some_and(|r| r.boundary > header.size / DATA_UNIT)
+        {
+            return bad("the re-key boundary is past the end of the volume");
         }
         let mut tag = [0u8; MAC_LEN];
         tag.copy_from_slice(&slot[body_end..len]);
@@ -359,6 +434,7 @@ mod tests {
             },
             source_snapshot_id: String::new(),
             wrapped_key: if enc { vec![9; 150] } else { Vec::new() },
+            rekey: None,
         }
     }
 
@@ -385,6 +461,24 @@ mod tests {
                 .verify(Some(&same_key_other_volume))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_rekey_in_progress_round_trips() {
+        let key = MacKey::derive(&[5u8; 64], "vol-0123456789abcdef0");
+        let mut h = sample(Cipher::AesXtsPlain64);
+        h.rekey = Some(Rekey {
+            kms_key_arn: "arn:aws:kms:us-east-1:111122223333:key/new".into(),
+            wrapped_key: vec![4; 160],
+            boundary: 1234,
+        });
+        let p = Header::parse(&h.encode(Some(&key)).unwrap()).unwrap();
+        assert_eq!(p.header.rekey, h.rekey);
+        assert_eq!(p.header.incompat_features & REKEY, REKEY);
+        p.verify(Some(&key)).unwrap();
+        h.rekey = None;
+        let p = Header::parse(&h.encode(Some(&key)).unwrap()).unwrap();
+        assert_eq!(p.header.incompat_features & REKEY, 0);
     }
 
     #[test]

@@ -618,6 +618,38 @@ impl Image {
         Ok(out)
     }
 
+    /// A copy of the plaintext data key (locked memory), for an encrypted image.
+    pub fn data_key(&self) -> Option<SecretBytes> {
+        self.data_key.as_ref().map(SecretBytes::duplicate)
+    }
+
+    /// Decrypts, in place, stored units (as [`Image::read_stored`] returns them) that
+    /// are not holes; for an unencrypted volume it does nothing.
+    pub fn decrypt_stored(&self, first_unit: u64, buf: &mut [u8]) {
+        self.decrypt_units(first_unit, buf)
+    }
+
+    /// Replaces the header (both copies, FORMAT.md §2), authenticated with the data
+    /// key `key` (the current one, or the new one when a re-key completes). The
+    /// caller keeps the sequence number increasing.
+    pub fn set_header(&self, next: Header, key: &SecretBytes) -> Result<()> {
+        let mut cur = self.header.lock().expect("header lock");
+        let mac_key = MacKey::derive(key.expose(), &next.volume_id);
+        let bytes = next
+            .encode(Some(&mac_key))
+            .map_err(|e| image_error(&next.volume_id, e))?;
+        let mut slot = vec![0u8; SLOT];
+        slot[..bytes.len()].copy_from_slice(&bytes);
+        for at in [0, SLOT as u64] {
+            self.file
+                .write_all_at(&slot, at)
+                .and_then(|()| self.file.sync_data())
+                .map_err(|e| self.io_error("header update", at, e))?;
+        }
+        *cur = next;
+        Ok(())
+    }
+
     /// What changed since the last snapshot (FORMAT.md §8).
     pub fn changes(&self) -> super::cbt::Changes {
         match &self.cbt {
