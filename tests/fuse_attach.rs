@@ -459,3 +459,69 @@ fn errors_are_clear_and_leave_no_half_state() {
     ]);
     assert_eq!(grants, "0", "no grant outlives a failed attach");
 }
+
+#[test]
+fn a_snapshot_of_a_fuse_attached_volume_is_taken_by_its_daemon() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let vol = s.volume(true, 16 << 20);
+    let dir = s.path("att");
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--fuse",
+        &dir.display().to_string(),
+    ]);
+    let data = ebsim::crypto::random_bytes(3 << 20);
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(&vol))
+            .unwrap();
+        f.write_all_at(&data, 1 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    let snap = s.ok(&[
+        "ec2",
+        "create-snapshot",
+        "--volume-id",
+        &vol,
+        "--description",
+        "live",
+        "--query",
+        "SnapshotId",
+        "--output",
+        "text",
+    ]);
+    assert!(snap.starts_with("snap-"), "{snap}");
+    s.ok(&["ec2", "detach-volume", "--volume-id", &vol]);
+    let copy = s.ok(&[
+        "ec2",
+        "create-volume",
+        "--snapshot-id",
+        &snap,
+        "--query",
+        "VolumeId",
+        "--output",
+        "text",
+    ]);
+    let dir2 = s.path("att2");
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &copy,
+        "--fuse",
+        &dir2.display().to_string(),
+    ]);
+    let mut got = vec![0u8; data.len()];
+    std::fs::File::open(dir2.join(&copy))
+        .unwrap()
+        .read_exact_at(&mut got, 1 << 20)
+        .unwrap();
+    assert!(got == data, "the snapshot holds what was fsynced before it");
+    s.ok(&["ec2", "detach-volume", "--volume-id", &copy]);
+    s.assert_no_leftovers();
+}

@@ -149,6 +149,7 @@ pub fn serve_fuse(
     dir: &Path,
     instance_id: &str,
     device: Option<&str>,
+    control: &Path,
     ready: impl FnOnce(&AttachmentRecord) -> Result<()>,
 ) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -191,10 +192,28 @@ pub fn serve_fuse(
         let _ = attachment.detach(ec2);
         return Err(e);
     }
+    // The control socket: requests that must run where the attachment lives
+    // (a crash-consistent snapshot holds this process's writes).
+    let _ = std::fs::remove_file(control);
+    let listener = std::os::unix::net::UnixListener::bind(control)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| Error::io(format!("cannot listen on {}", control.display()), e));
+    let listener = match listener {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("ebsim: {e}; snapshots of this attachment are unavailable");
+            None
+        }
+    };
     let mut unmounted_outside = false;
     'wait: loop {
         if signals.pending().next().is_some() {
             break 'wait;
+        }
+        if let Some(l) = &listener
+            && let Ok((stream, _)) = l.accept()
+        {
+            serve_control(ec2, &attachment, stream);
         }
         if session.guard.is_finished() {
             unmounted_outside = true;
@@ -202,6 +221,8 @@ pub fn serve_fuse(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(listener);
+    let _ = std::fs::remove_file(control);
     if unmounted_outside {
         eprintln!(
             "ebsim: {} was unmounted; detaching {volume_id}",
@@ -212,6 +233,78 @@ pub fn serve_fuse(
         eprintln!("ebsim: unmounting {}: {e}", dir.display());
     }
     attachment.detach(ec2)
+}
+
+/// One control request: a JSON line in, a JSON line out.
+fn serve_control(
+    ec2: &Ec2,
+    attachment: &crate::ec2::Attachment,
+    stream: std::os::unix::net::UnixStream,
+) {
+    use std::io::{BufRead, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(&stream);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = match serde_json::from_str::<serde_json::Value>(&line) {
+        Ok(req) if req["op"] == "create-snapshot" => {
+            let tags: Vec<crate::ec2::model::Tag> =
+                serde_json::from_value(req["tags"].clone()).unwrap_or_default();
+            match ec2.create_snapshot_of(
+                attachment,
+                req["description"].as_str().unwrap_or_default(),
+                tags,
+            ) {
+                Ok(s) => serde_json::json!({ "ok": s }),
+                Err(e) => {
+                    serde_json::json!({ "error": { "code": e.code(), "message": e.message() } })
+                }
+            }
+        }
+        _ => {
+            serde_json::json!({ "error": { "code": "InternalError", "message": "unknown control request" } })
+        }
+    };
+    let mut w = &stream;
+    let _ = writeln!(w, "{reply}");
+}
+
+/// Sends one control request to the daemon serving an attachment.
+pub fn control_request(socket: &Path, req: &serde_json::Value) -> Result<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot reach the attachment process at {}",
+                socket.display()
+            ),
+            e,
+        )
+    })?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3600)));
+    let mut w = &stream;
+    writeln!(w, "{req}").map_err(|e| Error::io("cannot send to the attachment process", e))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("no answer from the attachment process", e))?;
+    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("bad answer from the attachment process: {e}"),
+        )
+    })?;
+    if let Some(e) = v.get("error") {
+        let kind = e["code"]
+            .as_str()
+            .and_then(ErrorKind::from_code)
+            .unwrap_or(ErrorKind::Internal);
+        return Err(Error::new(kind, e["message"].as_str().unwrap_or_default()));
+    }
+    Ok(v["ok"].clone())
 }
 
 /// Asks the daemon holding `a` to detach and waits (up to `timeout`) until it has.

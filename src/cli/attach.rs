@@ -150,6 +150,7 @@ pub fn attach_volume(
     }
     let ec2 = ctx.ec2()?;
     let instance = instance_id.unwrap_or_else(default_instance_id);
+    let control = control_socket(ctx, volume_id)?;
     let result = daemon::serve_fuse(
         &ec2,
         &ctx.caller,
@@ -157,6 +158,7 @@ pub fn attach_volume(
         &dir,
         &instance,
         device.as_deref(),
+        &control,
         |a| {
             if report_to_parent {
                 println!("{}", json!({ "ok": a }));
@@ -180,6 +182,29 @@ pub fn attach_volume(
         );
     }
     result
+}
+
+fn control_socket(ctx: &Ctx, volume_id: &str) -> Result<PathBuf> {
+    crate::ec2::check_volume_id(volume_id)?;
+    Ok(attachments_dir(ctx)?.join(format!("{volume_id}.sock")))
+}
+
+/// CreateSnapshot of a volume attached through a daemon: the daemon holds the
+/// writes for the cut. None when the volume is not attached that way.
+pub fn snapshot_via_daemon(
+    ctx: &Ctx,
+    volume_id: &str,
+    description: &str,
+    tags: &[crate::ec2::model::Tag],
+) -> Result<Option<serde_json::Value>> {
+    let ec2 = ctx.ec2()?;
+    match ec2.attachment(volume_id)? {
+        Some(a) if a.fuse_dir.is_some() => {
+            let req = json!({ "op": "create-snapshot", "description": description, "tags": tags });
+            daemon::control_request(&control_socket(ctx, volume_id)?, &req).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `ebsim ec2 detach-volume`.

@@ -123,7 +123,8 @@ pub enum Ec2Command {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Snapshots a detached volume (incremental after the first: only changed 512 KiB blocks)
+    /// Snapshots a volume, detached or attached (crash-consistent: writes are held for
+    /// the cut); incremental after the first: only changed 512 KiB blocks are stored
     CreateSnapshot {
         #[arg(long)]
         volume_id: String,
@@ -306,11 +307,14 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             tag_specifications,
         } => {
             let tags = snapshot_tags(&tag_specifications)?;
-            exec!(
-                ctx,
-                "CreateSnapshot",
-                ec2.create_snapshot(who, &volume_id, &description, tags.clone())
-            )
+            match super::attach::snapshot_via_daemon(ctx, &volume_id, &description, &tags)? {
+                Some(s) => ctx.print("CreateSnapshot", &s),
+                None => exec!(
+                    ctx,
+                    "CreateSnapshot",
+                    ec2.create_snapshot(who, &volume_id, &description, tags.clone())
+                ),
+            }
         }
         C::DescribeSnapshots {
             snapshot_ids,
