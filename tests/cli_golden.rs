@@ -8,7 +8,7 @@
 //!
 //! In a script, `t 'COMMAND'` prints `$ COMMAND`, runs it with stderr merged into
 //! stdout, and prints `[exit N]` when N is not 0. Random values are numbered in
-//! order of first appearance: key ids become `<UUID-1>`, volume ids `<VOL-1>`, key material ids
+//! order of first appearance: key ids become `<UUID-1>`, volume ids `<VOL-1>`, snapshot ids `<SNAP-1>`, key material ids
 //! `<HEX-1>`, long base64 strings `<B64-1>`. The clock is pinned with `EBSIM_NOW`.
 //! `EBSIM_BLESS=1 cargo test --test cli_golden` rewrites the `.out` files.
 
@@ -41,8 +41,12 @@ fn normalize(out: &str, home: &Path) -> String {
     let hex = regex_lite::Regex::new(r"\b[0-9a-f]{64}\b").unwrap();
     let b64 = regex_lite::Regex::new(r"[A-Za-z0-9+/]{40,}={0,2}").unwrap();
     let vol = regex_lite::Regex::new(r"\bvol-[0-9a-f]{17}\b").unwrap();
+    let snap = regex_lite::Regex::new(r"\bsnap-[0-9a-f]{17}\b").unwrap();
+    let dek = regex_lite::Regex::new(r"\bdek-[0-9a-f]{17}\b").unwrap();
     let out = number(&out, &uuid, "UUID");
     let out = number(&out, &vol, "VOL");
+    let out = number(&out, &snap, "SNAP");
+    let out = number(&out, &dek, "DEK");
     let out = number(&out, &hex, "HEX");
     number(&out, &b64, "B64")
 }
