@@ -141,7 +141,9 @@ pub fn users(file: &Path) -> Vec<String> {
 }
 
 /// Attaches `volume_id` and serves it as `dir/<volume_id>` until a signal or an
-/// unmount; `ready` is called once with the attachment when the mount is live.
+/// unmount; `ready` is called once with the attachment when the mount is live;
+/// `control` is the unix socket where it answers requests (snapshots).
+#[allow(clippy::too_many_arguments)]
 pub fn serve_fuse(
     ec2: &Ec2,
     caller: &Caller,
