@@ -4,7 +4,8 @@
 # of rotation, a disabled key, the AWS managed key, deletion, access control (IAM
 # user, identity and key policies, a grant), EBS volumes (encrypted under their own
 # data keys, encryption by default, resize, a disabled key), mounting one (FUSE +
-# loop + ext4; unmount, mount again, same bytes), and the audit trail.
+# loop + ext4; unmount, mount again, same bytes), a live snapshot copied to
+# another region under another key, and the audit trail.
 # Installs what it needs and builds a release binary first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -164,7 +165,38 @@ else
     echo "skipped: ebsim mount needs root and /dev/fuse (run the demo with sudo)"
 fi
 
-say "11. The audit trail (CloudTrail LookupEvents)"
+say "11. Snapshot, copy to us-west-2 under another key, a volume there: byte-identical"
+if [ "$(id -u)" -eq 0 ] && [ -e /dev/fuse ]; then
+    VOL=$(ebsim ec2 create-volume --size-bytes 67108864 --encrypted --kms-key-id "$VKEY" --query VolumeId --output text)
+    mkdir -p "$work/att" "$work/west"
+    ebsim ec2 attach-volume --volume-id "$VOL" --fuse "$work/att" >/dev/null
+    head -c 16M /dev/urandom | dd of="$work/att/$VOL" bs=1M seek=8 conv=notrunc,fsync status=none
+    want=$(sha256sum < "$work/att/$VOL" | cut -d' ' -f1)
+    show ebsim ec2 create-snapshot --volume-id "$VOL" --description "demo: live snapshot" \
+         --query '[SnapshotId, State, BlockCount]' --output text
+    SNAP=$(ebsim ec2 describe-snapshots --filters Name=volume-id,Values="$VOL" --query 'Snapshots[0].SnapshotId' --output text)
+    ebsim ec2 detach-volume --volume-id "$VOL" >/dev/null
+    WKEY=$(ebsim --region us-west-2 kms create-key --description "ebsim demo: west" --query KeyMetadata.Arn --output text)
+    show ebsim --region us-west-2 ec2 copy-snapshot --source-region us-east-1 --source-snapshot-id "$SNAP" \
+         --encrypted --kms-key-id "$WKEY"
+    COPY=$(ebsim --region us-west-2 ec2 describe-snapshots --filters Name=kms-key-id,Values="$WKEY" --query 'Snapshots[0].SnapshotId' --output text)
+    WVOL=$(ebsim --region us-west-2 ec2 create-volume --snapshot-id "$COPY" --query VolumeId --output text)
+    show ebsim --region us-west-2 ec2 describe-volumes --volume-ids "$WVOL" --output table \
+         --query 'Volumes[].{Id:VolumeId,Zone:AvailabilityZone,Snapshot:SnapshotId,Encrypted:Encrypted}'
+    show ebsim kms disable-key --key-id "$VKEY"
+    echo "(key A in us-east-1 is disabled; the us-west-2 volume is under key B)"
+    ebsim --region us-west-2 ec2 attach-volume --volume-id "$WVOL" --fuse "$work/west" >/dev/null
+    got=$(sha256sum < "$work/west/$WVOL" | cut -d' ' -f1)
+    ebsim --region us-west-2 ec2 detach-volume --volume-id "$WVOL" >/dev/null
+    [ "$got" = "$want" ] && echo "us-west-2 volume is byte-identical to the us-east-1 one: sha256 $got"
+    ebsim kms enable-key --key-id "$VKEY"
+    ebsim ec2 delete-volume --volume-id "$VOL"; ebsim --region us-west-2 ec2 delete-volume --volume-id "$WVOL"
+    ebsim ec2 delete-snapshot --snapshot-id "$SNAP"; ebsim --region us-west-2 ec2 delete-snapshot --snapshot-id "$COPY"
+else
+    echo "skipped: attaching needs root and /dev/fuse (run the demo with sudo)"
+fi
+
+say "12. The audit trail (CloudTrail LookupEvents)"
 show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
      --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
 echo
