@@ -219,7 +219,11 @@ impl Ctx {
     }
 
     pub fn ec2(&self) -> Result<crate::ec2::Ec2> {
-        crate::ec2::Ec2::new(&self.root, self.kms()?)
+        let mut ec2 = crate::ec2::Ec2::new(&self.root, self.kms()?)?;
+        if let Some(p) = progress::reporter() {
+            ec2.set_progress(p);
+        }
+        Ok(ec2)
     }
 
     /// Prints a response (nothing for an empty one, unless `--query` asks).

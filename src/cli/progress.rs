@@ -36,3 +36,25 @@ impl Bar {
         }
     }
 }
+
+/// A progress reporter for `Ec2::set_progress`: one bar per operation, on a
+/// terminal only.
+pub fn reporter() -> Option<crate::ec2::Progress> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = std::sync::Mutex::new(None::<(String, Bar)>);
+    Some(std::sync::Arc::new(
+        move |what: &str, done: u64, total: u64| {
+            let mut g = bar.lock().unwrap_or_else(|p| p.into_inner());
+            if g.as_ref().is_none_or(|(w, _)| w != what) {
+                *g = Some((what.to_string(), Bar::new(what)));
+            }
+            let (_, b) = g.as_ref().expect("set above");
+            b.set(done, total);
+            if done >= total {
+                b.finish();
+            }
+        },
+    ))
+}

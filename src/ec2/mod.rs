@@ -49,7 +49,12 @@ pub struct Ec2 {
     dir: PathBuf,
     root: DataRoot,
     blocks: crate::snapshot::LocalStore,
+    progress: Option<Progress>,
 }
+
+/// Reports progress of long operations: (what, done, total). Called from several
+/// threads.
+pub type Progress = std::sync::Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> Error {
     Error::new(kind, msg)
@@ -136,6 +141,7 @@ impl Ec2 {
             dir,
             root: root.clone(),
             blocks,
+            progress: None,
         };
         ec2.sweep()?;
         Ok(ec2)
@@ -143,6 +149,21 @@ impl Ec2 {
 
     pub fn kms(&self) -> &Kms {
         &self.kms
+    }
+
+    /// Where long operations (snapshots, copies, restores) report progress.
+    pub fn set_progress(&mut self, p: Progress) {
+        self.progress = Some(p);
+    }
+
+    /// A counter for one long operation over `total` items.
+    pub(crate) fn progress(&self, what: &str, total: u64) -> Counter<'_> {
+        Counter {
+            report: self.progress.as_deref(),
+            what: what.to_string(),
+            total,
+            done: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     pub fn region(&self) -> &str {
@@ -1026,6 +1047,23 @@ impl Ec2 {
             }
         }
         Ok(None)
+    }
+}
+
+/// Counts the items of one long operation and reports them.
+pub(crate) struct Counter<'a> {
+    report: Option<&'a (dyn Fn(&str, u64, u64) + Send + Sync)>,
+    what: String,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Counter<'_> {
+    pub(crate) fn step(&self) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(r) = self.report {
+            r(&self.what, n, self.total);
+        }
     }
 }
 

@@ -34,9 +34,9 @@ fn journal_path(image: &Path) -> PathBuf {
 }
 
 /// Writes the journal for the chunk at `boundary`: magic, boundary, unit count,
-/// the SHA-256 of each old unit, and the SHA-256 of all that; fsynced.
-fn write_journal(path: &Path, boundary: u64, sums: &[[u8; 32]]) -> Result<()> {
-    let mut buf = Vec::with_capacity(24 + 32 * sums.len() + 32);
+/// each old unit's signature, and the SHA-256 of all that; fsynced.
+fn write_journal(path: &Path, boundary: u64, sums: &[[u8; SIG]]) -> Result<()> {
+    let mut buf = Vec::with_capacity(24 + SIG * sums.len() + 32);
     buf.extend_from_slice(JOURNAL_MAGIC);
     buf.extend_from_slice(&boundary.to_le_bytes());
     buf.extend_from_slice(&(sums.len() as u64).to_le_bytes());
@@ -48,8 +48,8 @@ fn write_journal(path: &Path, boundary: u64, sums: &[[u8; 32]]) -> Result<()> {
     crate::fsutil::write_atomic(path, &buf)
 }
 
-/// The journal's per-unit checksums, if it is whole and belongs to `boundary`.
-fn read_journal(path: &Path, boundary: u64) -> Option<Vec<[u8; 32]>> {
+/// The journal's per-unit signatures, if it is whole and belongs to `boundary`.
+fn read_journal(path: &Path, boundary: u64) -> Option<Vec<[u8; SIG]>> {
     let b = std::fs::read(path).ok()?;
     if b.len() < 56 || &b[..8] != JOURNAL_MAGIC {
         return None;
@@ -60,16 +60,21 @@ fn read_journal(path: &Path, boundary: u64) -> Option<Vec<[u8; 32]>> {
     }
     let at = u64::from_le_bytes(body[8..16].try_into().ok()?);
     let n = u64::from_le_bytes(body[16..24].try_into().ok()?) as usize;
-    let sums = body.get(24..24 + 32 * n)?;
-    (at == boundary && body.len() == 24 + 32 * n).then(|| {
-        sums.chunks_exact(32)
-            .map(|c| c.try_into().expect("32 bytes"))
+    let sums = body.get(24..24 + SIG * n)?;
+    (at == boundary && body.len() == 24 + SIG * n).then(|| {
+        sums.chunks_exact(SIG)
+            .map(|c| c.try_into().expect("SIG bytes"))
             .collect()
     })
 }
 
-fn unit_sum(unit: &[u8]) -> [u8; 32] {
-    sha2::Sha256::digest(unit).into()
+/// Bytes of a unit's signature in the journal.
+const SIG: usize = 16;
+
+fn unit_sum(unit: &[u8]) -> [u8; SIG] {
+    unit[..SIG]
+        .try_into()
+        .expect("a unit is longer than its signature")
 }
 
 impl Ec2 {
@@ -186,18 +191,21 @@ impl Ec2 {
                     .map(|(u, s)| unit_sum(u) == *s)
                     .collect(),
                 None => {
-                    let sums: Vec<[u8; 32]> =
+                    let sums: Vec<[u8; SIG]> =
                         buf.chunks_exact(DATA_UNIT as usize).map(unit_sum).collect();
                     write_journal(&journal, start, &sums)?;
                     vec![true; sums.len()]
                 }
             };
-            for (i, unit) in buf.chunks_exact_mut(DATA_UNIT as usize).enumerate() {
-                let hole = unit.iter().all(|&b| b == 0);
-                if is_old[i] && !hole {
-                    image.decrypt_stored(start + i as u64, unit);
-                    new_xts.encrypt(start + i as u64, unit).expect("whole unit");
-                }
+            {
+                use rayon::prelude::*;
+                buf.par_chunks_mut(DATA_UNIT as usize)
+                    .enumerate()
+                    .filter(|(i, unit)| is_old[*i] && unit.iter().any(|&b| b != 0))
+                    .for_each(|(i, unit)| {
+                        image.decrypt_stored(start + i as u64, unit);
+                        new_xts.encrypt(start + i as u64, unit).expect("whole unit");
+                    });
             }
             image.write_stored(start * DATA_UNIT, &buf)?;
             image.flush()?;

@@ -193,9 +193,11 @@ impl Ec2 {
                 .duplicate())
         })?;
         let blocks: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
+        let counter = self.progress(&format!("restoring {}", s.snapshot_id), blocks.len() as u64);
         blocks
             .par_iter()
             .try_for_each(|(b, digest)| -> Result<()> {
+                counter.step();
                 let mut bytes = self.blocks.get(digest)?;
                 let offset = b * BLOCK;
                 if let Some(x) = &src.source_xts {
@@ -282,9 +284,11 @@ impl Ec2 {
                 (BTreeMap::new(), all)
             }
         };
+        let counter = self.progress(&format!("snapshot of {}", v.volume_id), todo.len() as u64);
         let stored: Vec<(u64, Option<String>)> = todo
             .par_iter()
             .map(|&b| -> Result<(u64, Option<String>)> {
+                counter.step();
                 let len = BLOCK.min(size - b * BLOCK) as usize;
                 let mut buf = vec![0u8; len];
                 image.read_stored(b * BLOCK, &mut buf)?;
@@ -302,6 +306,7 @@ impl Ec2 {
             };
         }
         blocks.retain(|b, _| b * BLOCK < size);
+        self.blocks.sync()?;
         let record = SnapshotRecord {
             snapshot_id: snapshot_id.clone(),
             volume_id: v.volume_id.clone(),
@@ -607,9 +612,11 @@ impl Ec2 {
             None => None,
         };
         let items: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
+        let counter = self.progress(&format!("copying {source_snapshot_id}"), items.len() as u64);
         let copied = items
             .par_iter()
             .map(|(b, d)| -> Result<(u64, String)> {
+                counter.step();
                 let mut bytes = source.blocks.get(d)?;
                 let first_unit = b * BLOCK / DATA_UNIT;
                 if let Some(x) = &source_xts {
@@ -628,6 +635,7 @@ impl Ec2 {
         match copied {
             Ok(list) => {
                 record.blocks = list.into_iter().collect();
+                self.blocks.sync()?;
                 self.write(|tx| tx.put_snapshot(&record))?;
                 Ok(Snapshot::from_record(&record, self.kms.account_id()))
             }

@@ -20,8 +20,12 @@ pub type Digest = String;
 
 /// Where snapshot blocks live.
 pub trait BlockStore: Send + Sync {
-    /// Stores `bytes` (idempotent) and returns their digest.
+    /// Stores `bytes` (idempotent) and returns their digest. Durable only after
+    /// [`BlockStore::sync`].
     fn put(&self, bytes: &[u8]) -> Result<Digest>;
+    /// Makes every block put so far durable (called before a manifest that names
+    /// them is committed).
+    fn sync(&self) -> Result<()>;
     /// The block with `digest`, its checksum verified.
     fn get(&self, digest: &str) -> Result<Vec<u8>>;
     /// Removes a block (no error if it is already gone).
@@ -64,12 +68,32 @@ impl LocalStore {
 
 impl BlockStore for LocalStore {
     fn put(&self, bytes: &[u8]) -> Result<Digest> {
+        use std::io::Write;
         let d = digest(bytes);
         let path = self.path(&d)?;
-        if !path.exists() {
-            crate::fsutil::write_atomic(&path, bytes)?;
+        if path.exists() {
+            return Ok(d);
         }
+        // Written under a temporary name and renamed, so a reader never sees half a
+        // block; not fsynced one by one: `sync` makes a whole snapshot's blocks
+        // durable at once.
+        let dir = path.parent().expect("blocks live in a subdirectory");
+        crate::fsutil::ensure_private_dir(dir)?;
+        let io = |e| Error::io(format!("cannot store block {d}"), e);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(io)?;
+        tmp.write_all(bytes).map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(d)
+    }
+
+    fn sync(&self) -> Result<()> {
+        let dir = std::fs::File::open(&self.dir)
+            .map_err(|e| Error::io(format!("cannot open {}", self.dir.display()), e))?;
+        nix::unistd::syncfs(&dir)
+            .map_err(|e| Error::io(format!("cannot sync {}", self.dir.display()), e.into()))
     }
 
     fn get(&self, digest_hex: &str) -> Result<Vec<u8>> {
