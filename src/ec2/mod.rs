@@ -54,7 +54,8 @@ pub struct Ec2 {
 
 /// Reports progress of long operations: (what, done, total). Called from several
 /// threads.
-pub type Progress = std::sync::Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+pub type ProgressFn = dyn Fn(&str, u64, u64) + Send + Sync;
+pub type Progress = std::sync::Arc<ProgressFn>;
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> Error {
     Error::new(kind, msg)
@@ -1052,7 +1053,7 @@ impl Ec2 {
 
 /// Counts the items of one long operation and reports them.
 pub(crate) struct Counter<'a> {
-    report: Option<&'a (dyn Fn(&str, u64, u64) + Send + Sync)>,
+    report: Option<&'a ProgressFn>,
     what: String,
     total: u64,
     done: std::sync::atomic::AtomicU64,
