@@ -28,6 +28,7 @@ pub mod fsutil;
 pub mod home;
 pub mod iam;
 pub mod kms;
+pub mod nbd;
 pub mod policy;
 pub mod snapshot;
 pub mod volume;

@@ -256,6 +256,8 @@ fn fio_with_crc32c_verify_passes_over_the_fuse_file() {
             "--do_verify=1",
             "--verify_fatal=1",
         ])
+        // fio leaves its verify state files in the working directory.
+        .current_dir(s.path(""))
         .output()
         .unwrap();
     let text =
@@ -278,6 +280,8 @@ fn fio_with_crc32c_verify_passes_over_the_fuse_file() {
             "--verify=crc32c",
             "--verify_fatal=1",
         ])
+        // fio leaves its verify state files in the working directory.
+        .current_dir(s.path(""))
         .output()
         .unwrap();
     assert!(

@@ -1,7 +1,8 @@
-//! The attachment daemon: attach a volume, serve it at a FUSE mount until told to
-//! stop (SIGTERM, SIGINT, SIGHUP) or until the mount goes away, then detach.
+//! The attachment daemon: attach a volume, serve it at a FUSE mount and/or as an
+//! NBD export until told to stop (SIGTERM, SIGINT, SIGHUP) or until the FUSE mount
+//! goes away, then detach.
 //!
-//! `ebsim ec2 attach-volume --fuse DIR` runs this in a child process of its own (a
+//! `ebsim ec2 attach-volume --fuse DIR` (or `--nbd …`) runs this in a child process of its own (a
 //! new process group, stderr to `regions/<region>/attachments/<vol>.log`) and
 //! returns once the child reports the mount ready; `--foreground` runs it in the
 //! command itself. `ebsim ec2 detach-volume` signals the recorded process and waits
@@ -140,57 +141,137 @@ pub fn users(file: &Path) -> Vec<String> {
     out
 }
 
-/// Attaches `volume_id` and serves it as `dir/<volume_id>` until a signal or an
-/// unmount; `ready` is called once with the attachment when the mount is live;
-/// `control` is the unix socket where it answers requests (snapshots).
+/// The front ends one attachment process serves: a FUSE file, an NBD export, or both.
+#[derive(Debug, Clone, Default)]
+pub struct Frontends {
+    /// Serve `DIR/<volume-id>` through FUSE.
+    pub fuse: Option<PathBuf>,
+    /// Serve an NBD export there.
+    pub nbd: Option<crate::nbd::Listen>,
+}
+
+/// How long a stopping NBD server waits for requests in flight.
+const NBD_GRACE: Duration = Duration::from_secs(30);
+
+/// Attaches `volume_id` and serves it through `front` until a signal (or, with
+/// FUSE, an unmount from outside); `ready` is called once with the attachment when
+/// every front end is live; `control` is the unix socket where the process answers
+/// requests (snapshots, status).
 #[allow(clippy::too_many_arguments)]
-pub fn serve_fuse(
+pub fn serve(
     ec2: &Ec2,
     caller: &Caller,
     volume_id: &str,
-    dir: &Path,
+    front: &Frontends,
     instance_id: &str,
     device: Option<&str>,
     control: &Path,
     ready: impl FnOnce(&AttachmentRecord) -> Result<()>,
 ) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let dir = check_fuse_dir(dir)?;
-    let file = dir.join(volume_id);
+    if front.fuse.is_none() && front.nbd.is_none() {
+        return Err(Error::new(
+            ErrorKind::MissingParameter,
+            "ebsim attaches a volume to this host through a front end: give --fuse DIR, --nbd unix:PATH|tcp:HOST:PORT, or both",
+        ));
+    }
+    let dir = front.fuse.as_deref().map(check_fuse_dir).transpose()?;
+    // Bound before the volume is attached, so a busy address fails with nothing done.
+    let bound = front
+        .nbd
+        .as_ref()
+        .map(crate::nbd::Bound::bind)
+        .transpose()?;
     // Signals are caught from here on, so a stop request during attach is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    // This process sits in the block I/O path (loop device over FUSE): memory
-    // reclaim must not wait on I/O it would itself have to serve (PR_SET_IO_FLUSHER,
-    // which needs CAP_SYS_RESOURCE; without it the daemon still works).
+    // This process sits in the block I/O path (loop device over FUSE, NBD clients):
+    // memory reclaim must not wait on I/O it would itself have to serve
+    // (PR_SET_IO_FLUSHER, which needs CAP_SYS_RESOURCE; without it the daemon
+    // still works). Threads started later inherit it.
     if let Err(e) = rustix::process::configure_io_flusher_behavior(true) {
         eprintln!(
-            "ebsim: PR_SET_IO_FLUSHER not set ({e}); a loop device over this FUSE file may stall under memory pressure"
+            "ebsim: PR_SET_IO_FLUSHER not set ({e}); a loop device over this volume may stall under memory pressure"
         );
     }
     let device = device
         .map(str::to_string)
-        .unwrap_or_else(|| file.display().to_string());
+        .unwrap_or_else(|| match (&dir, &bound) {
+            (Some(d), _) => d.join(volume_id).display().to_string(),
+            (None, Some(b)) => b.uri(volume_id),
+            (None, None) => unreachable!("checked above"),
+        });
     let attachment = ec2.attach(caller, volume_id, instance_id, &device)?;
-    let open = Arc::new(AtomicU64::new(0));
-    let fs = VolumeFs::new(attachment.shared_image(), volume_id, open);
-    let session =
-        match fuser::spawn_mount(fs, &dir, &VolumeFs::config(&format!("ebsim:{volume_id}"))) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = attachment.detach(ec2);
-                return Err(Error::io(
-                    format!("cannot mount FUSE on {}", dir.display()),
-                    e,
-                ));
+    let session = match &dir {
+        None => None,
+        Some(dir) => {
+            let open = Arc::new(AtomicU64::new(0));
+            let fs = VolumeFs::new(attachment.shared_image(), volume_id, open);
+            match fuser::spawn_mount(fs, dir, &VolumeFs::config(&format!("ebsim:{volume_id}"))) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = attachment.detach(ec2);
+                    return Err(Error::io(
+                        format!("cannot mount FUSE on {}", dir.display()),
+                        e,
+                    ));
+                }
             }
-        };
+        }
+    };
+    let server = match bound {
+        None => None,
+        Some(b) => {
+            let image = attachment.shared_image();
+            let description = format!(
+                "ebsim {} volume {volume_id} ({} bytes{})",
+                if image.is_encrypted() {
+                    "encrypted"
+                } else {
+                    "unencrypted"
+                },
+                image.size(),
+                attachment
+                    .record()
+                    .key_arn
+                    .as_deref()
+                    .map(|k| format!(", KMS key {k}"))
+                    .unwrap_or_default()
+            );
+            let export = crate::nbd::Export {
+                name: volume_id.to_string(),
+                description,
+                image,
+                read_only: false,
+            };
+            match crate::nbd::Server::start(export, b) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    if let Some(s) = session {
+                        let _ = s.umount_and_join();
+                    }
+                    let _ = attachment.detach(ec2);
+                    return Err(e);
+                }
+            }
+        }
+    };
     let recorded = ec2.update_attachment(volume_id, |a| {
-        a.fuse_dir = Some(dir.display().to_string());
+        a.fuse_dir = dir.as_ref().map(|d| d.display().to_string());
+        a.nbd_uri = server.as_ref().map(|s| s.uri().to_string());
+        a.nbd_socket = match &front.nbd {
+            Some(crate::nbd::Listen::Unix(p)) => Some(p.display().to_string()),
+            _ => None,
+        };
     });
     let started = recorded.and_then(|rec| ready(&rec));
     if let Err(e) = started {
-        let _ = session.umount_and_join();
+        if let Some(s) = server {
+            s.stop(NBD_GRACE);
+        }
+        if let Some(s) = session {
+            let _ = s.umount_and_join();
+        }
         let _ = attachment.detach(ec2);
         return Err(e);
     }
@@ -215,9 +296,9 @@ pub fn serve_fuse(
         if let Some(l) = &listener
             && let Ok((stream, _)) = l.accept()
         {
-            serve_control(ec2, &attachment, stream);
+            serve_control(ec2, &attachment, server.as_ref(), stream);
         }
-        if session.guard.is_finished() {
+        if session.as_ref().is_some_and(|s| s.guard.is_finished()) {
             unmounted_outside = true;
             break 'wait;
         }
@@ -225,14 +306,21 @@ pub fn serve_fuse(
     }
     drop(listener);
     let _ = std::fs::remove_file(control);
-    if unmounted_outside {
-        eprintln!(
-            "ebsim: {} was unmounted; detaching {volume_id}",
-            dir.display()
-        );
-        let _ = session.join();
-    } else if let Err(e) = session.umount_and_join() {
-        eprintln!("ebsim: unmounting {}: {e}", dir.display());
+    // NBD first: its clients' requests in flight finish and are answered.
+    if let Some(s) = server {
+        s.stop(NBD_GRACE);
+    }
+    if let Some(session) = session {
+        let dir = dir.as_ref().expect("a session has a dir");
+        if unmounted_outside {
+            eprintln!(
+                "ebsim: {} was unmounted; detaching {volume_id}",
+                dir.display()
+            );
+            let _ = session.join();
+        } else if let Err(e) = session.umount_and_join() {
+            eprintln!("ebsim: unmounting {}: {e}", dir.display());
+        }
     }
     attachment.detach(ec2)
 }
@@ -241,6 +329,7 @@ pub fn serve_fuse(
 fn serve_control(
     ec2: &Ec2,
     attachment: &crate::ec2::Attachment,
+    nbd: Option<&crate::nbd::Server>,
     stream: std::os::unix::net::UnixStream,
 ) {
     use std::io::{BufRead, Write};
@@ -265,6 +354,14 @@ fn serve_control(
                     serde_json::json!({ "error": { "code": e.code(), "message": e.message() } })
                 }
             }
+        }
+        Ok(req) if req["op"] == "status" => {
+            let n = nbd.map(|s| {
+                s.stats()
+                    .connections
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            });
+            serde_json::json!({ "ok": { "nbd_connections": n.unwrap_or(0) } })
         }
         _ => {
             serde_json::json!({ "error": { "code": "InternalError", "message": "unknown control request" } })

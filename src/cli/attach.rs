@@ -37,6 +37,10 @@ fn attachment_json(volume_id: &str, a: &AttachmentRecord, state: &str) -> serde_
         v["FuseFile"] = json!(Path::new(dir).join(volume_id));
         v["ProcessId"] = json!(a.pid);
     }
+    if let Some(uri) = &a.nbd_uri {
+        v["NbdUri"] = json!(uri);
+        v["ProcessId"] = json!(a.pid);
+    }
     if let Some(l) = &a.loop_device {
         v["LoopDevice"] = json!(l);
     }
@@ -132,16 +136,16 @@ pub fn attach_volume(
     volume_id: &str,
     instance_id: Option<String>,
     device: Option<String>,
-    fuse: Option<PathBuf>,
+    front: &daemon::Frontends,
     foreground: bool,
     report_to_parent: bool,
 ) -> Result<()> {
-    let Some(dir) = fuse else {
+    if front.fuse.is_none() && front.nbd.is_none() {
         return Err(Error::new(
             ErrorKind::MissingParameter,
-            "ebsim attaches a volume to this host through a front end: give --fuse DIR",
+            "ebsim attaches a volume to this host through a front end: give --fuse DIR, --nbd unix:PATH|tcp:HOST:PORT, or both",
         ));
-    };
+    }
     if !foreground {
         let a = spawn_daemon(ctx, volume_id)?;
         return ctx
@@ -151,11 +155,11 @@ pub fn attach_volume(
     let ec2 = ctx.ec2()?;
     let instance = instance_id.unwrap_or_else(default_instance_id);
     let control = control_socket(ctx, volume_id)?;
-    let result = daemon::serve_fuse(
+    let result = daemon::serve(
         &ec2,
         &ctx.caller,
         volume_id,
-        &dir,
+        front,
         &instance,
         device.as_deref(),
         &control,
@@ -199,7 +203,7 @@ pub fn snapshot_via_daemon(
 ) -> Result<Option<serde_json::Value>> {
     let ec2 = ctx.ec2()?;
     match ec2.attachment(volume_id)? {
-        Some(a) if a.fuse_dir.is_some() => {
+        Some(a) if a.fuse_dir.is_some() || a.nbd_uri.is_some() => {
             let req = json!({ "op": "create-snapshot", "description": description, "tags": tags });
             daemon::control_request(&control_socket(ctx, volume_id)?, &req).map(Some)
         }
@@ -216,15 +220,15 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
             format!("Volume '{volume_id}' is in the 'available' state."),
         )
     })?;
-    let Some(dir) = &a.fuse_dir else {
+    if a.fuse_dir.is_none() && a.nbd_uri.is_none() {
         return Err(Error::new(
             ErrorKind::IncorrectState,
             format!(
-                "{volume_id} is attached in process {} without a FUSE mount; that process detaches it",
+                "{volume_id} is attached in process {} without a FUSE mount or NBD export; that process detaches it",
                 a.pid
             ),
         ));
-    };
+    }
     if !force {
         if let Some(m) = &a.mounted_at {
             return Err(Error::new(
@@ -234,17 +238,34 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
                 ),
             ));
         }
-        let file = Path::new(dir).join(volume_id);
-        let users = daemon::users(&file);
-        if !users.is_empty() {
-            return Err(Error::new(
-                ErrorKind::VolumeInUse,
-                format!(
-                    "{volume_id} is in use: {} holds {} (or --force)",
-                    users.join(", "),
-                    file.display()
-                ),
-            ));
+        if let Some(dir) = &a.fuse_dir {
+            let file = Path::new(dir).join(volume_id);
+            let users = daemon::users(&file);
+            if !users.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::VolumeInUse,
+                    format!(
+                        "{volume_id} is in use: {} holds {} (or --force)",
+                        users.join(", "),
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(uri) = &a.nbd_uri {
+            let status = daemon::control_request(
+                &control_socket(ctx, volume_id)?,
+                &json!({ "op": "status" }),
+            )?;
+            let n = status["nbd_connections"].as_u64().unwrap_or(0);
+            if n > 0 {
+                return Err(Error::new(
+                    ErrorKind::VolumeInUse,
+                    format!(
+                        "{volume_id} is in use: {n} NBD client connection(s) on {uri} (disconnect them, or --force)"
+                    ),
+                ));
+            }
         }
     }
     daemon::stop_daemon(&a, STOP_TIMEOUT)?;

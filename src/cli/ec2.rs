@@ -99,10 +99,18 @@ pub enum Ec2Command {
         /// The FUSE mount directory (must exist; nothing mounted on it)
         #[arg(long, value_name = "DIR")]
         fuse: Option<std::path::PathBuf>,
+        /// Also (or instead) export the volume over NBD: unix:PATH or tcp:HOST:PORT
+        /// (loopback only unless --nbd-allow-remote; port 0 picks a free one)
+        #[arg(long, value_name = "ADDR")]
+        nbd: Option<String>,
+        /// Allow --nbd tcp: on a non-loopback address (NBD has no TLS here: the
+        /// volume's plaintext crosses the network)
+        #[arg(long)]
+        nbd_allow_remote: bool,
         /// The instance the grant names [default: this host's i-… id]
         #[arg(long)]
         instance_id: Option<String>,
-        /// Recorded as the attachment's Device [default: the FUSE file's path]
+        /// Recorded as the attachment's Device [default: the FUSE file's path, else the NBD URI]
         #[arg(long)]
         device: Option<String>,
         /// Stay in the terminal (detach with Ctrl-C) instead of running in the background
@@ -408,19 +416,29 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
         C::AttachVolume {
             volume_id,
             fuse,
+            nbd,
+            nbd_allow_remote,
             instance_id,
             device,
             foreground,
             report_to_parent,
-        } => super::attach::attach_volume(
-            ctx,
-            &volume_id,
-            instance_id,
-            device,
-            fuse,
-            foreground,
-            report_to_parent,
-        ),
+        } => {
+            let front = crate::blockdev::daemon::Frontends {
+                fuse,
+                nbd: nbd
+                    .map(|a| crate::nbd::Listen::parse(&a, nbd_allow_remote))
+                    .transpose()?,
+            };
+            super::attach::attach_volume(
+                ctx,
+                &volume_id,
+                instance_id,
+                device,
+                &front,
+                foreground,
+                report_to_parent,
+            )
+        }
         C::DetachVolume {
             volume_id,
             force,

@@ -244,6 +244,10 @@ impl Ec2 {
             // is not connected"): detach it lazily so the directory can be used again.
             let _ = nix::mount::umount2(dir.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        if let Some(sock) = &stale.nbd_socket {
+            // The NBD socket of the dead daemon (nobody answers on it any more).
+            let _ = crate::nbd::server::remove_stale_socket(std::path::Path::new(sock));
+        }
         let id = v.volume_id.clone();
         self.write(|tx| {
             if let Some(mut cur) = tx.volume(&id)?
@@ -922,6 +926,8 @@ impl Ec2 {
                         grant_id: Some(id.clone()),
                         key_arn: Some(key.clone()),
                         fuse_dir: None,
+                        nbd_uri: None,
+                        nbd_socket: None,
                         loop_device: None,
                         mounted_at: None,
                     });
@@ -966,6 +972,8 @@ impl Ec2 {
                     grant_id: Some(id.clone()),
                     key_arn: Some(key.clone()),
                     fuse_dir: None,
+                    nbd_uri: None,
+                    nbd_socket: None,
                     loop_device: None,
                     mounted_at: None,
                 });
@@ -984,6 +992,8 @@ impl Ec2 {
             grant_id: grant.as_ref().map(|g| g.1.clone()),
             key_arn: grant.as_ref().map(|g| g.0.clone()),
             fuse_dir: None,
+            nbd_uri: None,
+            nbd_socket: None,
             loop_device: None,
             mounted_at: None,
         };
@@ -1110,6 +1120,11 @@ impl Attachment {
         &self.record.instance_id
     }
 
+    /// The attachment as recorded when it was made.
+    pub fn record(&self) -> &AttachmentRecord {
+        &self.record
+    }
+
     /// The block device.
     pub fn image(&self) -> &Image {
         self.image.as_ref().expect("attached")
@@ -1143,8 +1158,12 @@ impl Attachment {
         let record = self.record.clone();
         let id = self.volume_id.clone();
         ec2.write(|tx| {
+            // The same attachment (front ends add fields to the record after attach).
             if let Some(mut cur) = tx.volume(&id)?
-                && cur.attachment.as_ref() == Some(&record)
+                && cur
+                    .attachment
+                    .as_ref()
+                    .is_some_and(|a| a.pid == record.pid && a.attach_time == record.attach_time)
             {
                 cur.attachment = None;
                 cur.state = "available".into();

@@ -43,6 +43,11 @@ pub struct AttachmentRecord {
     pub loop_device: Option<String>,
     #[serde(default)]
     pub mounted_at: Option<String>,
+    /// The NBD export (`attach-volume --nbd`): its URI, and its unix socket file.
+    #[serde(default)]
+    pub nbd_uri: Option<String>,
+    #[serde(default)]
+    pub nbd_socket: Option<String>,
 }
 
 /// One volume, as stored in `ec2.db`.
