@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod nbd_client;
+pub mod sandbox;
+
 use ebsim::clock::{Clock, Timestamp, parse_time};
 use ebsim::home::DataRoot;
 use ebsim::kms::Kms;
