@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 say "installing what the tests need"
-ensure_apt bash coreutils ca-certificates gcc openssl python3 util-linux mount e2fsprogs xfsprogs fuse3 fio
+ensure_apt bash coreutils ca-certificates gcc openssl python3 util-linux mount e2fsprogs xfsprogs fuse3 fio libnbd-bin qemu-utils
 ensure_rust
 # pyca/cryptography drives OpenSSL's aes-256-xts for the XTS cross-check.
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography || ensure_apt python3-cryptography
