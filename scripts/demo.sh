@@ -196,7 +196,20 @@ else
     echo "skipped: attaching needs root and /dev/fuse (run the demo with sudo)"
 fi
 
-say "12. The audit trail (CloudTrail LookupEvents)"
+say "12. The volume over NBD: nbdinfo, nbdcopy in over four connections, the real allocation map"
+ensure_apt libnbd-bin qemu-utils
+VOL=$(ebsim ec2 create-volume --size-bytes 67108864 --encrypted --kms-key-id "$VKEY" --query VolumeId --output text)
+URI=$(ebsim ec2 attach-volume --volume-id "$VOL" --nbd "unix:$work/nbd.sock" --query NbdUri --output text)
+echo "$URI"
+show nbdinfo --can multi-conn "$URI" && echo "(CAN_MULTI_CONN: every connection shares one image and one flush)"
+head -c 24M /dev/urandom > "$work/disk.raw" && truncate -s 64M "$work/disk.raw"
+show nbdcopy -C 4 --flush "$work/disk.raw" "$URI"
+show nbdinfo --map "$URI"
+show qemu-img compare -f raw -F raw "$work/disk.raw" "$URI"
+show ebsim ec2 detach-volume --volume-id "$VOL" --query State --output text
+ebsim ec2 delete-volume --volume-id "$VOL"
+
+say "13. The audit trail (CloudTrail LookupEvents)"
 show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
      --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
 echo
