@@ -343,6 +343,100 @@ fn replies_come_back_out_of_order_and_match_their_cookies() {
     );
 }
 
+/// Replies to a burst of small requests are gathered and sent together; none is
+/// held back once the server has to wait for the client, even in the middle of a
+/// request (a write whose payload the client sends only after reading the replies
+/// it already asked for).
+#[test]
+fn a_burst_of_small_requests_is_answered_in_full_and_never_held_back() {
+    let f = serve(true, 16 << 20);
+    let mut c = Client::connect(&f.sock);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut model = vec![0u8; 1 << 20];
+    rng.fill_bytes(&mut model);
+    assert_eq!(c.write(0, &model, 0).error, 0);
+    // 40 writes, a flush (served off the connection's task) and 40 reads, in one send.
+    let mut burst = Vec::new();
+    let mut want = std::collections::HashMap::new();
+    for i in 0..40u64 {
+        let data = vec![i as u8 + 1; 4096];
+        let off = (2 << 20) + i * 8192;
+        let r = Request {
+            flags: 0,
+            kind: CMD_WRITE,
+            cookie: i,
+            offset: off,
+            length: 4096,
+        };
+        burst.extend_from_slice(&r.encode());
+        burst.extend_from_slice(&data);
+        want.insert(i, None);
+    }
+    let r = Request {
+        flags: 0,
+        kind: CMD_FLUSH,
+        cookie: 40,
+        offset: 0,
+        length: 0,
+    };
+    burst.extend_from_slice(&r.encode());
+    want.insert(40, None);
+    for i in 0..40u64 {
+        let off = rng.random_range(0..(1u64 << 20) - 4096) & !511;
+        let r = Request {
+            flags: 0,
+            kind: CMD_READ,
+            cookie: 100 + i,
+            offset: off,
+            length: 4096,
+        };
+        burst.extend_from_slice(&r.encode());
+        want.insert(100 + i, Some(off));
+    }
+    c.s.write_all(&burst).unwrap();
+    while !want.is_empty() {
+        let r = c.reply(0);
+        assert_eq!(r.error, 0, "cookie {}", r.cookie);
+        match want.remove(&r.cookie).expect("a cookie that was sent") {
+            Some(off) => assert!(r.data == model[off as usize..off as usize + 4096]),
+            None => assert!(r.data.is_empty()),
+        }
+    }
+    for i in 0..40u64 {
+        let got = c.read((2 << 20) + i * 8192, 4096).data;
+        assert!(got.iter().all(|&b| b == i as u8 + 1), "write {i}");
+    }
+    // Five reads and the header of a write; its payload follows only once the
+    // five replies are in (each would time out after 30 s if one were held back).
+    let mut part = Vec::new();
+    for i in 0..5u64 {
+        let r = Request {
+            flags: 0,
+            kind: CMD_READ,
+            cookie: 200 + i,
+            offset: i * 4096,
+            length: 4096,
+        };
+        part.extend_from_slice(&r.encode());
+    }
+    let w = Request {
+        flags: 0,
+        kind: CMD_WRITE,
+        cookie: 300,
+        offset: 0,
+        length: 4096,
+    };
+    part.extend_from_slice(&w.encode());
+    c.s.write_all(&part).unwrap();
+    let mut cookies: Vec<u64> = (0..5).map(|_| c.reply(0).cookie).collect();
+    cookies.sort();
+    assert_eq!(cookies, (200..205).collect::<Vec<_>>());
+    c.s.write_all(&[0xeeu8; 4096]).unwrap();
+    let r = c.reply(0);
+    assert_eq!((r.cookie, r.error), (300, 0));
+    assert!(c.read(0, 4096).data.iter().all(|&b| b == 0xee));
+}
+
 #[test]
 fn a_malformed_request_closes_only_its_own_connection() {
     let f = serve(false, 1 << 20);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{Mutex, Semaphore, watch};
 
 /// Requests in flight on one connection.
@@ -32,6 +32,11 @@ pub const MAX_IN_FLIGHT: usize = 64;
 const BUDGET_UNITS: usize = (256 << 20) / 4096;
 /// Reads and writes up to this size run on the connection's own task.
 const INLINE_MAX: u32 = 256 << 10;
+/// Replies of one burst are gathered up to this size before they are sent...
+const REPLY_BUFFER: usize = 64 << 10;
+/// ...and at most this many, so that no reply waits for more than this many
+/// requests served after it.
+const REPLY_BATCH: usize = 16;
 /// The preferred block size: one XTS data unit.
 const PREFERRED_BLOCK: u32 = 4096;
 
@@ -683,10 +688,26 @@ fn cost(req: &Request) -> u32 {
     }
 }
 
-async fn send<W: AsyncWrite + Unpin>(w: &Mutex<W>, reply: &[u8]) {
+/// Sends `reply` now (with anything the reader left buffered before it).
+async fn send<W: AsyncWrite + Unpin>(w: &Mutex<BufWriter<W>>, reply: &[u8]) {
     let mut w = w.lock().await;
     // A client that went away is noticed by the reader.
     let _ = w.write_all(reply).await;
+    let _ = w.flush().await;
+}
+
+/// Queues `reply` behind the other replies of this burst of requests: the reader
+/// flushes before it next waits for the client, so a client with many requests in
+/// flight gets their replies in one send and one wake-up rather than one each.
+async fn queue<W: AsyncWrite + Unpin>(w: &Mutex<BufWriter<W>>, reply: &[u8]) {
+    let _ = w.lock().await.write_all(reply).await;
+}
+
+/// Sends the queued replies. The reader calls it before reading on may wait for
+/// the client (what it needs is not all in the read buffer yet): the client may be
+/// waiting for those replies before it sends more.
+async fn flush<W: AsyncWrite + Unpin>(w: &Mutex<BufWriter<W>>) {
+    let _ = w.lock().await.flush().await;
 }
 
 async fn transmission<R, W>(
@@ -708,11 +729,17 @@ where
         structured: neg.structured,
         allocation: neg.allocation,
     };
-    let writer = Arc::new(Mutex::new(w));
+    let writer = Arc::new(Mutex::new(BufWriter::with_capacity(REPLY_BUFFER, w)));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut stop = shared.stop.clone();
+    // Replies queued since the last send (see `queue`).
+    let mut queued = 0;
     let result = loop {
         let mut hdr = [0u8; REQUEST_LEN];
+        if queued > 0 && r.buffer().len() < REQUEST_LEN {
+            flush(&writer).await;
+            queued = 0;
+        }
         let read = tokio::select! {
             r = r.read_exact(&mut hdr) => r,
             _ = stop.changed() => break Ok(()),
@@ -744,6 +771,10 @@ where
             Ok(c) => c,
             Err(refusal) => {
                 if req.kind == CMD_WRITE {
+                    if queued > 0 && r.buffer().len() < req.length as usize {
+                        flush(&writer).await;
+                        queued = 0;
+                    }
                     // Keep the framing: skip the payload of the refused write.
                     let mut skip = (&mut r).take(u64::from(req.length));
                     match tokio::io::copy(&mut skip, &mut tokio::io::sink()).await {
@@ -763,6 +794,10 @@ where
         let payload = match cmd {
             Command::Write { len, .. } => {
                 let mut b = pool.take(len as usize);
+                if queued > 0 && r.buffer().len() < len as usize {
+                    flush(&writer).await;
+                    queued = 0;
+                }
                 // A client gone in the middle of a payload: the write is not done.
                 if let Err(e) = r.read_exact(b.as_mut_slice()).await {
                     break match e.kind() {
@@ -776,7 +811,13 @@ where
         };
         if runs_inline(&cmd) {
             let reply = execute(&image, pool, req.cookie, cmd, payload.as_slice(), &session);
-            send(&writer, reply.as_slice()).await;
+            queued += 1;
+            if queued >= REPLY_BATCH {
+                send(&writer, reply.as_slice()).await;
+                queued = 0;
+            } else {
+                queue(&writer, reply.as_slice()).await;
+            }
             pool.give(reply);
             pool.give(payload);
         } else {
