@@ -6,15 +6,21 @@
 #   a full snapshot, then an incremental one after changing 1% of the volume
 # Targets (docs/BENCHMARKS.md): re-key and key-changing copy <= 1.3x cp;
 # incremental after 1% <= 5% of the full snapshot.
-#   scripts/bench/snapshots.sh        (EBSIM_BENCH_SNAP_SIZE=4G by default; needs root for FUSE)
+#   scripts/bench/snapshots.sh        (EBSIM_BENCH_SNAP_SIZE=4G by default; needs root for FUSE;
+#                                      EBSIM_BENCH_BIN=path skips the build and measures that binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 ensure_apt fuse3 coreutils bc python3
 ensure_rust
-say "building ebsim (release)"
-cargo build --release --locked --quiet
-ebsim=$PWD/target/release/ebsim
+# EBSIM_BENCH_BIN=path measures another build (an A/B of two commits in one sitting).
+if [ -n "${EBSIM_BENCH_BIN:-}" ]; then
+    ebsim=$EBSIM_BENCH_BIN
+else
+    say "building ebsim (release)"
+    cargo build --release --locked --quiet
+    ebsim=$PWD/target/release/ebsim
+fi
 size=${EBSIM_BENCH_SNAP_SIZE:-4G}
 bytes=$(numfmt --from=iec "$size")
 work=$(mktemp -d /var/tmp/ebsim-snap.XXXXXX)
@@ -34,12 +40,21 @@ dd if=/dev/urandom of="$work/att/$VOL" bs=4M count=$((bytes >> 22)) conv=notrunc
 img=$EBSIM_HOME/regions/us-east-1/volumes/$VOL.img
 sync
 
+# Every timed operation starts with its source in the page cache, as cp's does:
+# snapshot blocks are written with O_DIRECT (not cached), so without this the copy
+# would read its source from the disk while cp reads the image from memory.
+blocks=$EBSIM_HOME/regions/us-east-1/snapshots/blocks
+warm() { find "$@" -type f -exec cat {} + >/dev/null; }
+
 say "measuring"
+warm "$img"
 t_cp=$(secs cp --sparse=always "$img" "$work/copy.img"); rm -f "$work/copy.img"; sync
 # ebsim's operations are durable when they return (fsync / syncfs); cp is not
 # until its data is synced, so the like-for-like floor is cp followed by sync.
 cp_sync() { cp --sparse=always "$img" "$work/copy.img" && sync -f "$work/copy.img"; }
+warm "$img"
 t_cps=$(secs cp_sync); rm -f "$work/copy.img"; sync
+warm "$img"
 t_full=$(secs "$ebsim" ec2 create-snapshot --volume-id "$VOL")
 S1=$("$ebsim" ec2 describe-snapshots --query 'Snapshots[0].SnapshotId' --output text)
 # Change 1% of the volume: rewrite 1% of its 512 KiB blocks, chosen at random.
@@ -54,8 +69,11 @@ for b in random.sample(range(blocks), max(1, blocks // 100)):
 os.fsync(fd); os.close(fd)
 PY
 "$ebsim" ec2 detach-volume --volume-id "$VOL" >/dev/null
+warm "$img"
 t_incr=$(secs "$ebsim" ec2 create-snapshot --volume-id "$VOL")
+warm "$blocks"
 t_copy=$(secs "$ebsim" ec2 copy-snapshot --source-region us-east-1 --source-snapshot-id "$S1" --encrypted --kms-key-id "$B")
+warm "$img"
 t_rekey=$(secs "$ebsim" ec2 rekey-volume --volume-id "$VOL" --kms-key-id "$B")
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }

@@ -285,20 +285,21 @@ impl Ec2 {
             }
         };
         let counter = self.progress(&format!("snapshot of {}", v.volume_id), todo.len() as u64);
-        let stored: Vec<(u64, Option<String>)> = todo
-            .par_iter()
-            .map(|&b| -> Result<(u64, Option<String>)> {
-                counter.step();
-                let len = BLOCK.min(size - b * BLOCK) as usize;
-                let mut buf = vec![0u8; len];
-                image.read_stored(b * BLOCK, &mut buf)?;
-                if buf.iter().all(|&x| x == 0) {
-                    Ok((b, None))
-                } else {
-                    Ok((b, Some(self.blocks.put(&buf)?)))
-                }
-            })
-            .collect::<Result<_>>()?;
+        let stored: Vec<(u64, Option<String>)> = crate::snapshot::io_pool().install(|| {
+            todo.par_iter()
+                .map(|&b| -> Result<(u64, Option<String>)> {
+                    counter.step();
+                    let len = BLOCK.min(size - b * BLOCK) as usize;
+                    let mut buf = vec![0u8; len];
+                    image.read_stored(b * BLOCK, &mut buf)?;
+                    if buf.iter().all(|&x| x == 0) {
+                        Ok((b, None))
+                    } else {
+                        Ok((b, Some(self.blocks.put(&buf)?)))
+                    }
+                })
+                .collect::<Result<_>>()
+        })?;
         for (b, d) in stored {
             match d {
                 Some(d) => blocks.insert(b, d),
@@ -613,25 +614,27 @@ impl Ec2 {
         };
         let items: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
         let counter = self.progress(&format!("copying {source_snapshot_id}"), items.len() as u64);
-        let copied = items
-            .par_iter()
-            .map(|(b, d)| -> Result<(u64, String)> {
-                counter.step();
-                let mut bytes = source.blocks.get(d)?;
-                let first_unit = b * BLOCK / DATA_UNIT;
-                if let Some(x) = &source_xts {
-                    decrypt_stored(x, first_unit, &mut bytes);
-                }
-                if let Some(x) = &dest_xts {
-                    for (i, unit) in bytes.chunks_exact_mut(U).enumerate() {
-                        if unit.iter().any(|&v| v != 0) {
-                            x.encrypt(first_unit + i as u64, unit).expect("whole unit");
+        let copied = crate::snapshot::io_pool().install(|| {
+            items
+                .par_iter()
+                .map(|(b, d)| -> Result<(u64, String)> {
+                    counter.step();
+                    let mut bytes = source.blocks.get(d)?;
+                    let first_unit = b * BLOCK / DATA_UNIT;
+                    if let Some(x) = &source_xts {
+                        decrypt_stored(x, first_unit, &mut bytes);
+                    }
+                    if let Some(x) = &dest_xts {
+                        for (i, unit) in bytes.chunks_exact_mut(U).enumerate() {
+                            if unit.iter().any(|&v| v != 0) {
+                                x.encrypt(first_unit + i as u64, unit).expect("whole unit");
+                            }
                         }
                     }
-                }
-                Ok((*b, self.blocks.put(&bytes)?))
-            })
-            .collect::<Result<Vec<_>>>();
+                    Ok((*b, self.blocks.put(&bytes)?))
+                })
+                .collect::<Result<Vec<_>>>()
+        });
         match copied {
             Ok(list) => {
                 record.blocks = list.into_iter().collect();
