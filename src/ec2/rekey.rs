@@ -205,7 +205,7 @@ impl Ec2 {
             .unwrap_or(CHUNK_UNITS);
         let mut boundary = image.header().rekey.as_ref().expect("set above").boundary;
         // The chunk a kill cut short: its journal says which units are still old.
-        let mut resumed = read_journal(&journal, boundary);
+        let resumed = read_journal(&journal, boundary);
         let journal_file = open_journal(&journal)?;
         let allocated: Vec<(u64, u64)> = image
             .allocation(0, image.size())?
@@ -266,7 +266,7 @@ impl Ec2 {
                     journal,
                 })
             };
-        let mut next = match resumed.take() {
+        let mut next = match resumed {
             // The chunk a kill cut short, at the boundary the header names.
             Some(sums) => Some(prepare(
                 boundary,
@@ -292,7 +292,6 @@ impl Ec2 {
             let ahead = std::thread::scope(|scope| -> Result<Option<Prepared>> {
                 let ahead = scope.spawn(|| {
                     next_chunk(cur.end)
-                        .filter(|(start, _)| *start < units)
                         .map(|(start, end)| prepare(start, end, None))
                         .transpose()
                 });

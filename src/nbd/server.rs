@@ -710,6 +710,20 @@ async fn flush<W: AsyncWrite + Unpin>(w: &Mutex<BufWriter<W>>) {
     let _ = w.lock().await.flush().await;
 }
 
+/// Flushes the `queued` replies if the reader is about to wait: it needs `need`
+/// bytes and has only `buffered`.
+async fn flush_before_waiting<W: AsyncWrite + Unpin>(
+    w: &Mutex<BufWriter<W>>,
+    queued: &mut usize,
+    buffered: usize,
+    need: usize,
+) {
+    if *queued > 0 && buffered < need {
+        flush(w).await;
+        *queued = 0;
+    }
+}
+
 async fn transmission<R, W>(
     mut r: BufReader<R>,
     w: W,
@@ -736,10 +750,7 @@ where
     let mut queued = 0;
     let result = loop {
         let mut hdr = [0u8; REQUEST_LEN];
-        if queued > 0 && r.buffer().len() < REQUEST_LEN {
-            flush(&writer).await;
-            queued = 0;
-        }
+        flush_before_waiting(&writer, &mut queued, r.buffer().len(), REQUEST_LEN).await;
         let read = tokio::select! {
             r = r.read_exact(&mut hdr) => r,
             _ = stop.changed() => break Ok(()),
@@ -771,10 +782,13 @@ where
             Ok(c) => c,
             Err(refusal) => {
                 if req.kind == CMD_WRITE {
-                    if queued > 0 && r.buffer().len() < req.length as usize {
-                        flush(&writer).await;
-                        queued = 0;
-                    }
+                    flush_before_waiting(
+                        &writer,
+                        &mut queued,
+                        r.buffer().len(),
+                        req.length as usize,
+                    )
+                    .await;
                     // Keep the framing: skip the payload of the refused write.
                     let mut skip = (&mut r).take(u64::from(req.length));
                     match tokio::io::copy(&mut skip, &mut tokio::io::sink()).await {
@@ -794,10 +808,7 @@ where
         let payload = match cmd {
             Command::Write { len, .. } => {
                 let mut b = pool.take(len as usize);
-                if queued > 0 && r.buffer().len() < len as usize {
-                    flush(&writer).await;
-                    queued = 0;
-                }
+                flush_before_waiting(&writer, &mut queued, r.buffer().len(), len as usize).await;
                 // A client gone in the middle of a payload: the write is not done.
                 if let Err(e) = r.read_exact(b.as_mut_slice()).await {
                     break match e.kind() {

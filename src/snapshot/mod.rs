@@ -80,8 +80,8 @@ impl LocalStore {
     }
 
     /// Creates a new block file (mode 0600), with `O_DIRECT` when `direct` and the
-    /// filesystem accepts it.
-    fn create(&self, path: &Path, direct: bool) -> std::io::Result<File> {
+    /// filesystem accepts it; says which it got.
+    fn create(&self, path: &Path, direct: bool) -> std::io::Result<(File, bool)> {
         let open = |flags: i32| {
             OpenOptions::new()
                 .write(true)
@@ -95,10 +95,10 @@ impl LocalStore {
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                     self.direct.store(false, Ordering::Relaxed)
                 }
-                r => return r,
+                r => return r.map(|f| (f, true)),
             }
         }
-        open(0)
+        open(0).map(|f| (f, false))
     }
 }
 
@@ -128,15 +128,13 @@ thread_local! {
     static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Writes `bytes` at the start of `file`. A file opened with `O_DIRECT` needs an
+/// Writes `bytes` at the start of `file`. A file opened with `O_DIRECT` (`direct`) needs an
 /// aligned source: an unaligned one is copied through this thread's staging buffer
 /// (one memcpy that stays in the CPU's cache, against the page cache's copy plus
 /// writeback). If the filesystem refuses the direct write after all (`EINVAL`),
 /// `O_DIRECT` is dropped from the file and the write is made through the cache.
-fn write_block(file: &File, bytes: &[u8]) -> std::io::Result<()> {
+fn write_block(file: &File, direct: bool, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let flags = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_GETFL)?;
-    let direct = nix::fcntl::OFlag::from_bits_truncate(flags).contains(nix::fcntl::OFlag::O_DIRECT);
     if direct && !bytes.is_empty() {
         // Allocated first, so the direct write below does not extend the file:
         // ext4 makes an extending direct write wait on its journal (orphan list
@@ -165,9 +163,11 @@ fn write_block(file: &File, bytes: &[u8]) -> std::io::Result<()> {
     };
     match r {
         Err(e) if direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
-            let buffered =
-                nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_DIRECT;
-            nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETFL(buffered))?;
+            // The file's only status flag is O_DIRECT: clear it.
+            nix::fcntl::fcntl(
+                file,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            )?;
             file.write_all_at(bytes, 0)
         }
         r => r,
@@ -193,7 +193,8 @@ impl BlockStore for LocalStore {
             .prefix(".tmp-")
             .make_in(dir, |p| self.create(p, direct))
             .map_err(io)?;
-        write_block(tmp.as_file(), bytes).map_err(io)?;
+        let (file, direct) = tmp.as_file();
+        write_block(file, *direct, bytes).map_err(io)?;
         tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(d)
     }
