@@ -58,10 +58,25 @@ pub enum ErrorKind {
     Usage,
     /// An operating-system error (I/O) that is not the caller's fault.
     Internal,
-    /// A volume image is damaged, truncated, or not ebsim's (docs/FORMAT.md §6).
+    /// A volume image cannot be used for a reason other than damage (a key that
+    /// does not make an XTS key).
     VolumeImage,
+    /// A volume image's headers are damaged, altered or another volume's
+    /// (docs/FORMAT.md §6).
+    ImageCorrupt,
+    /// A volume image is shorter than its header says.
+    ImageTruncated,
+    /// A volume's image file is missing.
+    ImageMissing,
+    /// A volume image uses features this ebsim does not know (a newer version).
+    ImageUnsupported,
+    /// A snapshot block is missing or does not match its SHA-256.
+    SnapshotBlockCorrupt,
     /// A block request outside the volume (offset and length past its end).
     OutOfRange,
+    /// The operation was stopped (Ctrl-C, or its client went away); what it had
+    /// done was undone.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -109,7 +124,13 @@ impl ErrorKind {
         ErrorKind::Usage,
         ErrorKind::Internal,
         ErrorKind::VolumeImage,
+        ErrorKind::ImageCorrupt,
+        ErrorKind::ImageTruncated,
+        ErrorKind::ImageMissing,
+        ErrorKind::ImageUnsupported,
+        ErrorKind::SnapshotBlockCorrupt,
         ErrorKind::OutOfRange,
+        ErrorKind::Interrupted,
     ];
 
     /// The kind whose [`ErrorKind::code`] is `code`.
@@ -163,7 +184,13 @@ impl ErrorKind {
             Usage => "UsageError",
             Internal => "InternalError",
             VolumeImage => "VolumeImageError",
+            ImageCorrupt => "VolumeImageCorrupt",
+            ImageTruncated => "VolumeImageTruncated",
+            ImageMissing => "VolumeImageMissing",
+            ImageUnsupported => "VolumeImageUnsupported",
+            SnapshotBlockCorrupt => "SnapshotBlockCorrupt",
             OutOfRange => "OutOfRange",
+            Interrupted => "Interrupted",
         }
     }
 
@@ -176,14 +203,31 @@ impl ErrorKind {
                 | ErrorKind::Internal
                 | ErrorKind::VolumeImage
                 | ErrorKind::OutOfRange
+                | ErrorKind::Interrupted
+        ) && !self.is_damage()
+    }
+
+    /// Damage to what the data root holds (images, snapshot blocks): like a
+    /// damaged store, exit code 253, with the kind's code printed.
+    pub fn is_damage(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ImageCorrupt
+                | ErrorKind::ImageTruncated
+                | ErrorKind::ImageMissing
+                | ErrorKind::ImageUnsupported
+                | ErrorKind::SnapshotBlockCorrupt
         )
     }
 
-    /// Exit code of the `ebsim` binary, the same numbers the AWS CLI v2 uses.
+    /// Exit code of the `ebsim` binary, the same numbers the AWS CLI v2 uses (and
+    /// 130 for an interrupted operation, as a shell reports SIGINT).
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Usage => exit::USAGE,
             ErrorKind::Environment => exit::ENVIRONMENT,
+            k if k.is_damage() => exit::ENVIRONMENT,
+            ErrorKind::Interrupted => exit::INTERRUPTED,
             ErrorKind::Internal | ErrorKind::VolumeImage | ErrorKind::OutOfRange => exit::OTHER,
             _ => exit::SERVICE,
         }
@@ -196,6 +240,9 @@ impl ErrorKind {
 }
 
 /// Exit codes of the `ebsim` binary (the AWS CLI v2's return codes).
+///
+/// 253 covers every kind of damage to the data root: a store, the root key, a
+/// volume image or a snapshot block.
 pub mod exit {
     /// The command succeeded.
     pub const OK: i32 = 0;
@@ -207,6 +254,8 @@ pub mod exit {
     pub const SERVICE: i32 = 254;
     /// Anything else (an I/O failure).
     pub const OTHER: i32 = 255;
+    /// The operation was interrupted (Ctrl-C) and undone (128 + SIGINT).
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// The crate's error: kind, message, optional source.
@@ -228,6 +277,12 @@ impl Error {
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Puts `what` (a snapshot id, a block) in front of the message.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
         self
     }
 
@@ -286,8 +341,16 @@ impl std::error::Error for Error {
 }
 
 impl From<rusqlite::Error> for Error {
+    /// A SQLite error without its file; stores add it with [`Error::in_store`]. A
+    /// corrupt database is a damaged data root (exit code 253).
     fn from(e: rusqlite::Error) -> Self {
-        Error::new(ErrorKind::Internal, format!("SQLite store: {e}")).with_source(e)
+        let kind = match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                ErrorKind::Environment
+            }
+            _ => ErrorKind::Internal,
+        };
+        Error::new(kind, format!("SQLite store: {e}")).with_source(e)
     }
 }
 

@@ -156,7 +156,7 @@ fn snapshot_of_a_volume_attached_in_this_process_holds_writes_for_the_cut() {
     a.image().write(0, b"before", false).unwrap();
     let e = ec2.create_snapshot(&env.me, &vol, "", vec![]).unwrap_err();
     assert_eq!(e.code(), "IncorrectState");
-    let s = ec2.create_snapshot_of(&a, "live", vec![]).unwrap();
+    let s = ec2.create_snapshot_of(&a, "live", vec![], None).unwrap();
     a.image().write(0, b"after!", false).unwrap();
     a.detach(&ec2).unwrap();
     let v2 = ec2

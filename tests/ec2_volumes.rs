@@ -648,7 +648,7 @@ fn a_tampered_header_fails_attach_and_leaves_no_grant() {
     let e = ec2
         .attach(&env.me, &v.volume_id, "i-0123456789abcdef0", "/dev/sdf")
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::VolumeImage);
+    assert_eq!(e.kind(), ErrorKind::ImageCorrupt);
     assert!(e.message().contains("header authentication failed"), "{e}");
     assert!(std::fs::read(&path).unwrap() == before);
     assert!(

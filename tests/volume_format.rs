@@ -156,7 +156,8 @@ fn torn_header_writes_always_leave_a_valid_copy() {
     file.write_all_at(&[0u8; 64], SLOT as u64 + 20).unwrap();
     let before = sha(&t.path);
     let e = open_with(&t.path, &t.key).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::VolumeImage);
+    assert_eq!(e.kind(), ErrorKind::ImageCorrupt);
+    assert_eq!(e.kind().exit_code(), 253);
     assert!(
         e.message()
             .starts_with(&format!("{VOL}: no valid header: copy A: ")),
@@ -172,19 +173,24 @@ fn wrong_key_tampering_truncation_and_unknown_features_are_refused_without_chang
         let img = open_with(&t.path, &t.key).unwrap();
         img.write(0, &[7u8; 8192], true).unwrap();
     }
-    let check = |what: &str, want: &str| {
+    let check = |what: &str, kind: ErrorKind, want: &str| {
         let before = sha(&t.path);
         let mut wrong = t.key.clone();
         if what == "wrong key" {
             wrong[3] ^= 1;
         }
         let e = open_with(&t.path, &wrong).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::VolumeImage, "{what}: {e}");
+        assert_eq!(e.kind(), kind, "{what}: {e}");
+        assert_eq!(e.kind().exit_code(), 253, "{what}: {e}");
         assert!(e.message().contains(want), "{what}: {e}");
         assert!(e.message().starts_with(VOL), "{what}: {e}");
         assert_eq!(sha(&t.path), before, "{what} changed the image");
     };
-    check("wrong key", "header authentication failed");
+    check(
+        "wrong key",
+        ErrorKind::ImageCorrupt,
+        "header authentication failed",
+    );
 
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()
@@ -201,7 +207,11 @@ fn wrong_key_tampering_truncation_and_unknown_features_are_refused_without_chang
             .unwrap();
     }
     file.set_len(3 << 20).unwrap();
-    check("tampered header", "header authentication failed");
+    check(
+        "tampered header",
+        ErrorKind::ImageCorrupt,
+        "header authentication failed",
+    );
     file.write_all_at(&orig, 0).unwrap();
     file.set_len(2 << 20).unwrap();
 
@@ -209,6 +219,7 @@ fn wrong_key_tampering_truncation_and_unknown_features_are_refused_without_chang
     file.set_len((2 << 20) - 4096).unwrap();
     check(
         "truncated",
+        ErrorKind::ImageTruncated,
         "the image is truncated: 2093056 bytes, expected 2097152",
     );
     file.set_len(2 << 20).unwrap();
@@ -222,7 +233,11 @@ fn wrong_key_tampering_truncation_and_unknown_features_are_refused_without_chang
     for at in [0u64, SLOT as u64] {
         file.write_all_at(&bytes, at).unwrap();
     }
-    check("unknown feature", "incompatible features 0x40");
+    check(
+        "unknown feature",
+        ErrorKind::ImageUnsupported,
+        "incompatible features 0x40",
+    );
     file.write_all_at(&orig, 0).unwrap();
 
     // Restored, the image opens and its data is intact.

@@ -344,11 +344,15 @@ fn serve_control(
         Ok(req) if req["op"] == "create-snapshot" => {
             let tags: Vec<crate::ec2::model::Tag> =
                 serde_json::from_value(req["tags"].clone()).unwrap_or_default();
-            match ec2.create_snapshot_of(
+            let watch = ClientWatch::start(&stream);
+            let made = ec2.create_snapshot_of(
                 attachment,
                 req["description"].as_str().unwrap_or_default(),
                 tags,
-            ) {
+                Some(&watch.gone),
+            );
+            drop(watch);
+            match made {
                 Ok(s) => serde_json::json!({ "ok": s }),
                 Err(e) => {
                     serde_json::json!({ "error": { "code": e.code(), "message": e.message() } })
@@ -371,8 +375,68 @@ fn serve_control(
     let _ = writeln!(w, "{reply}");
 }
 
-/// Sends one control request to the daemon serving an attachment.
-pub fn control_request(socket: &Path, req: &serde_json::Value) -> Result<serde_json::Value> {
+/// Watches the client of a control request while it is served: a client sends
+/// nothing after its request, so a read that ends means it went away (it was
+/// interrupted) and the request is cancelled (`gone`).
+struct ClientWatch {
+    gone: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ClientWatch {
+    fn start(stream: &std::os::unix::net::UnixStream) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let gone = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicBool::new(false));
+        if let Ok(s) = stream.try_clone() {
+            let (g, d) = (gone.clone(), served.clone());
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut byte = [0u8; 1];
+                while !d.load(Ordering::Relaxed) {
+                    match (&s).read(&mut byte) {
+                        // EOF, or anything at all: the client is gone or broke
+                        // the protocol.
+                        Ok(_) => {
+                            g.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock
+                                    | std::io::ErrorKind::TimedOut
+                                    | std::io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(_) => {
+                            g.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        ClientWatch { gone, served }
+    }
+}
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        self.served
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Sends one control request to the daemon serving an attachment. When `cancel`
+/// is set while it waits (Ctrl-C), the request is withdrawn: the connection is
+/// half-closed, which cancels the operation in the daemon, and its answer (an
+/// Interrupted error once the daemon has undone it) is awaited.
+pub fn control_request(
+    socket: &Path,
+    req: &serde_json::Value,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<serde_json::Value> {
     use std::io::{BufRead, Write};
     let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         Error::io(
@@ -383,13 +447,41 @@ pub fn control_request(socket: &Path, req: &serde_json::Value) -> Result<serde_j
             e,
         )
     })?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(3600)));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut w = &stream;
     writeln!(w, "{req}").map_err(|e| Error::io("cannot send to the attachment process", e))?;
-    let mut line = String::new();
-    std::io::BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| Error::io("no answer from the attachment process", e))?;
+    let mut line = Vec::new();
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut withdrawn: Option<Instant> = None;
+    loop {
+        match reader.read_until(b'\n', &mut line) {
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let cancelled =
+                    cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+                match withdrawn {
+                    None if cancelled => {
+                        let _ = stream.shutdown(std::net::Shutdown::Write);
+                        withdrawn = Some(Instant::now());
+                    }
+                    Some(t) if t.elapsed() > Duration::from_secs(60) => {
+                        return Err(Error::new(
+                            ErrorKind::Interrupted,
+                            "interrupted; the attachment process did not confirm within 60 s that it stopped",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => return Err(Error::io("no answer from the attachment process", e)),
+        }
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
     let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
         Error::new(
             ErrorKind::Internal,

@@ -205,7 +205,8 @@ pub fn snapshot_via_daemon(
     match ec2.attachment(volume_id)? {
         Some(a) if a.fuse_dir.is_some() || a.nbd_uri.is_some() => {
             let req = json!({ "op": "create-snapshot", "description": description, "tags": tags });
-            daemon::control_request(&control_socket(ctx, volume_id)?, &req).map(Some)
+            let cancel = super::interrupted();
+            daemon::control_request(&control_socket(ctx, volume_id)?, &req, Some(&cancel)).map(Some)
         }
         _ => Ok(None),
     }
@@ -256,6 +257,7 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
             let status = daemon::control_request(
                 &control_socket(ctx, volume_id)?,
                 &json!({ "op": "status" }),
+                None,
             )?;
             let n = status["nbd_connections"].as_u64().unwrap_or(0);
             if n > 0 {

@@ -223,6 +223,7 @@ impl Ctx {
         if let Some(p) = progress::reporter() {
             ec2.set_progress(p);
         }
+        ec2.set_cancel(interrupted());
         Ok(ec2)
     }
 
@@ -234,6 +235,31 @@ impl Ctx {
         }
         self.out.print(operation, v)
     }
+}
+
+/// Set by the first Ctrl-C (SIGINT) or SIGTERM: long EC2 operations (snapshots,
+/// copies, restores) stop at their next block, undo what they did and exit with
+/// 130. A second signal ends the process at once (what it leaves is recovered by
+/// the next command). Installed when the first EC2 service is opened.
+pub fn interrupted() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for sig in [SIGINT, SIGTERM] {
+            // Order matters: the exit check runs first, so it sees the flag as the
+            // previous signal left it.
+            let _ = signal_hook::flag::register_conditional_shutdown(
+                sig,
+                exit::INTERRUPTED,
+                flag.clone(),
+            );
+            let _ = signal_hook::flag::register(sig, flag.clone());
+        }
+        flag
+    })
+    .clone()
 }
 
 /// The caller for `--principal ARN`: it must parse and, for users and roles, exist.
@@ -329,6 +355,8 @@ pub fn report(e: &Error, operation: &str) {
         );
     } else if e.kind() == ErrorKind::Usage {
         eprintln!("\n{}", e.message());
+    } else if e.kind().is_damage() {
+        eprintln!("ebsim: {} ({}): {}", operation, e.code(), e.message());
     } else {
         eprintln!("ebsim: {}", e.message());
     }

@@ -13,6 +13,7 @@
 //! principal at attach; RetireGrant at detach.
 
 pub mod model;
+pub mod pending;
 mod rekey;
 mod snapshots;
 pub mod store;
@@ -36,6 +37,8 @@ use std::sync::Mutex;
 
 const BY_DEFAULT: &str = "ebs_encryption_by_default";
 const DEFAULT_KEY: &str = "ebs_default_kms_key_id";
+/// Set while unreferenced snapshot blocks wait to be collected.
+const COLLECT_BLOCKS: &str = "snapshot_blocks_to_collect";
 /// What GetEbsDefaultKmsKeyId answers while no key was chosen.
 pub const DEFAULT_KEY_ALIAS: &str = "alias/aws/ebs";
 /// Largest volume: 64 TiB (io2 Block Express; gp3 stops at 16 TiB).
@@ -50,6 +53,11 @@ pub struct Ec2 {
     root: DataRoot,
     blocks: crate::snapshot::LocalStore,
     progress: Option<Progress>,
+    /// Set (by a signal handler, or a control client that went away) to stop long
+    /// operations; they clean up and fail with ErrorKind::Interrupted.
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// What opening the region settled (interrupted operations, temporary files).
+    recovered: pending::Recovered,
 }
 
 /// Reports progress of long operations: (what, done, total). Called from several
@@ -133,19 +141,53 @@ impl Ec2 {
         let region_dir = root.region_dir(kms.region())?;
         let dir = region_dir.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
-        let store = store::Store::open(&region_dir.join("ec2.db"))?;
+        let store = store::Store::open(root, kms.region())?;
         let blocks =
             crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
-        let ec2 = Ec2 {
+        let mut ec2 = Ec2 {
             kms,
             store: Mutex::new(store),
             dir,
             root: root.clone(),
             blocks,
             progress: None,
+            cancel: None,
+            recovered: Default::default(),
         };
-        ec2.sweep()?;
+        ec2.recovered = ec2.recover()?;
+        if ec2.block_collection_requested()? {
+            ec2.collect_blocks()?;
+        }
         Ok(ec2)
+    }
+
+    /// What opening the region settled: operations a killed process left pending,
+    /// and temporary files removed.
+    pub fn recovered(&self) -> &pending::Recovered {
+        &self.recovered
+    }
+
+    /// Long operations (snapshots, copies, restores) stop when `flag` is set.
+    pub fn set_cancel(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
+    /// Fails with Interrupted once a cancel flag (the service's or `extra`) is set.
+    pub(crate) fn check_cancel(&self, extra: Option<&std::sync::atomic::AtomicBool>) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let set = self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+            || extra.is_some_and(|c| c.load(Ordering::Relaxed));
+        if set {
+            Err(Error::new(
+                ErrorKind::Interrupted,
+                "the operation was interrupted; nothing of it was kept",
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     pub fn kms(&self) -> &Kms {
@@ -157,13 +199,21 @@ impl Ec2 {
         self.progress = Some(p);
     }
 
-    /// A counter for one long operation over `total` items.
-    pub(crate) fn progress(&self, what: &str, total: u64) -> Counter<'_> {
+    /// A counter for one long operation over `total` items; `cancel` stops it too.
+    pub(crate) fn progress<'a>(
+        &'a self,
+        what: &str,
+        total: u64,
+        cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    ) -> Counter<'a> {
         Counter {
+            ec2: self,
             report: self.progress.as_deref(),
             what: what.to_string(),
             total,
             done: std::sync::atomic::AtomicU64::new(0),
+            cancel,
+            snapshot: None,
         }
     }
 
@@ -187,40 +237,6 @@ impl Ec2 {
             .expect("ec2 store")
             .volume(id)?
             .ok_or_else(|| not_found(id))
-    }
-
-    /// Removes what an interrupted CreateVolume or DeleteVolume left: images no
-    /// record names, and creation files older than an hour. Runs under the store's
-    /// write lock, which creation also holds from rename to commit.
-    fn sweep(&self) -> Result<()> {
-        self.write(|tx| {
-            let known: std::collections::HashSet<String> =
-                tx.volumes()?.into_iter().map(|v| v.volume_id).collect();
-            let entries = std::fs::read_dir(&self.dir)
-                .map_err(|e| Error::io(format!("cannot list {}", self.dir.display()), e))?;
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let stale = if let Some(id) = name
-                    .strip_suffix(".img")
-                    .or_else(|| name.strip_suffix(".cbt"))
-                {
-                    id.starts_with("vol-") && !known.contains(id)
-                } else if name.ends_with(".creating") {
-                    entry
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age.as_secs() > 3600)
-                } else {
-                    false
-                };
-                if stale {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-            Ok(())
-        })
     }
 
     /// True if some process holds the image's attachment lock.
@@ -541,32 +557,55 @@ impl Ec2 {
                 _ => encrypted.then(new_data_key_id),
             },
         };
-        let tmp = self.dir.join(format!(".{volume_id}.img.creating"));
-        let tmp_cbt = crate::volume::cbt::Cbt::path_for(&tmp);
+        // Recorded before the first file exists: if this process dies, the next
+        // command removes the temporary files (pending.rs).
+        let op = self.begin(
+            pending::PendingOp::CreateVolume {
+                volume_id: volume_id.clone(),
+            },
+            |_| Ok(()),
+        )?;
+        let [tmp, tmp_cbt] = self.creation_files(&volume_id);
         let path = self.image_path(&volume_id);
-        let made = image::create_file(&tmp, &header, data_key.as_ref())
-            .and_then(|()| match (&snap, &source) {
+        let cbt = crate::volume::cbt::Cbt::path_for(&path);
+        let made = image::create_file(&tmp, &header, data_key.as_ref()).and_then(|()| {
+            match (&snap, &source) {
                 (Some(sn), Some(src)) => self.restore(sn, src, &tmp, &volume_id, data_key.as_ref()),
                 _ => Ok(()),
-            })
-            .and_then(|()| {
-                self.write(|tx| {
-                    tx.put_volume(&record)?;
-                    std::fs::rename(&tmp, &path).map_err(|e| {
-                        Error::io(format!("cannot rename into {}", path.display()), e)
-                    })?;
-                    if tmp_cbt.exists() {
-                        std::fs::rename(&tmp_cbt, crate::volume::cbt::Cbt::path_for(&path))
-                            .map_err(|e| Error::io("cannot rename the tracking file", e))?;
-                    }
-                    crate::fsutil::fsync_dir(&self.dir)
-                })
-            });
+            }
+        });
         drop(data_key);
-        if let Err(e) = made {
+        let undo = |e: Error, op: pending::Pending| -> Error {
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(&tmp_cbt);
-            return Err(e);
+            match self.finish(op, |_| Ok(())) {
+                Ok(()) => e,
+                Err(e2) => e.context(format!(
+                    "{volume_id}: its temporary files were removed, but its pending record stays until the next command ({})",
+                    e2.message()
+                )),
+            }
+        };
+        if let Err(e) = made {
+            return Err(undo(e, op));
+        }
+        // The image and its tracking file take their names in the transaction that
+        // records the volume and ends the pending operation.
+        let committed = self.finish_or_keep(op, |tx| {
+            tx.put_volume(&record)?;
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| Error::io(format!("cannot rename into {}", path.display()), e))?;
+            if tmp_cbt.exists() {
+                std::fs::rename(&tmp_cbt, &cbt)
+                    .map_err(|e| Error::io("cannot rename the tracking file", e))?;
+            }
+            crate::fsutil::fsync_dir(&self.dir)
+        });
+        if let Err((op, e)) = committed {
+            // Not recorded: the files under the final names are this call's own.
+            let _ = std::fs::rename(&path, &tmp);
+            let _ = std::fs::rename(&cbt, &tmp_cbt);
+            return Err(undo(e, op));
         }
         Ok(Volume::from_record(&record, false))
     }
@@ -720,22 +759,66 @@ impl Ec2 {
                 format!("Volume {volume_id} is being attached"),
             ));
         }
-        self.write(|tx| match tx.volume(volume_id)? {
+        // The image leaves its name before the record goes (and comes back if the
+        // record cannot go): no moment exists where a recorded volume has no
+        // image, or an image under a volume's name has no record.
+        let op = self.begin(
+            pending::PendingOp::DeleteVolume {
+                volume_id: volume_id.to_string(),
+            },
+            |_| Ok(()),
+        )?;
+        let tomb = self.tombstone_path(volume_id);
+        let moved = match std::fs::rename(&path, &tomb) {
+            Ok(()) => crate::fsutil::fsync_dir(&self.dir).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("cannot rename {}", path.display()), e)),
+        };
+        let moved = match moved {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.finish(op, |_| Ok(()));
+                return Err(e);
+            }
+        };
+        let deleted = self.finish_or_keep(op, |tx| match tx.volume(volume_id)? {
             Some(cur) if cur.attachment.is_none() => tx.delete_volume(volume_id),
             Some(_) => Err(err(
                 ErrorKind::VolumeInUse,
                 format!("Volume {volume_id} is currently attached"),
             )),
             None => Err(not_found(volume_id)),
-        })?;
-        // After the commit: a crash here leaves an image no record names, which the
-        // next start sweeps away.
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(Error::io(format!("cannot remove {}", path.display()), e));
+        });
+        if let Err((op, e)) = deleted {
+            if moved {
+                std::fs::rename(&tomb, &path).map_err(|e2| {
+                    Error::io(
+                        format!(
+                            "{volume_id} was not deleted ({}), and its image could not be put back from {}",
+                            e.message(),
+                            tomb.display()
+                        ),
+                        e2,
+                    )
+                })?;
+            }
+            let _ = self.finish(op, |_| Ok(()));
+            return Err(e);
         }
-        let _ = std::fs::remove_file(crate::volume::cbt::Cbt::path_for(&path));
+        drop(file);
+        // After the commit: a crash here leaves the tombstone, which the next
+        // command removes (no record names it any more).
+        for p in [
+            tomb,
+            crate::volume::cbt::Cbt::path_for(&path),
+            path.with_extension("rekey"),
+        ] {
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(Error::io(format!("cannot remove {}", p.display()), e));
+            }
+        }
         crate::fsutil::fsync_dir(&self.dir)
     }
 
@@ -819,13 +902,7 @@ impl Ec2 {
         }
         dry_run(req.dry_run)?;
         let start = self.kms.clock().now();
-        if new_size != v.size_bytes {
-            let image = self.open_image(caller, &v, None)?.0;
-            refuse_rekeying(&image, &v.volume_id)?;
-            image.grow(new_size)?;
-        }
-        let original = v.clone();
-        self.write(|tx| {
+        let update = |tx: &mut store::Tx<'_>| {
             let mut cur = tx
                 .volume(&v.volume_id)?
                 .ok_or_else(|| not_found(&v.volume_id))?;
@@ -834,7 +911,47 @@ impl Ec2 {
             cur.iops = iops;
             cur.throughput = throughput;
             tx.put_volume(&cur)
-        })?;
+        };
+        if new_size != v.size_bytes {
+            let image = self.open_image(caller, &v, None)?.0;
+            refuse_rekeying(&image, &v.volume_id)?;
+            // The header changes before the record: a kill in between leaves the
+            // record behind the header, which recovery brings up to it.
+            let op = self.begin(
+                pending::PendingOp::ModifyVolume {
+                    volume_id: v.volume_id.clone(),
+                    original_size: v.size_bytes,
+                    target_size: new_size,
+                    volume_type: volume_type.clone(),
+                    iops,
+                    throughput,
+                },
+                |_| Ok(()),
+            )?;
+            if let Err(e) = image.grow(new_size) {
+                // The header still has the old size (grow writes it last), or the
+                // new one if only a copy's fsync failed: the record follows it.
+                let now = image.size();
+                let settled = self.finish(op, |tx| {
+                    if now == new_size {
+                        update(tx)?;
+                    }
+                    Ok(())
+                });
+                return Err(match settled {
+                    Ok(()) => e,
+                    Err(e2) => e.context(format!(
+                        "{}: the record is reconciled with the image by the next command ({})",
+                        v.volume_id,
+                        e2.message()
+                    )),
+                });
+            }
+            self.finish(op, update)?;
+        } else {
+            self.write(update)?;
+        }
+        let original = v.clone();
         Ok(ModifyVolumeResponse {
             volume_modification: VolumeModification {
                 volume_id: v.volume_id.clone(),
@@ -1061,20 +1178,43 @@ impl Ec2 {
     }
 }
 
-/// Counts the items of one long operation and reports them.
+/// Counts the items of one long operation, reports them, and stops the operation
+/// when it is cancelled.
 pub(crate) struct Counter<'a> {
+    ec2: &'a Ec2,
     report: Option<&'a ProgressFn>,
     what: String,
     total: u64,
     done: std::sync::atomic::AtomicU64,
+    cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// A pending snapshot whose recorded progress follows this counter.
+    snapshot: Option<String>,
 }
 
 impl Counter<'_> {
-    pub(crate) fn step(&self) {
+    /// Records progress in the pending snapshot `id` (every 10%).
+    pub(crate) fn for_snapshot(mut self, id: &str) -> Self {
+        self.snapshot = Some(id.to_string());
+        self
+    }
+
+    /// One item is about to be done: fails with Interrupted if the operation was
+    /// cancelled.
+    pub(crate) fn step(&self) -> Result<()> {
+        self.ec2.check_cancel(self.cancel)?;
         let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if let Some(r) = self.report {
             r(&self.what, n, self.total);
         }
+        if let Some(id) = &self.snapshot
+            && self.total > 0
+        {
+            let pct = |k: u64| (k * 100 / self.total) as u32;
+            if pct(n) / 10 != pct(n - 1) / 10 && pct(n) < 100 {
+                self.ec2.record_progress(id, pct(n))?;
+            }
+        }
+        Ok(())
     }
 }
 

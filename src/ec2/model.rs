@@ -265,6 +265,31 @@ pub struct SnapshotRecord {
     pub tags: Vec<Tag>,
     /// Block index (offset / 512 KiB) → SHA-256 of the stored block; absent = zeros.
     pub blocks: std::collections::BTreeMap<u64, String>,
+    /// `pending` while its blocks are written, `completed` once its manifest is
+    /// committed, `error` when it was interrupted (records from before states were
+    /// kept are completed).
+    #[serde(default = "completed")]
+    pub state: String,
+    /// Why a snapshot is in the `error` state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_message: Option<String>,
+    /// Percent of its blocks written (100 once completed).
+    #[serde(default = "hundred")]
+    pub progress: u32,
+}
+
+fn completed() -> String {
+    "completed".into()
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+impl SnapshotRecord {
+    pub fn is_completed(&self) -> bool {
+        self.state == "completed"
+    }
 }
 
 /// `Snapshot` in EC2's DescribeSnapshots / CreateSnapshot / CopySnapshot responses.
@@ -280,6 +305,8 @@ pub struct Snapshot {
     pub snapshot_id: String,
     pub start_time: crate::kms::api::Time,
     pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_message: Option<String>,
     pub volume_id: String,
     pub volume_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -299,10 +326,11 @@ impl Snapshot {
             encrypted: r.encrypted,
             kms_key_id: r.kms_key_arn.clone(),
             owner_id: owner.into(),
-            progress: "100%".into(),
+            progress: format!("{}%", r.progress),
             snapshot_id: r.snapshot_id.clone(),
             start_time: crate::kms::api::Time(r.start_time),
-            state: "completed".into(),
+            state: r.state.clone(),
+            state_message: r.state_message.clone(),
             volume_id: r.volume_id.clone(),
             volume_size: r.size_bytes.div_ceil(GIB),
             data_encryption_key_id: r.data_key_id.clone(),

@@ -19,6 +19,15 @@ use std::path::Path;
 
 const U: usize = DATA_UNIT as usize;
 
+/// What a collection of unreferenced snapshot blocks removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Collected {
+    pub blocks: u64,
+    pub bytes: u64,
+    pub temporary_files: u64,
+}
+
 /// How a new volume is filled from a snapshot.
 pub(super) struct RestoreSource {
     /// Same KMS key as the snapshot: the snapshot's data key, re-wrapped for the new
@@ -93,6 +102,33 @@ impl Ec2 {
             .into_iter()
             .find(|s| s.snapshot_id == id)
             .ok_or_else(|| snapshot_not_found(id))
+    }
+
+    /// A snapshot that can be read: restored, copied, compared. AWS refuses one
+    /// that is still `pending` or ended in `error`.
+    pub(super) fn completed_snapshot(&self, id: &str) -> Result<SnapshotRecord> {
+        let s = self.snapshot_record(id)?;
+        if s.is_completed() {
+            Ok(s)
+        } else {
+            Err(err(
+                ErrorKind::IncorrectState,
+                format!("Snapshot '{id}' is in the '{}' state.", s.state),
+            ))
+        }
+    }
+
+    /// Records the progress of a pending snapshot.
+    pub(super) fn record_progress(&self, id: &str, pct: u32) -> Result<()> {
+        self.write(|tx| {
+            if let Some(mut s) = tx.snapshots()?.into_iter().find(|s| s.snapshot_id == id)
+                && s.state == "pending"
+            {
+                s.progress = pct;
+                tx.put_snapshot(&s)?;
+            }
+            Ok(())
+        })
     }
 
     /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
@@ -192,13 +228,24 @@ impl Ec2 {
                 .expect("encrypted images come with their key")
                 .duplicate())
         })?;
+        // Readers hold the store shared, so no collector removes a block of `s`
+        // (deleted meanwhile) under them; `s` is re-read under the lock.
+        let _reading = self.blocks.share()?;
+        let s = &self.completed_snapshot(&s.snapshot_id)?;
         let blocks: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
-        let counter = self.progress(&format!("restoring {}", s.snapshot_id), blocks.len() as u64);
+        let counter = self.progress(
+            &format!("restoring {}", s.snapshot_id),
+            blocks.len() as u64,
+            None,
+        );
         blocks
             .par_iter()
             .try_for_each(|(b, digest)| -> Result<()> {
-                counter.step();
-                let mut bytes = self.blocks.get(digest)?;
+                counter.step()?;
+                let mut bytes = self
+                    .blocks
+                    .get(digest)
+                    .map_err(|e| e.context(format!("{} block {b}", s.snapshot_id)))?;
                 let offset = b * BLOCK;
                 if let Some(x) = &src.source_xts {
                     decrypt_stored(x, offset / DATA_UNIT, &mut bytes);
@@ -239,31 +286,128 @@ impl Ec2 {
         }
         let (image, _) = self.open_image(caller, &v, None)?;
         super::refuse_rekeying(&image, volume_id)?;
-        self.snapshot_image(&image, &v, description, tags)
+        self.snapshot_image(&image, &v, description, tags, None)
     }
 
     /// Snapshot of a volume attached in this process: its writes are held for the
-    /// cut, so the snapshot is crash-consistent.
+    /// cut, so the snapshot is crash-consistent. Setting `cancel` stops it (its
+    /// client went away): nothing is committed and its blocks are collected.
     pub fn create_snapshot_of(
         &self,
         attachment: &super::Attachment,
         description: &str,
         tags: Vec<Tag>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Snapshot> {
         let v = self.record(attachment.volume_id())?;
-        self.snapshot_image(attachment.image(), &v, description, tags)
+        self.snapshot_image(attachment.image(), &v, description, tags, cancel)
     }
 
+    /// Takes the snapshot: a `pending` record first (with the operation's lock, so
+    /// an interruption is recovered), the blocks, one `syncfs`, then the manifest
+    /// and `completed` in one transaction. On any failure the record is removed and
+    /// the blocks written are collected.
     fn snapshot_image(
         &self,
         image: &Image,
         v: &VolumeRecord,
         description: &str,
         tags: Vec<Tag>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Snapshot> {
+        self.check_cancel(cancel)?;
         let snapshot_id = new_id("snap");
         let header = image.header();
-        let held = image.hold_writes()?;
+        let writing = self.blocks.share()?;
+        let mut record = SnapshotRecord {
+            snapshot_id: snapshot_id.clone(),
+            volume_id: v.volume_id.clone(),
+            size_bytes: image.size(),
+            start_time: self.kms.clock().now(),
+            description: description.into(),
+            encrypted: v.encrypted,
+            kms_key_arn: v.kms_key_arn.clone(),
+            wrapped_key: v.encrypted.then(|| header.wrapped_key.clone()),
+            key_context_id: v.encrypted.then(|| v.volume_id.clone()),
+            data_key_id: v.data_key_id.clone(),
+            parent: None,
+            tags,
+            blocks: BTreeMap::new(),
+            state: "pending".into(),
+            state_message: None,
+            progress: 0,
+        };
+        let op = self.begin(
+            super::pending::PendingOp::CreateSnapshot {
+                snapshot_id: snapshot_id.clone(),
+            },
+            |tx| tx.put_snapshot(&record),
+        )?;
+        let held = match image.hold_writes() {
+            Ok(h) => h,
+            Err(e) => return Err(self.abort_snapshot(op, &snapshot_id, writing, e)),
+        };
+        match self.snapshot_blocks(image, v, &snapshot_id, cancel) {
+            Ok((blocks, parent)) => {
+                record.blocks = blocks;
+                record.parent = parent;
+                record.size_bytes = image.size();
+            }
+            Err(e) => {
+                drop(held);
+                return Err(self.abort_snapshot(op, &snapshot_id, writing, e));
+            }
+        }
+        record.state = "completed".into();
+        record.progress = 100;
+        // The last moment a cancel is honoured: after it, the snapshot commits.
+        if let Err(e) = self.check_cancel(cancel).and_then(|()| self.blocks.sync()) {
+            drop(held);
+            return Err(self.abort_snapshot(op, &snapshot_id, writing, e));
+        }
+        if let Err((op, e)) = self.finish_or_keep(op, |tx| tx.put_snapshot(&record)) {
+            drop(held);
+            return Err(self.abort_snapshot(op, &snapshot_id, writing, e));
+        }
+        drop(writing);
+        // A crash before this line keeps the old marks: the next snapshot copies a
+        // superset against the same (still existing) base.
+        image.reset_tracking(Some(&snapshot_id))?;
+        drop(held);
+        Ok(Snapshot::from_record(&record, self.kms.account_id()))
+    }
+
+    /// Undoes a snapshot or copy that failed or was cancelled: its record goes, in
+    /// the transaction that ends its pending operation, then its blocks are
+    /// collected (now, or by the next collection if another writer runs).
+    fn abort_snapshot(
+        &self,
+        op: super::pending::Pending,
+        snapshot_id: &str,
+        writing: crate::snapshot::BlockLock,
+        cause: Error,
+    ) -> Error {
+        let removed = self.finish(op, |tx| tx.delete_snapshot(snapshot_id));
+        drop(writing);
+        let collected = self.collect_blocks();
+        match (removed, collected) {
+            (Ok(()), Ok(_)) => cause,
+            (Err(e), _) | (_, Err(e)) => cause.context(format!(
+                "{snapshot_id} could not be cleaned up ({}); ebsim ec2 cleanup finishes it",
+                e.message()
+            )),
+        }
+    }
+
+    /// Stores every changed (or, for a full snapshot, every allocated) block of
+    /// `image`; returns the manifest and the parent it is incremental to.
+    fn snapshot_blocks(
+        &self,
+        image: &Image,
+        v: &VolumeRecord,
+        snapshot_id: &str,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(BTreeMap<u64, String>, Option<String>)> {
         let changes = image.changes();
         let size = image.size();
         let parent = changes
@@ -271,7 +415,10 @@ impl Ec2 {
             .as_deref()
             .and_then(|b| self.snapshot_record(b).ok())
             .filter(|p| {
-                p.data_key_id == v.data_key_id && p.encrypted == v.encrypted && p.size_bytes <= size
+                p.is_completed()
+                    && p.data_key_id == v.data_key_id
+                    && p.encrypted == v.encrypted
+                    && p.size_bytes <= size
             });
         let (mut blocks, todo): (BTreeMap<u64, String>, Vec<u64>) = match &parent {
             Some(p) => (p.blocks.clone(), changes.blocks.clone()),
@@ -284,11 +431,17 @@ impl Ec2 {
                 (BTreeMap::new(), all)
             }
         };
-        let counter = self.progress(&format!("snapshot of {}", v.volume_id), todo.len() as u64);
+        let counter = self
+            .progress(
+                &format!("snapshot of {}", v.volume_id),
+                todo.len() as u64,
+                cancel,
+            )
+            .for_snapshot(snapshot_id);
         let stored: Vec<(u64, Option<String>)> = crate::snapshot::io_pool().install(|| {
             todo.par_iter()
                 .map(|&b| -> Result<(u64, Option<String>)> {
-                    counter.step();
+                    counter.step()?;
                     let len = BLOCK.min(size - b * BLOCK) as usize;
                     let mut buf = vec![0u8; len];
                     image.read_stored(b * BLOCK, &mut buf)?;
@@ -307,28 +460,7 @@ impl Ec2 {
             };
         }
         blocks.retain(|b, _| b * BLOCK < size);
-        self.blocks.sync()?;
-        let record = SnapshotRecord {
-            snapshot_id: snapshot_id.clone(),
-            volume_id: v.volume_id.clone(),
-            size_bytes: size,
-            start_time: self.kms.clock().now(),
-            description: description.into(),
-            encrypted: v.encrypted,
-            kms_key_arn: v.kms_key_arn.clone(),
-            wrapped_key: v.encrypted.then(|| header.wrapped_key.clone()),
-            key_context_id: v.encrypted.then(|| v.volume_id.clone()),
-            data_key_id: v.data_key_id.clone(),
-            parent: parent.map(|p| p.snapshot_id),
-            tags,
-            blocks,
-        };
-        self.write(|tx| tx.put_snapshot(&record))?;
-        // A crash before this line keeps the old marks: the next snapshot copies a
-        // superset against the same (still existing) base.
-        image.reset_tracking(Some(&snapshot_id))?;
-        drop(held);
-        Ok(Snapshot::from_record(&record, self.kms.account_id()))
+        Ok((blocks, parent.map(|p| p.snapshot_id)))
     }
 
     // ---- DescribeSnapshots / DeleteSnapshot / ListChangedBlocks ------------
@@ -369,7 +501,7 @@ impl Ec2 {
             let values: Vec<String> = match f.name.as_str() {
                 "snapshot-id" => vec![s.snapshot_id.clone()],
                 "volume-id" => vec![s.volume_id.clone()],
-                "status" => vec!["completed".into()],
+                "status" => vec![s.state.clone()],
                 "encrypted" => vec![s.encrypted.to_string()],
                 "kms-key-id" => s.kms_key_arn.clone().into_iter().collect(),
                 "description" => vec![s.description.clone()],
@@ -397,49 +529,85 @@ impl Ec2 {
         })
     }
 
-    /// Deletes a snapshot and every block no other snapshot of the region uses.
+    /// Deletes a snapshot, then collects the blocks no other snapshot uses (at once
+    /// if no snapshot, copy or restore is running, else at the next collection).
+    /// A snapshot still being written is refused; one that ended in `error` (its
+    /// process was killed) can be deleted.
     pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        let snap = self.snapshot_record(snapshot_id)?;
-        let orphans = self.write(|tx| {
-            tx.delete_snapshot(snapshot_id)?;
-            let used: HashSet<String> = tx
+        self.snapshot_record(snapshot_id)?;
+        let live = self.live_resources()?;
+        self.write(|tx| {
+            let cur = tx
                 .snapshots()?
                 .into_iter()
-                .flat_map(|s| s.blocks.into_values())
-                .collect();
-            Ok(snap
-                .blocks
-                .values()
-                .filter(|d| !used.contains(*d))
-                .cloned()
-                .collect::<HashSet<String>>())
+                .find(|s| s.snapshot_id == snapshot_id)
+                .ok_or_else(|| snapshot_not_found(snapshot_id))?;
+            if cur.state == "pending" && live.contains(snapshot_id) {
+                return Err(err(
+                    ErrorKind::IncorrectState,
+                    format!("Snapshot '{snapshot_id}' is in the 'pending' state."),
+                ));
+            }
+            tx.delete_snapshot(snapshot_id)
         })?;
-        // After the commit: a crash here leaves unreferenced blocks, which the next
-        // delete's collection does not see; `gc_blocks` sweeps them.
-        for d in orphans {
-            self.blocks.delete(&d)?;
-        }
+        // After the commit: a crash before the collection leaves unreferenced
+        // blocks, which the request below (or `ebsim ec2 cleanup`) collects.
+        self.request_block_collection()?;
+        self.collect_blocks()?;
         Ok(())
     }
 
-    /// Removes every stored block no snapshot references.
-    pub fn gc_blocks(&self) -> Result<usize> {
+    /// Asks for a collection of unreferenced blocks (recorded in `ec2.db`, so the
+    /// next command that opens the region runs it if this one cannot).
+    pub(super) fn request_block_collection(&self) -> Result<()> {
+        self.write(|tx| tx.put_setting(super::COLLECT_BLOCKS, Some("true")))
+    }
+
+    pub(super) fn block_collection_requested(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .lock()
+            .expect("ec2 store")
+            .setting(super::COLLECT_BLOCKS)?
+            .is_some())
+    }
+
+    /// Removes every stored block no completed snapshot references, and block
+    /// files left under a temporary name, holding the store's exclusive lock so no
+    /// snapshot, copy or restore runs meanwhile. When one runs, nothing is removed
+    /// and the collection stays requested; returns None then.
+    pub fn collect_blocks(&self) -> Result<Option<Collected>> {
+        let Some(_exclusive) = self.blocks.try_exclusive()? else {
+            self.request_block_collection()?;
+            return Ok(None);
+        };
+        // Under the lock no operation writes blocks, and every snapshot still
+        // `pending` belongs to a process that died before committing a manifest:
+        // only completed snapshots name blocks.
         let used: HashSet<String> = self
             .store
             .lock()
             .expect("ec2 store")
             .snapshots()?
             .into_iter()
+            .filter(|s| s.is_completed())
             .flat_map(|s| s.blocks.into_values())
             .collect();
-        let mut n = 0;
+        let mut out = Collected::default();
         for d in self.blocks.list()? {
             if !used.contains(&d) {
+                out.bytes += self.blocks.block_len(&d);
                 self.blocks.delete(&d)?;
-                n += 1;
+                out.blocks += 1;
             }
         }
-        Ok(n)
+        for tmp in self.blocks.temporary_files() {
+            if std::fs::remove_file(&tmp).is_ok() {
+                out.temporary_files += 1;
+            }
+        }
+        self.write(|tx| tx.put_setting(super::COLLECT_BLOCKS, None))?;
+        Ok(Some(out))
     }
 
     /// EBS direct API ListChangedBlocks: the 512 KiB blocks that differ between two
@@ -449,8 +617,8 @@ impl Ec2 {
         first: &str,
         second: &str,
     ) -> Result<ListChangedBlocksResponse> {
-        let a = self.snapshot_record(first)?;
-        let b = self.snapshot_record(second)?;
+        let a = self.completed_snapshot(first)?;
+        let b = self.completed_snapshot(second)?;
         if a.data_key_id != b.data_key_id || a.encrypted != b.encrypted {
             return Err(err(
                 ErrorKind::InvalidParameterValue,
@@ -512,7 +680,7 @@ impl Ec2 {
             other = Ec2::new(&self.root, kms)?;
             &other
         };
-        let s = source.snapshot_record(source_snapshot_id)?;
+        let s = source.completed_snapshot(source_snapshot_id)?;
         if s.encrypted && encrypted == Some(false) {
             return Err(err(
                 ErrorKind::InvalidParameterValue,
@@ -561,7 +729,16 @@ impl Ec2 {
             parent: None,
             tags,
             blocks: BTreeMap::new(),
+            state: "completed".into(),
+            state_message: None,
+            progress: 100,
         };
+        // Both stores are held shared until the copy is committed: no collector
+        // removes a source block (its snapshot deleted meanwhile) or a block this
+        // copy wrote or counts on. The source is re-read under its lock.
+        let reading = source.blocks.share()?;
+        let writing = self.blocks.share()?;
+        let s = source.completed_snapshot(source_snapshot_id)?;
         let same_key = same_region && s.kms_key_arn == key_arn;
         if same_key {
             // Same region, same key (or both unencrypted): a new id over the same
@@ -588,6 +765,7 @@ impl Ec2 {
             record.blocks = s.blocks.clone();
             record.parent = Some(s.snapshot_id.clone());
             self.write(|tx| tx.put_snapshot(&record))?;
+            drop((writing, reading));
             return Ok(Snapshot::from_record(&record, self.kms.account_id()));
         }
         // A full copy under a new data key. Every KMS call first: a refusal leaves
@@ -612,14 +790,36 @@ impl Ec2 {
             }
             None => None,
         };
+        // Recorded as `pending` before the first block is written: the copy owns
+        // its blocks from here until it commits, or is undone.
+        let pending_record = SnapshotRecord {
+            state: "pending".into(),
+            progress: 0,
+            ..record.clone()
+        };
+        let op = self.begin(
+            super::pending::PendingOp::CopySnapshot {
+                snapshot_id: snapshot_id.clone(),
+            },
+            |tx| tx.put_snapshot(&pending_record),
+        )?;
         let items: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
-        let counter = self.progress(&format!("copying {source_snapshot_id}"), items.len() as u64);
+        let counter = self
+            .progress(
+                &format!("copying {source_snapshot_id}"),
+                items.len() as u64,
+                None,
+            )
+            .for_snapshot(&snapshot_id);
         let copied = crate::snapshot::io_pool().install(|| {
             items
                 .par_iter()
                 .map(|(b, d)| -> Result<(u64, String)> {
-                    counter.step();
-                    let mut bytes = source.blocks.get(d)?;
+                    counter.step()?;
+                    let mut bytes = source
+                        .blocks
+                        .get(d)
+                        .map_err(|e| e.context(format!("{source_snapshot_id} block {b}")))?;
                     let first_unit = b * BLOCK / DATA_UNIT;
                     if let Some(x) = &source_xts {
                         decrypt_stored(x, first_unit, &mut bytes);
@@ -635,17 +835,19 @@ impl Ec2 {
                 })
                 .collect::<Result<Vec<_>>>()
         });
-        match copied {
-            Ok(list) => {
-                record.blocks = list.into_iter().collect();
-                self.blocks.sync()?;
-                self.write(|tx| tx.put_snapshot(&record))?;
-                Ok(Snapshot::from_record(&record, self.kms.account_id()))
-            }
-            Err(e) => {
-                let _ = self.gc_blocks();
-                Err(e)
-            }
+        drop(reading);
+        let list = match copied
+            .and_then(|list| self.check_cancel(None).map(|()| list))
+            .and_then(|list| self.blocks.sync().map(|()| list))
+        {
+            Ok(list) => list,
+            Err(e) => return Err(self.abort_snapshot(op, &snapshot_id, writing, e)),
+        };
+        record.blocks = list.into_iter().collect();
+        if let Err((op, e)) = self.finish_or_keep(op, |tx| tx.put_snapshot(&record)) {
+            return Err(self.abort_snapshot(op, &snapshot_id, writing, e));
         }
+        drop(writing);
+        Ok(Snapshot::from_record(&record, self.kms.account_id()))
     }
 }

@@ -5,12 +5,50 @@
 //! see the old or the new record, never half of one.
 
 use super::model::{SnapshotRecord, VolumeRecord};
+use super::pending::PendingRecord;
 use crate::error::Result;
+use crate::home::DataRoot;
+use crate::home::stores::StoreSpec;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub struct Store {
     conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "PRAGMA journal_mode = WAL;
+     CREATE TABLE volumes (volume_id TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE snapshots (snapshot_id TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE pending (id TEXT PRIMARY KEY, record TEXT NOT NULL);";
+
+/// Why `regions/<region>/ec2.db` must have existed: the region has volume images
+/// or snapshot blocks, which only a volume service with a store makes.
+fn evidence(region_dir: &Path) -> Option<String> {
+    let images = std::fs::read_dir(region_dir.join("volumes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.ends_with(".img") && n.trim_start_matches('.').starts_with("vol-")
+        })
+        .count();
+    if images > 0 {
+        return Some(format!(
+            "{images} volume image(s) exist in {}",
+            region_dir.join("volumes").display()
+        ));
+    }
+    let blocks = region_dir.join("snapshots").join("blocks");
+    let any_block = std::fs::read_dir(&blocks)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().is_dir());
+    any_block.then(|| format!("snapshot blocks exist in {}", blocks.display()))
 }
 
 pub struct Tx<'a> {
@@ -18,49 +56,70 @@ pub struct Tx<'a> {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| crate::Error::io(format!("cannot chmod {}", path.display()), e))?;
-        }
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS volumes (volume_id TEXT PRIMARY KEY, record TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS snapshots (snapshot_id TEXT PRIMARY KEY, record TEXT NOT NULL);",
-        )?;
-        Ok(Store { conn })
+    /// Opens the region's store; it is created only when the region never had one
+    /// (a missing, empty or foreign file is a damaged data root: exit code 253).
+    pub fn open(root: &DataRoot, region: &str) -> Result<Self> {
+        let region_dir = root.region_dir(region)?;
+        let relative = format!("regions/{region}/ec2.db");
+        let path = root.path().join(&relative);
+        let ev = move |_: &Path| evidence(&region_dir);
+        let (conn, _) = root.open_store(&StoreSpec {
+            relative,
+            schema: SCHEMA,
+            tables: &["volumes", "settings", "snapshots"],
+            evidence: &ev,
+        })?;
+        let setup = || -> Result<()> {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            // Stores made before pending operations were recorded.
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, record TEXT NOT NULL);",
+            )?;
+            Ok(())
+        };
+        setup().map_err(|e| e.in_store(&path))?;
+        Ok(Store { conn, path })
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
-        list(&self.conn)
+        list(&self.conn).map_err(|e| e.in_store(&self.path))
     }
 
     pub fn volume(&self, id: &str) -> Result<Option<VolumeRecord>> {
-        get(&self.conn, id)
+        get(&self.conn, id).map_err(|e| e.in_store(&self.path))
     }
 
     pub fn setting(&self, name: &str) -> Result<Option<String>> {
-        setting(&self.conn, name)
+        setting(&self.conn, name).map_err(|e| e.in_store(&self.path))
     }
 
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
-        snapshots(&self.conn)
+        snapshots(&self.conn).map_err(|e| e.in_store(&self.path))
+    }
+
+    pub fn pending(&self) -> Result<Vec<PendingRecord>> {
+        pending(&self.conn).map_err(|e| e.in_store(&self.path))
     }
 
     /// Runs `f` in one immediate (write-locked) transaction; commits if it returns Ok.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut t = Tx { tx };
-        let out = f(&mut t)?;
-        t.tx.commit()?;
-        Ok(out)
+        let path = self.path.clone();
+        let run = || -> Result<T> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut t = Tx { tx };
+            let out = f(&mut t)?;
+            t.tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| e.in_store(&path))
     }
 }
 
@@ -108,6 +167,25 @@ impl Tx<'_> {
     pub fn delete_snapshot(&mut self, id: &str) -> Result<()> {
         self.tx
             .execute("DELETE FROM snapshots WHERE snapshot_id = ?1", params![id])?;
+        Ok(())
+    }
+
+    pub fn pending(&self) -> Result<Vec<PendingRecord>> {
+        pending(&self.tx)
+    }
+
+    pub fn put_pending(&mut self, p: &PendingRecord) -> Result<()> {
+        let json = serde_json::to_string(p).expect("records serialize");
+        self.tx.execute(
+            "INSERT OR REPLACE INTO pending (id, record) VALUES (?1, ?2)",
+            params![p.id, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_pending(&mut self, id: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM pending WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -159,6 +237,20 @@ fn snapshots(conn: &Connection) -> Result<Vec<SnapshotRecord>> {
     for row in rows {
         out.push(serde_json::from_str(&row?).map_err(|e| {
             crate::Error::environment(format!("a snapshot record in ec2.db is not readable: {e}"))
+        })?);
+    }
+    Ok(out)
+}
+
+fn pending(conn: &Connection) -> Result<Vec<PendingRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM pending ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?).map_err(|e| {
+            crate::Error::environment(format!(
+                "a pending operation in ec2.db is not readable: {e}"
+            ))
         })?);
     }
     Ok(out)

@@ -90,6 +90,7 @@ impl<'a> NewEntity<'a> {
 /// The IAM database of a data root.
 pub struct Iam {
     conn: Connection,
+    path: std::path::PathBuf,
 }
 
 fn no_such(kind: EntityKind, name: &str) -> Error {
@@ -159,23 +160,27 @@ fn random_id(prefix: &str) -> String {
 }
 
 impl Iam {
+    /// Opens the data root's `iam.db`; it is created only when the data root never
+    /// had one (a missing, empty or foreign file is a damaged data root, 253).
     pub fn open(root: &DataRoot) -> Result<Self> {
         let path = root.path().join("iam.db");
-        let conn = Connection::open(&path)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| Error::io(format!("cannot chmod {}", path.display()), e))?;
-        }
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS entities (
-                 account TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, json TEXT NOT NULL,
-                 PRIMARY KEY (account, kind, name)) WITHOUT ROWID;",
-        )?;
-        Ok(Iam { conn })
+        let none = |_: &std::path::Path| None;
+        let (conn, _) = root.open_store(&crate::home::stores::StoreSpec {
+            relative: "iam.db".into(),
+            schema: "PRAGMA journal_mode = WAL;
+                     CREATE TABLE entities (
+                         account TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, json TEXT NOT NULL,
+                         PRIMARY KEY (account, kind, name)) WITHOUT ROWID;",
+            tables: &["entities"],
+            evidence: &none,
+        })?;
+        let setup = || -> Result<()> {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            Ok(())
+        };
+        setup().map_err(|e| e.in_store(&path))?;
+        Ok(Iam { conn, path })
     }
 
     /// A user or role, if it exists.
@@ -187,7 +192,8 @@ impl Iam {
                 params![account, kind.as_str(), name],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()
+            .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))?;
         json.map(|j| {
             serde_json::from_str(&j).map_err(|e| {
                 Error::environment(format!("iam.db holds a damaged {}: {e}", kind.as_str()))
@@ -210,20 +216,25 @@ impl Iam {
                 e.name,
                 serde_json::to_string(e).expect("entities serialize")
             ],
-        )?;
+        )
+        .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))?;
         Ok(())
     }
 
     pub fn list(&self, account: &str, kind: EntityKind) -> Result<Vec<Entity>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT json FROM entities WHERE account = ?1 AND kind = ?2 ORDER BY name")?;
-        let rows = stmt.query_map(params![account, kind.as_str()], |r| r.get::<_, String>(0))?;
-        rows.map(|j| {
-            serde_json::from_str(&j?)
-                .map_err(|e| Error::environment(format!("iam.db holds a damaged entry: {e}")))
-        })
-        .collect()
+        let run = || -> Result<Vec<Entity>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT json FROM entities WHERE account = ?1 AND kind = ?2 ORDER BY name",
+            )?;
+            let rows =
+                stmt.query_map(params![account, kind.as_str()], |r| r.get::<_, String>(0))?;
+            rows.map(|j| {
+                serde_json::from_str(&j?)
+                    .map_err(|e| Error::environment(format!("iam.db holds a damaged entry: {e}")))
+            })
+            .collect()
+        };
+        run().map_err(|e| e.in_store(&self.path))
     }
 
     /// The inline identity policies that apply to `p` (none for the account root and
@@ -362,10 +373,12 @@ impl Iam {
                 "Cannot delete entity, must delete policies first.",
             ));
         }
-        self.conn.execute(
-            "DELETE FROM entities WHERE account = ?1 AND kind = ?2 AND name = ?3",
-            params![caller.account(), kind.as_str(), name],
-        )?;
+        self.conn
+            .execute(
+                "DELETE FROM entities WHERE account = ?1 AND kind = ?2 AND name = ?3",
+                params![caller.account(), kind.as_str(), name],
+            )
+            .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))?;
         Ok(())
     }
 

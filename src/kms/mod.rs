@@ -239,8 +239,10 @@ impl Kms {
         crate::home::validate_account_id(account_id)?;
         let rk = RootKey::load_or_create(root)?;
         let dir = root.region_dir(region)?;
-        let store = Store::open(&dir.join("kms.db"), &rk)?;
-        store.bind_account(account_id)?;
+        let store = Store::open_region(root, region, &rk)?;
+        store
+            .bind_account(account_id)
+            .map_err(|e| e.in_store(&dir.join("kms.db")))?;
         let audit = audit::AuditLog::open(&dir.join("cloudtrail.jsonl"))?;
         Ok(Kms {
             region: region.to_string(),

@@ -50,11 +50,21 @@ impl RootKey {
         match std::fs::read(&path) {
             Ok(bytes) => Self::parse(Zeroizing::new(bytes), path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let stores: Vec<String> = root
+                let mut stores: Vec<String> = root
                     .existing_regions()
                     .into_iter()
                     .filter(|r| root.path().join("regions").join(r).join("kms.db").exists())
                     .collect();
+                // Stores that were created, even if their files are gone too.
+                for s in root.registered_stores()? {
+                    if let Some(r) = s
+                        .strip_prefix("regions/")
+                        .and_then(|r| r.strip_suffix("/kms.db"))
+                        && !stores.iter().any(|x| x == r)
+                    {
+                        stores.push(r.to_string());
+                    }
+                }
                 if !stores.is_empty() {
                     return Err(Error::environment(format!(
                         "the root key {} is missing, but KMS stores exist for {}; \
@@ -154,32 +164,76 @@ pub struct StoreKeys<'a> {
     index_key: &'a SecretBytes,
 }
 
+const SCHEMA: &str = "PRAGMA journal_mode = WAL;
+     CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE objects (
+         kind INTEGER NOT NULL, id BLOB NOT NULL, sealed BLOB NOT NULL,
+         PRIMARY KEY (kind, id)) WITHOUT ROWID;";
+
+/// Why `regions/<region>/kms.db` must have existed: the region has an audit log
+/// with records, or a volume store (which is only made after the KMS).
+fn evidence(region_dir: &Path) -> Option<String> {
+    let trail = region_dir.join("cloudtrail.jsonl");
+    if std::fs::metadata(&trail).is_ok_and(|m| m.len() > 0) {
+        return Some(format!("the audit log {} has records", trail.display()));
+    }
+    let ec2 = region_dir.join("ec2.db");
+    ec2.exists()
+        .then(|| format!("the volume store {} exists", ec2.display()))
+}
+
 impl Store {
+    /// Opens the KMS store of `region`; it is created only when the region never
+    /// had one (a missing, empty or foreign file is a damaged data root, 253).
+    pub fn open_region(root: &DataRoot, region: &str, rk: &RootKey) -> Result<Self> {
+        let region_dir = root.region_dir(region)?;
+        let relative = format!("regions/{region}/kms.db");
+        let ev = move |_: &Path| evidence(&region_dir);
+        let (conn, _) = root.open_store(&crate::home::stores::StoreSpec {
+            relative: relative.clone(),
+            schema: SCHEMA,
+            tables: &["meta", "objects"],
+            evidence: &ev,
+        })?;
+        Self::with_connection(conn, &root.path().join(relative), rk)
+    }
+
+    /// Opens the store file at `path` directly (tests); created if missing.
     pub fn open(path: &Path, root: &RootKey) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let conn =
+            Connection::open(path).map_err(|e| crate::home::stores::sqlite_error(path, e))?;
         // Make the file private before anything is written to it.
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| Error::io(format!("cannot chmod {}", path.display()), e))?;
         }
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS objects (
                  kind INTEGER NOT NULL, id BLOB NOT NULL, sealed BLOB NOT NULL,
                  PRIMARY KEY (kind, id)) WITHOUT ROWID;",
-        )?;
+        )
+        .map_err(|e| crate::home::stores::sqlite_error(path, e))?;
+        Self::with_connection(conn, path, root)
+    }
+
+    fn with_connection(conn: Connection, path: &Path, root: &RootKey) -> Result<Self> {
+        let setup = || -> Result<()> {
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "secure_delete", "ON")?;
+            Ok(())
+        };
+        setup().map_err(|e| e.in_store(path))?;
         let store = Store {
             conn,
             seal_key: root.derive(b"store seal v1"),
             index_key: root.derive(b"store index v1"),
             path: path.to_path_buf(),
         };
-        store.check_root(root)?;
+        store.check_root(root).map_err(|e| e.in_store(path))?;
         Ok(store)
     }
 
@@ -248,14 +302,14 @@ impl Store {
 
     /// SQLite's `data_version`: changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))
     }
 
     /// All rows of one kind, opened.
     pub fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<T>> {
-        list_in(&self.conn, &self.keys(), kind)
+        list_in(&self.conn, &self.keys(), kind).map_err(|e| e.in_store(&self.path))
     }
 
     /// Runs `f` in one immediate (write-locked) transaction; commits if it returns Ok.
@@ -264,13 +318,16 @@ impl Store {
             seal_key: &self.seal_key,
             index_key: &self.index_key,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut t = Tx { tx, store: &keys };
-        let out = f(&mut t)?;
-        t.tx.commit()?;
-        Ok(out)
+        let path = self.path.clone();
+        let conn = &mut self.conn;
+        let run = move || -> Result<T> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut t = Tx { tx, store: &keys };
+            let out = f(&mut t)?;
+            t.tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| e.in_store(&path))
     }
 }
 

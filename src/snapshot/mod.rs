@@ -59,7 +59,80 @@ pub struct LocalStore {
     direct: AtomicBool,
 }
 
+/// A lock on the block store (`DIR/.lock`, flock): shared while a snapshot, copy
+/// or restore writes or reads blocks, exclusive while unreferenced blocks are
+/// collected. So a collector never deletes a block that a running operation has
+/// just written, or found already there and counts on, but not yet named in a
+/// committed manifest.
+pub struct BlockLock(#[allow(dead_code)] File);
+
 impl LocalStore {
+    fn lock_file(&self) -> Result<File> {
+        let p = self.dir.join(".lock");
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| Error::io(format!("cannot open {}", p.display()), e))
+    }
+
+    /// Waits for, then holds, a shared lock: for the whole of an operation that
+    /// writes or reads blocks.
+    pub fn share(&self) -> Result<BlockLock> {
+        let f = self.lock_file()?;
+        f.lock_shared().map_err(|e| {
+            Error::io(
+                format!("cannot lock {}", self.dir.join(".lock").display()),
+                e,
+            )
+        })?;
+        Ok(BlockLock(f))
+    }
+
+    /// The exclusive lock if no operation holds the store now (None otherwise).
+    pub fn try_exclusive(&self) -> Result<Option<BlockLock>> {
+        let f = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(BlockLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(
+                format!("cannot lock {}", self.dir.join(".lock").display()),
+                e,
+            )),
+        }
+    }
+
+    /// Block files under a temporary name (a put that never reached its rename).
+    /// Only meaningful under the exclusive lock, when no put is running.
+    pub fn temporary_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if !sub.path().is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if f.file_name().to_string_lossy().starts_with(".tmp-") {
+                    out.push(f.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes a stored block takes (for reports).
+    pub fn block_len(&self, digest: &str) -> u64 {
+        self.path(digest)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
     pub fn open(dir: &Path) -> Result<Self> {
         crate::fsutil::ensure_private_dir(dir)?;
         Ok(LocalStore {
@@ -209,14 +282,22 @@ impl BlockStore for LocalStore {
     fn get(&self, digest_hex: &str) -> Result<Vec<u8>> {
         let path = self.path(digest_hex)?;
         let bytes = std::fs::read(&path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::SnapshotBlockCorrupt
+            } else {
+                ErrorKind::Internal
+            };
             Error::new(
-                ErrorKind::Internal,
-                format!("snapshot block {digest_hex} cannot be read: {e}"),
+                kind,
+                format!(
+                    "snapshot block {digest_hex} cannot be read ({}): {e}",
+                    path.display()
+                ),
             )
         })?;
         if digest(&bytes) != digest_hex {
             return Err(Error::new(
-                ErrorKind::Internal,
+                ErrorKind::SnapshotBlockCorrupt,
                 format!(
                     "snapshot block {digest_hex} is corrupt: its SHA-256 does not match ({})",
                     path.display()
@@ -237,6 +318,9 @@ impl BlockStore for LocalStore {
     fn list(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if !sub.path().is_dir() {
+                continue;
+            }
             for f in std::fs::read_dir(sub.path())
                 .into_iter()
                 .flatten()

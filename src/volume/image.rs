@@ -41,6 +41,9 @@ pub type Unlock<'a> = dyn FnMut(&Header) -> Result<SecretBytes> + 'a;
 pub struct Image {
     file: File,
     path: PathBuf,
+    /// Fixed at open (the header names it and never changes it); kept apart from
+    /// the header's lock so error paths that hold that lock can still name it.
+    volume_id: String,
     header: Mutex<Header>,
     size: AtomicU64,
     data_key: Option<SecretBytes>,
@@ -63,7 +66,11 @@ impl std::fmt::Debug for Image {
 }
 
 fn image_error(id: &str, what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::VolumeImage, format!("{id}: {what}"))
+    Error::new(ErrorKind::ImageCorrupt, format!("{id}: {what}"))
+}
+
+fn image_error_of(kind: ErrorKind, id: &str, what: impl std::fmt::Display) -> Error {
+    Error::new(kind, format!("{id}: {what}"))
 }
 
 thread_local! {
@@ -107,7 +114,7 @@ pub fn create_file(path: &Path, header: &Header, data_key: Option<&SecretBytes>)
     let mac_key = data_key.map(|k| MacKey::derive(k.expose(), &header.volume_id));
     let bytes = header
         .encode(mac_key.as_ref())
-        .map_err(|e| image_error(&header.volume_id, e))?;
+        .map_err(|e| image_error_of(ErrorKind::VolumeImage, &header.volume_id, e))?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -165,7 +172,8 @@ impl Image {
             .open(path)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    image_error(
+                    image_error_of(
+                        ErrorKind::ImageMissing,
                         volume_id,
                         format!("the image file {} is missing", path.display()),
                     )
@@ -200,7 +208,7 @@ impl Image {
                 .iter()
                 .find(|c| matches!(c, Err(HeaderError::Unsupported(_))))
             {
-                return Err(image_error(volume_id, e));
+                return Err(image_error_of(ErrorKind::ImageUnsupported, volume_id, e));
             }
             let why = |c: &std::result::Result<Parsed, HeaderError>| match c {
                 Err(e) => e.to_string(),
@@ -261,15 +269,18 @@ impl Image {
                 .len();
             let want = DATA_OFFSET + h.size;
             if len < want {
-                return Err(image_error(
+                return Err(image_error_of(
+                    ErrorKind::ImageTruncated,
                     volume_id,
                     format!("the image is truncated: {len} bytes, expected {want}"),
                 ));
             }
             let xts = match &key {
-                Some(k) => Some(Locked::new(
-                    Xts::new(k.expose()).map_err(|e| image_error(volume_id, e))?,
-                )),
+                Some(k) => {
+                    Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+                        image_error_of(ErrorKind::VolumeImage, volume_id, e)
+                    })?))
+                }
                 None => None,
             };
             let cbt = super::cbt::Cbt::open(path, h.size)?;
@@ -278,6 +289,7 @@ impl Image {
                 header: Mutex::new(h.clone()),
                 file,
                 path: path.to_path_buf(),
+                volume_id: volume_id.to_string(),
                 data_key: key,
                 xts,
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
@@ -311,8 +323,10 @@ impl Image {
         self.header.lock().expect("header lock").clone()
     }
 
-    fn volume_id(&self) -> String {
-        self.header.lock().expect("header lock").volume_id.clone()
+    /// The volume this image belongs to. Takes no lock: error paths run while the
+    /// header lock is held (grow, header updates).
+    pub fn volume_id(&self) -> &str {
+        &self.volume_id
     }
 
     fn check_range(&self, what: &str, offset: u64, len: u64) -> Result<()> {
@@ -682,7 +696,7 @@ impl Image {
         let mac_key = MacKey::derive(key.expose(), &next.volume_id);
         let bytes = next
             .encode(Some(&mac_key))
-            .map_err(|e| image_error(&next.volume_id, e))?;
+            .map_err(|e| image_error_of(ErrorKind::VolumeImage, &next.volume_id, e))?;
         let mut slot = vec![0u8; SLOT];
         slot[..bytes.len()].copy_from_slice(&bytes);
         for at in [0, SLOT as u64] {
@@ -790,7 +804,7 @@ impl Image {
             .map(|k| MacKey::derive(k.expose(), &h.volume_id));
         let bytes = h
             .encode(mac_key.as_ref())
-            .map_err(|e| image_error(&h.volume_id, e))?;
+            .map_err(|e| image_error_of(ErrorKind::VolumeImage, &h.volume_id, e))?;
         let mut slot = vec![0u8; SLOT];
         slot[..bytes.len()].copy_from_slice(&bytes);
         for at in [0, SLOT as u64] {

@@ -11,6 +11,8 @@
 //! The root is `--home DIR`, else `EBSIM_HOME`, else the `volumes/` folder of the
 //! checkout the binary was built from ([`DEFAULT_ROOT`]).
 
+pub mod stores;
+
 use crate::error::{Error, Result};
 use crate::fsutil;
 use serde::{Deserialize, Serialize};
