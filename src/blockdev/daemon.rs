@@ -182,6 +182,13 @@ pub fn serve(
         .as_ref()
         .map(crate::nbd::Bound::bind)
         .transpose()?;
+    // Until the server owns it (and removes it when it stops), the socket file is
+    // this function's to remove: a failed attach leaves no socket behind.
+    let mut socket_file = SocketFile(
+        bound
+            .as_ref()
+            .and_then(|b| b.socket().map(Path::to_path_buf)),
+    );
     // Signals are caught from here on, so a stop request during attach is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
@@ -245,7 +252,10 @@ pub fn serve(
                 read_only: false,
             };
             match crate::nbd::Server::start(export, b) {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    socket_file.0 = None;
+                    Some(s)
+                }
                 Err(e) => {
                     if let Some(s) = session {
                         let _ = s.umount_and_join();
@@ -323,6 +333,17 @@ pub fn serve(
         }
     }
     attachment.detach(ec2)
+}
+
+/// A unix socket file removed when dropped (unless emptied first).
+struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// One control request: a JSON line in, a JSON line out.

@@ -110,6 +110,10 @@ fn errno(e: &crate::Error) -> Errno {
 impl Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        // O_TRUNC arrives with open (and is ignored there, as a block device
+        // ignores it) instead of as a truncation to 0 that cannot be told from
+        // ftruncate(fd, 0).
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_background(64);
@@ -150,13 +154,23 @@ impl Filesystem for VolumeFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // A device has a fixed size and owner: only no-op changes (O_TRUNC to the
-        // same size, `touch`) succeed.
+        // A device has a fixed size and owner. As a block device does, a
+        // truncation to its size or beyond is ignored (the size stays); a shrink
+        // is refused, and the attachment's log says which volume refused it.
         let Some(a) = self.attr(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        let same_size = size.is_none_or(|s| s == a.size);
-        if !same_size || mode.is_some() || uid.is_some() || gid.is_some() {
+        if let Some(s) = size
+            && s < a.size
+        {
+            eprintln!(
+                "ebsim: {}: refused a truncation to {s} bytes; the volume's size is {} bytes (grow it with ebsim ec2 modify-volume; it cannot shrink)",
+                self.name.to_string_lossy(),
+                a.size
+            );
+            return reply.error(Errno::EPERM);
+        }
+        if mode.is_some() || uid.is_some() || gid.is_some() {
             return reply.error(Errno::EPERM);
         }
         reply.attr(&TTL, &a)

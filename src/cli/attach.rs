@@ -88,6 +88,13 @@ fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
     let read = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
     if read.is_err() || line.trim().is_empty() {
         let status = child.wait().ok();
+        // A process that died before it could report still says, by its exit
+        // code, what kind of failure it was (253: a damaged data root).
+        let kind = match status.and_then(|s| s.code()) {
+            Some(crate::error::exit::ENVIRONMENT) => ErrorKind::Environment,
+            Some(crate::error::exit::USAGE) => ErrorKind::Usage,
+            _ => ErrorKind::Internal,
+        };
         let tail: String = std::fs::read_to_string(&log_path)
             .unwrap_or_default()
             .lines()
@@ -99,7 +106,7 @@ fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
             .collect::<Vec<_>>()
             .join("\n");
         return Err(Error::new(
-            ErrorKind::Internal,
+            kind,
             format!(
                 "the attachment process stopped ({}) before {volume_id} was ready; its log {}:\n{tail}",
                 status.map(|s| s.to_string()).unwrap_or_default(),
@@ -152,32 +159,34 @@ pub fn attach_volume(
             .out
             .print("AttachVolume", attachment_json(volume_id, &a, "attached"));
     }
-    let ec2 = ctx.ec2()?;
     let instance = instance_id.unwrap_or_else(default_instance_id);
-    let control = control_socket(ctx, volume_id)?;
-    let result = daemon::serve(
-        &ec2,
-        &ctx.caller,
-        volume_id,
-        front,
-        &instance,
-        device.as_deref(),
-        &control,
-        |a| {
-            if report_to_parent {
-                println!("{}", json!({ "ok": a }));
-                // The parent has what it waited for; nothing more goes to its pipe.
-                let null = std::fs::File::open("/dev/null")
-                    .map_err(|e| Error::io("cannot open /dev/null", e))?;
-                nix::unistd::dup2_stdout(&null)
-                    .map_err(|e| Error::io("cannot redirect stdout", e.into()))?;
-                Ok(())
-            } else {
-                ctx.out
-                    .print("AttachVolume", attachment_json(volume_id, a, "attached"))
-            }
-        },
-    );
+    // Every error until readiness, opening the region included, goes to the parent.
+    let result = ctx.ec2().and_then(|ec2| {
+        let control = control_socket(ctx, volume_id)?;
+        daemon::serve(
+            &ec2,
+            &ctx.caller,
+            volume_id,
+            front,
+            &instance,
+            device.as_deref(),
+            &control,
+            |a| {
+                if report_to_parent {
+                    println!("{}", json!({ "ok": a }));
+                    // The parent has what it waited for; nothing more goes to its pipe.
+                    let null = std::fs::File::open("/dev/null")
+                        .map_err(|e| Error::io("cannot open /dev/null", e))?;
+                    nix::unistd::dup2_stdout(&null)
+                        .map_err(|e| Error::io("cannot redirect stdout", e.into()))?;
+                    Ok(())
+                } else {
+                    ctx.out
+                        .print("AttachVolume", attachment_json(volume_id, a, "attached"))
+                }
+            },
+        )
+    });
     if let (Err(e), true) = (&result, report_to_parent) {
         // Before readiness the parent is still reading: hand it the error.
         println!(
@@ -221,6 +230,27 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
             format!("Volume '{volume_id}' is in the 'available' state."),
         )
     })?;
+    if !ec2.attached_now(volume_id) {
+        // The attachment process died and something still holds what it served
+        // (otherwise reading the record would have settled it).
+        let holders = crate::blockdev::host::holders(volume_id, &a);
+        if !force {
+            return Err(Error::new(
+                ErrorKind::VolumeInUse,
+                crate::blockdev::host::stale_message(volume_id, &a, &holders),
+            ));
+        }
+        crate::blockdev::host::release(volume_id, &a, true)?;
+        ec2.update_attachment(volume_id, |r| {
+            r.loop_device = None;
+            r.mounted_at = None;
+        })?;
+        // Nothing holds it now: reading it settles the record and the grant.
+        ec2.attachment(volume_id)?;
+        return ctx
+            .out
+            .print("DetachVolume", attachment_json(volume_id, &a, "detached"));
+    }
     if a.fuse_dir.is_none() && a.nbd_uri.is_none() {
         return Err(Error::new(
             ErrorKind::IncorrectState,
@@ -268,6 +298,17 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
                     ),
                 ));
             }
+        }
+    }
+    if force {
+        // What holds the FUSE file (ebsim mount's filesystem, loop devices) goes
+        // first, or the attachment process could not unmount it.
+        crate::blockdev::host::release(volume_id, &a, false)?;
+        if a.mounted_at.is_some() {
+            ec2.update_attachment(volume_id, |r| {
+                r.loop_device = None;
+                r.mounted_at = None;
+            })?;
         }
     }
     daemon::stop_daemon(&a, STOP_TIMEOUT)?;
@@ -437,14 +478,18 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
             )
         })?;
     }
-    if let Some(l) = &a.loop_device {
-        run_tool("losetup", &["-d", l])?;
-    }
+    // Every loop device on the volume's FUSE file (the one ebsim mount made, and
+    // any other), then the record, then the attachment process.
+    crate::blockdev::host::release(&volume_id, &a, false)?;
     ec2.update_attachment(&volume_id, |r| {
         r.loop_device = None;
         r.mounted_at = None;
     })?;
-    daemon::stop_daemon(&a, STOP_TIMEOUT)?;
+    // A process that is gone is not signalled (its pid may be another's now):
+    // reading the record settles the attachment, the grant and its FUSE mount.
+    if ec2.attached_now(&volume_id) {
+        daemon::stop_daemon(&a, STOP_TIMEOUT)?;
+    }
     ec2.attachment(&volume_id)?;
     ctx.out
         .print("Unmount", attachment_json(&volume_id, &a, "detached"))

@@ -239,17 +239,33 @@ impl Ec2 {
             .ok_or_else(|| not_found(id))
     }
 
-    /// True if some process holds the image's attachment lock.
-    fn attached_now(&self, volume_id: &str) -> bool {
+    /// True if some process holds the image's attachment lock: the attachment
+    /// process on record is alive (a dead one's lock went with it).
+    pub fn attached_now(&self, volume_id: &str) -> bool {
         match std::fs::File::open(self.image_path(volume_id)) {
             Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
             Err(_) => false,
         }
     }
 
-    /// A record whose attachment's process is gone is shown (and stored) as available.
+    /// A record whose attachment's process is gone is shown (and stored) as
+    /// available, its grant retired — unless something on the host still holds
+    /// what that process served (a mounted filesystem, a loop device, an open
+    /// file): then the volume shows `error` with what holds it, and nothing is
+    /// changed until `ebsim unmount` or `detach-volume --force` releases it.
     fn repair(&self, v: &mut VolumeRecord) -> Result<()> {
         if v.attachment.is_none() || self.attached_now(&v.volume_id) {
+            return Ok(());
+        }
+        let holders =
+            crate::blockdev::host::holders(&v.volume_id, v.attachment.as_ref().expect("checked"));
+        if !holders.is_empty() {
+            v.state = "error".into();
+            v.state_message = Some(crate::blockdev::host::stale_message(
+                &v.volume_id,
+                v.attachment.as_ref().expect("checked"),
+                &holders,
+            ));
             return Ok(());
         }
         let stale = v.attachment.take().expect("checked");
@@ -556,6 +572,7 @@ impl Ec2 {
                 }
                 _ => encrypted.then(new_data_key_id),
             },
+            state_message: None,
         };
         // Recorded before the first file exists: if this process dies, the next
         // command removes the temporary files (pending.rs).
@@ -1066,16 +1083,23 @@ impl Ec2 {
         device: &str,
     ) -> Result<Attachment> {
         let v = self.record(volume_id)?;
-        if let Some(a) = &v.attachment
-            && self.attached_now(volume_id)
-        {
-            return Err(err(
-                ErrorKind::VolumeInUse,
-                format!(
-                    "{volume_id} is already attached to an instance ({})",
-                    a.instance_id
-                ),
-            ));
+        if let Some(a) = &v.attachment {
+            if self.attached_now(volume_id) {
+                return Err(err(
+                    ErrorKind::VolumeInUse,
+                    format!(
+                        "{volume_id} is already attached to an instance ({})",
+                        a.instance_id
+                    ),
+                ));
+            }
+            let holders = crate::blockdev::host::holders(volume_id, a);
+            if !holders.is_empty() {
+                return Err(err(
+                    ErrorKind::VolumeInUse,
+                    crate::blockdev::host::stale_message(volume_id, a, &holders),
+                ));
+            }
         }
         let (image, grant) = self.open_image(caller, &v, Some(instance_id))?;
         if let Err(e) = refuse_rekeying(&image, volume_id) {

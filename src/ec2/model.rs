@@ -70,6 +70,10 @@ pub struct VolumeRecord {
     /// EC2's DataEncryptionKeyId lineage of the volume's data key.
     #[serde(default)]
     pub data_key_id: Option<String>,
+    /// Why the volume is in the `error` state (worked out when it is read, never
+    /// stored: an attachment whose process died while the host still holds it).
+    #[serde(default, skip_serializing)]
+    pub state_message: Option<String>,
 }
 
 pub const GIB: u64 = 1 << 30;
@@ -117,6 +121,9 @@ pub struct Volume {
     pub throughput: Option<u32>,
     /// ebsim's own member: the exact size in bytes (`Size` is in GiB).
     pub size_bytes: u64,
+    /// ebsim's own member: why the volume is in the `error` state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_message: Option<String>,
 }
 
 impl Volume {
@@ -131,7 +138,13 @@ impl Volume {
                         attach_time: crate::kms::api::Time(a.attach_time),
                         device: a.device.clone(),
                         instance_id: a.instance_id.clone(),
-                        state: "attached".into(),
+                        // AWS's attachment state for one that cannot be detached
+                        // cleanly yet.
+                        state: if r.state == "error" {
+                            "busy".into()
+                        } else {
+                            "attached".into()
+                        },
                         volume_id: r.volume_id.clone(),
                         delete_on_termination: false,
                     })
@@ -151,6 +164,7 @@ impl Volume {
             multi_attach_enabled: false,
             throughput: r.throughput,
             size_bytes: r.size_bytes,
+            state_message: r.state_message.clone(),
         }
     }
 }
