@@ -8,6 +8,7 @@
 //! | [`clock`] | the movable clock every time rule reads |
 //! | [`home`] | the data root: config, root key, per-region subtrees |
 //! | [`fsutil`] | private modes and atomic file replacement |
+//! | [`fault`] | crash points for crash tests (`EBSIM_FAULT`) |
 //! | [`crypto`] | locked zeroizing secrets, AES-256-GCM, HKDF, randomness |
 //! | [`kms`] | keys, backing-key versions, aliases, rotation, deletion, crypto operations, sealed store, audit log, quotas |
 //! | [`cli`] | the `ebsim` command line, shaped like the AWS CLI |
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod crypto;
 pub mod ec2;
 pub mod error;
+pub mod fault;
 pub mod fsutil;
 pub mod home;
 pub mod iam;

@@ -45,9 +45,9 @@ pub fn stale_message(volume_id: &str, a: &AttachmentRecord, holders: &[String]) 
         Some(m) => format!(
             "run ebsim unmount {m}, or ebsim ec2 detach-volume --volume-id {volume_id} --force"
         ),
-        None => format!(
-            "stop them, or run ebsim ec2 detach-volume --volume-id {volume_id} --force"
-        ),
+        None => {
+            format!("stop them, or run ebsim ec2 detach-volume --volume-id {volume_id} --force")
+        }
     };
     format!(
         "the attachment process {} of {volume_id} is gone, but {}: {fix}",
@@ -101,9 +101,8 @@ pub fn release(volume_id: &str, a: &AttachmentRecord, process_gone: bool) -> Res
             // The dead process's FUSE mount ("Transport endpoint is not
             // connected"): detached lazily, so processes still inside it fail
             // instead of hanging.
-            nix::mount::umount2(dir.as_str(), nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-                Error::io(format!("cannot unmount {dir}"), e.into())
-            })?;
+            nix::mount::umount2(dir.as_str(), nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| Error::io(format!("cannot unmount {dir}"), e.into()))?;
             done.push(format!("unmounted the FUSE mount {dir}"));
         }
     }

@@ -202,6 +202,12 @@ pub enum Ec2Command {
     },
     /// Resets the default KMS key to the AWS managed key alias/aws/ebs
     ResetEbsDefaultKmsKeyId,
+    /// ebsim extension: settles what interrupted operations left (pending snapshots
+    /// become `error`, temporary files go, a half-deleted volume's image comes back),
+    /// collects unreferenced snapshot blocks, and lists images no volume record
+    /// names (never removed). Every command does the first part when it opens the
+    /// region; this also collects blocks and reports.
+    Cleanup,
 }
 
 pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
@@ -298,6 +304,7 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             exec!(ctx, "ModifyVolume", ec2.modify_volume(who, req.clone()))
         }
         C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
+        C::Cleanup => ctx.print("Cleanup", &ec2.cleanup()?),
         C::RekeyVolume {
             volume_id,
             kms_key_id,

@@ -606,6 +606,7 @@ impl Ec2 {
         if let Err(e) = made {
             return Err(undo(e, op));
         }
+        crate::fault::point("create-volume:before-commit");
         // The image and its tracking file take their names in the transaction that
         // records the volume and ends the pending operation.
         let committed = self.finish_or_keep(op, |tx| {
@@ -791,6 +792,7 @@ impl Ec2 {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(format!("cannot rename {}", path.display()), e)),
         };
+        crate::fault::point("delete-volume:after-rename");
         let moved = match moved {
             Ok(m) => m,
             Err(e) => {
@@ -823,6 +825,7 @@ impl Ec2 {
             return Err(e);
         }
         drop(file);
+        crate::fault::point("delete-volume:after-commit");
         // After the commit: a crash here leaves the tombstone, which the next
         // command removes (no record names it any more).
         for p in [
@@ -964,6 +967,7 @@ impl Ec2 {
                     )),
                 });
             }
+            crate::fault::point("modify-volume:after-header");
             self.finish(op, update)?;
         } else {
             self.write(update)?;

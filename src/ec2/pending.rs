@@ -486,3 +486,86 @@ fn newest_header_size(image: &Path) -> Option<u64> {
         .max_by_key(|p| p.header.sequence)
         .map(|p| p.header.size)
 }
+
+/// What `ebsim ec2 cleanup` did and found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Cleanup {
+    #[serde(flatten)]
+    pub recovered: Recovered,
+    /// Unreferenced snapshot blocks removed, and their bytes.
+    pub collected_blocks: u64,
+    pub collected_bytes: u64,
+    /// `done`, or why the collection waits (another operation uses the blocks).
+    pub block_collection: String,
+    /// Images no volume record names: never removed by ebsim (they may be the
+    /// only copy of a volume whose record was lost); listed for a person to judge.
+    pub unrecorded_images: Vec<String>,
+}
+
+impl Ec2 {
+    /// Settles interrupted operations (as opening the region does), collects
+    /// unreferenced snapshot blocks, removes old temporary files of the data root
+    /// and the region, and lists images without a record.
+    pub fn cleanup(&self) -> Result<Cleanup> {
+        let mut out = Cleanup {
+            recovered: self.recovered.clone(),
+            ..Default::default()
+        };
+        let again = self.recover()?;
+        out.recovered
+            .abandoned_operations
+            .extend(again.abandoned_operations);
+        out.recovered.removed_files.extend(again.removed_files);
+        out.recovered.restored_images.extend(again.restored_images);
+        match self.collect_blocks()? {
+            Some(c) => {
+                out.collected_blocks = c.blocks;
+                out.collected_bytes = c.bytes;
+                out.block_collection = "done".into();
+                for _ in 0..c.temporary_files {
+                    out.recovered
+                        .removed_files
+                        .push("a snapshot block under a temporary name".into());
+                }
+            }
+            None => {
+                out.block_collection =
+                    "deferred: a snapshot, copy or restore is using the blocks; the next command collects them"
+                        .into()
+            }
+        }
+        // Atomic writes and store creations that never reached their rename.
+        let region_dir = self.root.region_dir(self.region())?;
+        for dir in [self.root.path().to_path_buf(), region_dir] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let temp = name.starts_with(".tmp-") || name.starts_with(".root.key-");
+                if temp
+                    && e.metadata()
+                        .is_ok_and(|m| m.is_file() && older_than(&m, TEMP_AGE))
+                {
+                    remove(&e.path(), &mut out.recovered)?;
+                }
+            }
+        }
+        let known: std::collections::HashSet<String> = self
+            .store
+            .lock()
+            .expect("ec2 store")
+            .volumes()?
+            .into_iter()
+            .map(|v| v.volume_id)
+            .collect();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".img")
+                && id.starts_with("vol-")
+                && !known.contains(id)
+            {
+                out.unrecorded_images.push(e.path().display().to_string());
+            }
+        }
+        Ok(out)
+    }
+}

@@ -358,6 +358,7 @@ impl Ec2 {
                 return Err(self.abort_snapshot(op, &snapshot_id, writing, e));
             }
         }
+        crate::fault::point("snapshot:after-blocks");
         record.state = "completed".into();
         record.progress = 100;
         // The last moment a cancel is honoured: after it, the snapshot commits.
@@ -844,6 +845,7 @@ impl Ec2 {
             Err(e) => return Err(self.abort_snapshot(op, &snapshot_id, writing, e)),
         };
         record.blocks = list.into_iter().collect();
+        crate::fault::point("copy:after-blocks");
         if let Err((op, e)) = self.finish_or_keep(op, |tx| tx.put_snapshot(&record)) {
             return Err(self.abort_snapshot(op, &snapshot_id, writing, e));
         }

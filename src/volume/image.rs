@@ -782,6 +782,7 @@ impl Image {
             .set_len(DATA_OFFSET + new_size)
             .and_then(|()| self.file.sync_all())
             .map_err(|e| self.io_error("grow", new_size, e))?;
+        crate::fault::point("grow:after-set-len");
         let _cut = self.cut.read().expect("cut lock");
         if let Some(c) = &self.cbt {
             c.grow(header.size, new_size)?;
@@ -812,6 +813,9 @@ impl Image {
                 .write_all_at(&slot, at)
                 .and_then(|()| self.file.sync_data())
                 .map_err(|e| self.io_error("header update", at, e))?;
+            if at == 0 {
+                crate::fault::point("grow:after-header-a");
+            }
         }
         Ok(())
     }
