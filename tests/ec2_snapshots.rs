@@ -498,3 +498,128 @@ fn list_digests(env: &Env, region: &str) -> std::collections::HashSet<String> {
     }
     out
 }
+
+/// Issue 14 item 2: a copy that fails while another copy is writing its blocks
+/// must not collect them. Two volume services (as two processes would have): the
+/// good copy is held half-way (its progress callback waits) while the failing
+/// copy runs to its error; then the good copy finishes and is restored.
+#[test]
+fn a_failing_copy_never_collects_the_blocks_of_a_copy_beside_it() {
+    use std::sync::{Arc, Mutex, mpsc};
+    let env = Env::new();
+    let plain = ec2(&env, "us-east-1");
+    let key = env.create_key();
+    let other_key = env.create_key();
+    let vol = volume(&plain, &env, Some(&key.arn), 16 * MIB);
+    let first = ebsim::crypto::random_bytes((16 * MIB) as usize);
+    write(&plain, &env, &vol, 0, &first);
+    let good_source = snapshot(&plain, &env, &vol);
+    let first_blocks = list_digests(&env, "us-east-1");
+    write(
+        &plain,
+        &env,
+        &vol,
+        0,
+        &ebsim::crypto::random_bytes((16 * MIB) as usize),
+    );
+    let bad_source = snapshot(&plain, &env, &vol);
+    let blocks_dir = env.root.path().join("regions/us-east-1/snapshots/blocks");
+    // The second snapshot's own blocks: damaged once the good copy runs.
+    let second_only: Vec<std::path::PathBuf> = list_digests(&env, "us-east-1")
+        .difference(&first_blocks)
+        .map(|f| blocks_dir.join(&f[..2]).join(f))
+        .collect();
+    assert_eq!(second_only.len(), 32, "16 MiB of new data is 32 blocks");
+
+    let (mid_tx, mid_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let mid_tx = Mutex::new(Some(mid_tx));
+    let mut good_service = ec2(&env, "us-east-1");
+    good_service.set_progress(Arc::new(move |_what: &str, done, total| {
+        if done == total / 2
+            && let Some(tx) = mid_tx.lock().unwrap().take()
+        {
+            tx.send(()).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+        }
+    }));
+    let (good_id, dest_key, me) = (
+        good_source.snapshot_id.clone(),
+        other_key.arn.clone(),
+        env.me.clone(),
+    );
+    let good = std::thread::spawn(move || {
+        let copy = good_service.copy_snapshot(
+            &me,
+            "us-east-1",
+            &good_id,
+            Some(true),
+            Some(&dest_key),
+            None,
+            vec![],
+        );
+        (copy, good_service)
+    });
+    mid_rx.recv().unwrap();
+    // The good copy is half-way, its blocks written but not committed.
+    let written_so_far = list_digests(&env, "us-east-1").len();
+    assert!(written_so_far > first_blocks.len() + second_only.len());
+    // One damaged block: the failing copy writes some of the others first.
+    std::fs::write(&second_only[7], b"damaged").unwrap();
+    let failing_service = ec2(&env, "us-east-1");
+    let e = failing_service
+        .copy_snapshot(
+            &env.me,
+            "us-east-1",
+            &bad_source.snapshot_id,
+            Some(true),
+            Some(&other_key.arn),
+            None,
+            vec![],
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ebsim::ErrorKind::SnapshotBlockCorrupt, "{e}");
+    assert!(e.message().contains(&bad_source.snapshot_id), "{e}");
+    assert!(
+        list_digests(&env, "us-east-1").len() >= written_so_far,
+        "the failed copy removed blocks while the good copy was running"
+    );
+    go_tx.send(()).unwrap();
+    let (copy, good_service) = good.join().unwrap();
+    let copy = copy.unwrap();
+    assert_eq!(copy.state, "completed");
+    // The failed copy left no snapshot record behind.
+    let states: Vec<(String, String)> = good_service
+        .describe_snapshots(&[], &[])
+        .unwrap()
+        .snapshots
+        .into_iter()
+        .map(|s| (s.snapshot_id, s.state))
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(states.iter().all(|(_, st)| st == "completed"), "{states:?}");
+    // Restoring the good copy gives the first write back, byte for byte.
+    let restore = |svc: &Ec2| {
+        let v = svc
+            .create_volume(
+                &env.me,
+                CreateVolumeRequest {
+                    snapshot_id: Some(copy.snapshot_id.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        read_all(svc, &env, &v.volume_id)
+    };
+    assert!(restore(&good_service) == first);
+    // Once nothing runs, the failed copy's blocks are collected, and only they:
+    // what stays is the two sources' blocks and the good copy's.
+    let before = list_digests(&env, "us-east-1").len();
+    let c = good_service.cleanup().unwrap();
+    assert_eq!(c.block_collection, "done");
+    let after = list_digests(&env, "us-east-1").len();
+    assert_eq!(after, 3 * 32, "{c:?}");
+    assert_eq!(c.collected_blocks as usize, before - after, "{c:?}");
+    assert!(restore(&good_service) == first);
+}

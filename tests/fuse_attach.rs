@@ -389,3 +389,215 @@ fn a_snapshot_of_a_fuse_attached_volume_is_taken_by_its_daemon() {
     s.ok(&["ec2", "detach-volume", "--volume-id", &copy]);
     s.assert_no_leftovers();
 }
+
+fn wait_gone(pid: i32) {
+    for _ in 0..250 {
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true);
+        if gone {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("process {pid} did not die");
+}
+
+/// Issue 14 item 6: kill -9 of the attachment process under `ebsim mount` leaves
+/// ext4 on a loop device over a dead FUSE file. The volume shows it, a new attach
+/// is refused, and `ebsim unmount` (or detach-volume --force) cleans up the
+/// mount, the loop device and the grant; the fsynced data is there afterwards.
+#[test]
+fn kill_9_under_ebsim_mount_shows_error_and_unmount_or_force_cleans_up() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let vol = s.volume(true, 64 << 20);
+    let key = s.ok(&[
+        "ec2",
+        "describe-volumes",
+        "--volume-ids",
+        &vol,
+        "--query",
+        "Volumes[0].KmsKeyId",
+        "--output",
+        "text",
+    ]);
+    let grants = || {
+        s.ok(&[
+            "kms",
+            "list-grants",
+            "--key-id",
+            &key,
+            "--query",
+            "length(Grants)",
+        ])
+    };
+    let fs = s.path("fs");
+    let fs_s = fs.display().to_string();
+    for way in ["unmount", "force"] {
+        let mkfs: &[&str] = if way == "unmount" {
+            &["--mkfs", "ext4"]
+        } else {
+            &[]
+        };
+        let mut args = vec!["mount", vol.as_str(), fs_s.as_str()];
+        args.extend_from_slice(mkfs);
+        s.ok(&args);
+        if way == "unmount" {
+            std::fs::write(fs.join("kept.txt"), b"written before the crash").unwrap();
+            Command::new("sync").status().unwrap();
+        }
+        let pid = daemon_pid(&vol);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_gone(pid);
+        // Every command that reads the attachment sees it.
+        let out = s.ok(&[
+            "ec2",
+            "describe-volumes",
+            "--volume-ids",
+            &vol,
+            "--query",
+            "Volumes[0].[State,Attachments[0].State,StateMessage]",
+            "--output",
+            "text",
+        ]);
+        assert!(out.starts_with("error\tbusy\t"), "{way}: {out}");
+        assert!(
+            out.contains(&format!("is gone, but a filesystem is mounted on {fs_s}")),
+            "{way}: {out}"
+        );
+        assert_eq!(grants(), "1", "{way}: the grant stays until it is released");
+        let other = s.path("other");
+        let out = s.ebsim(&[
+            "ec2",
+            "attach-volume",
+            "--volume-id",
+            &vol,
+            "--fuse",
+            &other.display().to_string(),
+        ]);
+        assert_eq!(out.code, 254, "{way}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("VolumeInUse") && out.stderr.contains("ebsim unmount"),
+            "{way}: {}",
+            out.stderr
+        );
+        let out = s.ebsim(&["ec2", "detach-volume", "--volume-id", &vol]);
+        assert_eq!(out.code, 254, "{way}: without --force: {}", out.stderr);
+        if way == "unmount" {
+            s.ok(&["unmount", &fs_s]);
+        } else {
+            s.ok(&["ec2", "detach-volume", "--volume-id", &vol, "--force"]);
+        }
+        assert_eq!(s.state(&vol), "available", "{way}");
+        assert_eq!(grants(), "0", "{way}: the grant was retired");
+        s.assert_no_leftovers();
+    }
+    // The data fsynced before the first crash is there.
+    s.ok(&["mount", &vol, &fs_s]);
+    assert_eq!(
+        std::fs::read(fs.join("kept.txt")).unwrap(),
+        b"written before the crash"
+    );
+    s.ok(&["unmount", &fs_s]);
+    s.assert_no_leftovers();
+}
+
+/// The attachment process of `vol` (`ebsim ec2 attach-volume … --foreground`).
+fn daemon_pid(vol: &str) -> i32 {
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("attach-volume") && cmd.contains(vol) && cmd.contains("--foreground") {
+            return pid;
+        }
+    }
+    panic!("no attachment process for {vol}");
+}
+
+/// Issue 14 item 9: the FUSE file behaves like a block device towards truncation:
+/// O_TRUNC and truncations to its size or beyond are ignored (so `cp`, `dd`
+/// without conv=notrunc and `: >` work), a real shrink is refused.
+#[test]
+fn the_fuse_file_ignores_o_trunc_and_refuses_a_shrink() {
+    require_linux_tools!();
+    let s = Sandbox::new();
+    let vol = s.volume(true, 8 << 20);
+    let dir = s.path("att");
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--fuse",
+        &dir.display().to_string(),
+    ]);
+    let file = dir.join(&vol);
+    let file_s = file.display().to_string();
+    let src = s.dir.path().join("src.bin");
+    let data = ebsim::crypto::random_bytes(8 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let st = Command::new("cp")
+        .args([src.display().to_string(), file_s.clone()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp onto the device file");
+    assert!(std::fs::read(&file).unwrap() == data);
+    // `: >` (O_TRUNC) changes nothing.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 8 << 20);
+    assert!(std::fs::read(&file).unwrap() == data);
+    // dd without conv=notrunc writes the first block and keeps the rest.
+    let small = s.dir.path().join("small.bin");
+    std::fs::write(&small, [9u8; 4096]).unwrap();
+    let st = Command::new("dd")
+        .args([
+            format!("if={}", small.display()),
+            format!("of={file_s}"),
+            "status=none".into(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let got = std::fs::read(&file).unwrap();
+    assert_eq!(&got[..4096], &[9u8; 4096]);
+    assert!(got[4096..] == data[4096..]);
+    // Truncation to the size or beyond: ignored; a shrink: refused, nothing lost.
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(8 << 20).unwrap();
+    f.set_len(16 << 20).unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 8 << 20);
+    let e = f.set_len(4096).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::EPERM), "{e}");
+    drop(f);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 8 << 20);
+    s.ok(&["ec2", "detach-volume", "--volume-id", &vol]);
+    let log = std::fs::read_to_string(
+        s.home()
+            .join(format!("regions/us-east-1/attachments/{vol}.log")),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!("{vol}: refused a truncation to 4096 bytes")),
+        "{log}"
+    );
+    s.assert_no_leftovers();
+}

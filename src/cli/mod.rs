@@ -36,10 +36,12 @@ const AFTER_HELP: &str = "\
 Exit codes (the AWS CLI v2's):
   0    success
   252  the command line or a parameter could not be parsed
-  253  the data root or configuration is missing or corrupt (root key, store, config.json)
+  253  the data root is missing or damaged: a store, root.key, config.json, a volume
+       image or a snapshot block (docs/DATA-ROOT.md); stderr names it
   254  the service returned an error; stderr says which, as
        'An error occurred (<Code>) when calling the <Operation> operation: <message>'
   255  any other failure (I/O)
+  130  interrupted (Ctrl-C); a snapshot, copy or restore undid what it had done
 
 Environment: EBSIM_HOME (data root), EBSIM_REGION, EBSIM_OUTPUT, EBSIM_NOW (pin the
 clock: RFC 3339 or Unix seconds), EBSIM_MAX_ATTEMPTS (retries when throttled).";

@@ -890,11 +890,14 @@ impl Ec2 {
                 format!("Value ({volume_type}) for parameter volumeType is invalid."),
             ));
         }
-        let keep_iops = req.iops.or(if volume_type == v.volume_type {
-            v.iops
-        } else {
-            None
-        });
+        // gp2's IOPS follow its size; other types keep what was set for them.
+        let keep_iops = req
+            .iops
+            .or(if volume_type == v.volume_type && volume_type != "gp2" {
+                v.iops
+            } else {
+                None
+            });
         let keep_tp = req.throughput.or(if volume_type == v.volume_type {
             v.throughput
         } else {
