@@ -280,6 +280,13 @@ impl Ec2 {
             // The NBD socket of the dead daemon (nobody answers on it any more).
             let _ = crate::nbd::server::remove_stale_socket(std::path::Path::new(sock));
         }
+        // Its control socket (regions/<r>/attachments/<vol>.sock), if it is dead.
+        if let Ok(dir) = self.root.region_dir(self.region()) {
+            let control = dir
+                .join("attachments")
+                .join(format!("{}.sock", v.volume_id));
+            let _ = crate::nbd::server::remove_stale_socket(&control);
+        }
         let id = v.volume_id.clone();
         self.write(|tx| {
             if let Some(mut cur) = tx.volume(&id)?
