@@ -161,7 +161,7 @@ pub fn attach_volume(
     }
     let instance = instance_id.unwrap_or_else(default_instance_id);
     // Every error until readiness, opening the region included, goes to the parent.
-    let result = ctx.ec2().and_then(|ec2| {
+    let result = attachment_service(ctx).and_then(|ec2| {
         let control = control_socket(ctx, volume_id)?;
         daemon::serve(
             &ec2,
@@ -195,6 +195,25 @@ pub fn attach_volume(
         );
     }
     result
+}
+
+/// The volume service of an attachment process. A stop signal sets its cancel
+/// flag (a snapshot in progress for a control client stops), and is also what
+/// `daemon::serve` waits for to detach; unlike a command's, a second signal does
+/// not end the process at once, which must unmount and flush first.
+fn attachment_service(ctx: &Ctx) -> Result<crate::ec2::Ec2> {
+    let mut ec2 = crate::ec2::Ec2::new(&ctx.root, ctx.kms()?)?;
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    }
+    ec2.set_cancel(flag);
+    Ok(ec2)
 }
 
 fn control_socket(ctx: &Ctx, volume_id: &str) -> Result<PathBuf> {
