@@ -359,7 +359,25 @@ fn attach_errors_leave_nothing_behind_and_tcp_is_loopback_only() {
         "length(Grants)",
     ]);
     assert_eq!(grants, "0");
-    // Loopback TCP with port 0: the URI names the port picked.
+    // TCP without TLS must be asked for: refused with a clear error, nothing attached.
+    let o = s.ebsim(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--nbd",
+        "tcp:127.0.0.1:0",
+    ]);
+    assert_eq!(o.code, 254, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("InvalidParameterCombination")
+            && o.stderr.contains("needs TLS")
+            && o.stderr.contains("--nbd-no-tls"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(s.state(&vol), "available");
+    // Loopback TCP with port 0, explicitly without TLS: the URI names the port picked.
     let out = s.ok(&[
         "ec2",
         "attach-volume",
@@ -367,6 +385,7 @@ fn attach_errors_leave_nothing_behind_and_tcp_is_loopback_only() {
         &vol,
         "--nbd",
         "tcp:127.0.0.1:0",
+        "--nbd-no-tls",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let uri = v["NbdUri"].as_str().unwrap();
@@ -383,6 +402,7 @@ fn attach_errors_leave_nothing_behind_and_tcp_is_loopback_only() {
         &vol,
         "--nbd",
         "tcp:127.0.0.1:0",
+        "--nbd-no-tls",
     ]);
     assert_ne!(o.code, 0);
     assert!(
