@@ -3,7 +3,8 @@
 //! both ways over four connections, fio's nbd engine with crc32c verification;
 //! plus the attach errors, detach while clients are connected, FUSE and NBD at
 //! once, and kill -9 after a flush. scripts/test.sh installs the clients
-//! (libnbd-bin, qemu-utils, fio); a test says why when it skips.
+//! (libnbd-bin, qemu-utils, fio); a test says why when it skips
+//! and is counted as skipped (common::skip).
 
 mod common;
 
@@ -11,18 +12,11 @@ use common::sandbox::Sandbox;
 use std::path::Path;
 use std::process::Command;
 
-fn have(tool: &str) -> bool {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .any(|d| Path::new(d).join(tool).exists())
-}
-
 macro_rules! require {
     ($($tool:expr),*) => {
         for tool in [$($tool),*] {
-            if !have(tool) {
-                eprintln!("SKIP: {tool} is not installed (scripts/test.sh installs it)");
+            if !common::have(tool) {
+                common::skip(&format!("{tool} is not installed (scripts/test.sh installs it)"));
                 return;
             }
         }
@@ -477,7 +471,7 @@ fn kill_9_after_flush_keeps_the_data_and_the_volume_reattaches() {
 fn fuse_and_nbd_at_once_serve_the_same_bytes() {
     require!("qemu-io");
     if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: needs root and /dev/fuse (CI has both)");
+        common::skip("needs root and /dev/fuse (CI has both)");
         return;
     }
     let s = Sandbox::new();

@@ -488,9 +488,11 @@ impl Tls {
                 let (_, conn) = s.get_ref();
                 eprintln!(
                     "ebsim nbd: {peer}: {} {}, {}",
-                    conn.protocol_version()
-                        .map(|v| format!("{v:?}"))
-                        .unwrap_or_default(),
+                    match conn.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+                        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+                        v => format!("{v:?}"),
+                    },
                     conn.negotiated_cipher_suite()
                         .map(|c| format!("{:?}", c.suite()))
                         .unwrap_or_default(),
