@@ -100,7 +100,8 @@ pub enum Ec2Command {
         #[arg(long, value_name = "DIR")]
         fuse: Option<std::path::PathBuf>,
         /// Also (or instead) export the volume over NBD: unix:PATH or tcp:HOST:PORT
-        /// (loopback only unless --nbd-allow-remote; port 0 picks a free one)
+        /// (loopback only unless --nbd-allow-remote; port 0 picks a free one; tcp:
+        /// needs --tls-psk, --tls-creds or --nbd-no-tls)
         #[arg(long, value_name = "ADDR")]
         nbd: Option<String>,
         /// Allow --nbd tcp: on a non-loopback address (with TLS, or --nbd-no-tls)
