@@ -3,7 +3,8 @@
 //! both ways over four connections, fio's nbd engine with crc32c verification;
 //! plus the attach errors, detach while clients are connected, FUSE and NBD at
 //! once, and kill -9 after a flush. scripts/test.sh installs the clients
-//! (libnbd-bin, qemu-utils, fio); a test says why when it skips.
+//! (libnbd-bin, qemu-utils, fio); a test says why when it skips
+//! and is counted as skipped (common::skip).
 
 mod common;
 
@@ -11,18 +12,11 @@ use common::sandbox::Sandbox;
 use std::path::Path;
 use std::process::Command;
 
-fn have(tool: &str) -> bool {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .any(|d| Path::new(d).join(tool).exists())
-}
-
 macro_rules! require {
     ($($tool:expr),*) => {
         for tool in [$($tool),*] {
-            if !have(tool) {
-                eprintln!("SKIP: {tool} is not installed (scripts/test.sh installs it)");
+            if !common::have(tool) {
+                common::skip(&format!("{tool} is not installed (scripts/test.sh installs it)"));
                 return;
             }
         }
@@ -359,7 +353,25 @@ fn attach_errors_leave_nothing_behind_and_tcp_is_loopback_only() {
         "length(Grants)",
     ]);
     assert_eq!(grants, "0");
-    // Loopback TCP with port 0: the URI names the port picked.
+    // TCP without TLS must be asked for: refused with a clear error, nothing attached.
+    let o = s.ebsim(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--nbd",
+        "tcp:127.0.0.1:0",
+    ]);
+    assert_eq!(o.code, 254, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("InvalidParameterCombination")
+            && o.stderr.contains("needs TLS")
+            && o.stderr.contains("--nbd-no-tls"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(s.state(&vol), "available");
+    // Loopback TCP with port 0, explicitly without TLS: the URI names the port picked.
     let out = s.ok(&[
         "ec2",
         "attach-volume",
@@ -367,6 +379,7 @@ fn attach_errors_leave_nothing_behind_and_tcp_is_loopback_only() {
         &vol,
         "--nbd",
         "tcp:127.0.0.1:0",
+        "--nbd-no-tls",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let uri = v["NbdUri"].as_str().unwrap();
@@ -383,6 +396,7 @@ fn attach_errors_leave_nothing_behind_and_tcp_is_loopback_only() {
         &vol,
         "--nbd",
         "tcp:127.0.0.1:0",
+        "--nbd-no-tls",
     ]);
     assert_ne!(o.code, 0);
     assert!(
@@ -457,7 +471,7 @@ fn kill_9_after_flush_keeps_the_data_and_the_volume_reattaches() {
 fn fuse_and_nbd_at_once_serve_the_same_bytes() {
     require!("qemu-io");
     if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: needs root and /dev/fuse (CI has both)");
+        common::skip("needs root and /dev/fuse (CI has both)");
         return;
     }
     let s = Sandbox::new();

@@ -67,7 +67,7 @@ fn serve(encrypted: bool, size: u64) -> Fixture {
     image::create_file(&path, &h, encrypted.then_some(&key)).unwrap();
     let img = Image::open(&path, VOL, &mut |_h: &Header| Ok(key.duplicate())).unwrap();
     let sock = dir.path().join("nbd.sock");
-    let bound = Bound::bind(&Listen::Unix(sock.clone())).unwrap();
+    let bound = Bound::bind(&Listen::Unix(sock.clone()), None).unwrap();
     let server = Server::start(
         Export {
             name: VOL.into(),

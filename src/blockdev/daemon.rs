@@ -148,6 +148,9 @@ pub struct Frontends {
     pub fuse: Option<PathBuf>,
     /// Serve an NBD export there.
     pub nbd: Option<crate::nbd::Listen>,
+    /// Require TLS on the NBD export (FORCEDTLS); `crate::nbd::TlsFlags::resolve`
+    /// decides whether an export may go without.
+    pub nbd_tls: Option<crate::nbd::Tls>,
 }
 
 /// How long a stopping NBD server waits for requests in flight.
@@ -180,7 +183,7 @@ pub fn serve(
     let bound = front
         .nbd
         .as_ref()
-        .map(crate::nbd::Bound::bind)
+        .map(|l| crate::nbd::Bound::bind(l, front.nbd_tls.clone()))
         .transpose()?;
     // Until the server owns it (and removes it when it stops), the socket file is
     // this function's to remove: a failed attach leaves no socket behind.

@@ -100,13 +100,28 @@ pub enum Ec2Command {
         #[arg(long, value_name = "DIR")]
         fuse: Option<std::path::PathBuf>,
         /// Also (or instead) export the volume over NBD: unix:PATH or tcp:HOST:PORT
-        /// (loopback only unless --nbd-allow-remote; port 0 picks a free one)
+        /// (loopback only unless --nbd-allow-remote; port 0 picks a free one; tcp:
+        /// needs --tls-psk, --tls-creds or --nbd-no-tls)
         #[arg(long, value_name = "ADDR")]
         nbd: Option<String>,
-        /// Allow --nbd tcp: on a non-loopback address (NBD has no TLS here: the
-        /// volume's plaintext crosses the network)
+        /// Allow --nbd tcp: on a non-loopback address (with TLS, or --nbd-no-tls)
         #[arg(long)]
         nbd_allow_remote: bool,
+        /// Require TLS with pre-shared keys on the NBD export: a psktool file of
+        /// identity:hexkey lines, mode 0600 (docs/NBD.md §5)
+        #[arg(long, value_name = "FILE")]
+        tls_psk: Option<std::path::PathBuf>,
+        /// Require TLS with x509 certificates on the NBD export: a directory with
+        /// server-cert.pem, server-key.pem (0600) and, for --tls-verify-peer, ca-cert.pem
+        #[arg(long, value_name = "DIR")]
+        tls_creds: Option<std::path::PathBuf>,
+        /// With --tls-creds: clients must present a certificate signed by ca-cert.pem
+        #[arg(long)]
+        tls_verify_peer: bool,
+        /// Serve --nbd tcp: without TLS: unauthenticated and unencrypted, so any local
+        /// user (any host, with --nbd-allow-remote) can read and write the volume
+        #[arg(long)]
+        nbd_no_tls: bool,
         /// The instance the grant names [default: this host's i-… id]
         #[arg(long)]
         instance_id: Option<String>,
@@ -425,17 +440,26 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             fuse,
             nbd,
             nbd_allow_remote,
+            tls_psk,
+            tls_creds,
+            tls_verify_peer,
+            nbd_no_tls,
             instance_id,
             device,
             foreground,
             report_to_parent,
         } => {
-            let front = crate::blockdev::daemon::Frontends {
-                fuse,
-                nbd: nbd
-                    .map(|a| crate::nbd::Listen::parse(&a, nbd_allow_remote))
-                    .transpose()?,
-            };
+            let nbd = nbd
+                .map(|a| crate::nbd::Listen::parse(&a, nbd_allow_remote))
+                .transpose()?;
+            let nbd_tls = crate::nbd::TlsFlags {
+                psk: tls_psk,
+                creds: tls_creds,
+                verify_peer: tls_verify_peer,
+                no_tls: nbd_no_tls,
+            }
+            .resolve(nbd.as_ref())?;
+            let front = crate::blockdev::daemon::Frontends { fuse, nbd, nbd_tls };
             super::attach::attach_volume(
                 ctx,
                 &volume_id,

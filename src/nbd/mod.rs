@@ -5,8 +5,11 @@
 //!
 //! - `proto.rs`: the wire format, bounds-checked parsers, request checks (no I/O).
 //! - `server.rs`: the tokio server: listener, handshake, transmission.
+//! - `tls.rs`: TLS after `NBD_OPT_STARTTLS` (pre-shared keys or x509 certificates).
 
 pub mod proto;
 pub mod server;
+pub mod tls;
 
 pub use server::{Bound, Export, Listen, Server};
+pub use tls::{Tls, TlsFlags};

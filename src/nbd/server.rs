@@ -13,8 +13,14 @@
 //! Every connection shares the one [`Image`] (one file, one page cache): a reply
 //! goes out only after the data reached the kernel, and FLUSH is an fdatasync of
 //! that file, so CAN_MULTI_CONN is true.
+//!
+//! With TLS configured ([`Tls`]) the handshake runs in the spec's FORCEDTLS mode:
+//! before `NBD_OPT_STARTTLS` only ABORT is served (other options get
+//! `NBD_REP_ERR_TLS_REQD`, `NBD_OPT_EXPORT_NAME` closes the connection); after it,
+//! negotiation starts afresh inside TLS and transmission stays there.
 
 use super::proto::*;
+use super::tls::Tls;
 use crate::error::{Error, ErrorKind, Result};
 use crate::volume::Image;
 use std::net::SocketAddr;
@@ -49,7 +55,8 @@ pub enum Listen {
 
 impl Listen {
     /// Parses `unix:PATH` or `tcp:HOST:PORT`. TCP addresses must be loopback unless
-    /// `allow_remote`: NBD here has no TLS, and the export is the volume's plaintext.
+    /// `allow_remote`: the export is the volume's plaintext (and a TCP export needs
+    /// TLS or an explicit `--nbd-no-tls` on top of this: [`super::TlsFlags::resolve`]).
     pub fn parse(s: &str, allow_remote: bool) -> Result<Listen> {
         let bad = |why: String| {
             Error::new(
@@ -77,8 +84,9 @@ impl Listen {
             .ok_or_else(|| bad("the host name has no address".into()))?;
         if !addr.ip().is_loopback() && !allow_remote {
             return Err(bad(format!(
-                "{} is not a loopback address; NBD carries the volume's plaintext without TLS, \
-                 so ebsim serves it on loopback or a unix socket unless --nbd-allow-remote is given",
+                "{} is not a loopback address; the export is the volume's plaintext, so ebsim \
+                 serves it on loopback or a unix socket unless --nbd-allow-remote is given \
+                 (and then with --tls-psk or --tls-creds, or --nbd-no-tls)",
                 addr.ip()
             )));
         }
@@ -90,6 +98,7 @@ impl Listen {
 pub struct Bound {
     listener: StdListener,
     socket: Option<PathBuf>,
+    tls: Option<Tls>,
 }
 
 enum StdListener {
@@ -98,9 +107,10 @@ enum StdListener {
 }
 
 impl Bound {
-    /// Binds `listen`. A unix socket file left by a server that is gone is
-    /// replaced; one a live server answers on is refused, as is any other file.
-    pub fn bind(listen: &Listen) -> Result<Bound> {
+    /// Binds `listen`; connections will need `tls` when it is given (FORCEDTLS). A
+    /// unix socket file left by a server that is gone is replaced; one a live server
+    /// answers on is refused, as is any other file.
+    pub fn bind(listen: &Listen, tls: Option<Tls>) -> Result<Bound> {
         match listen {
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
@@ -122,6 +132,7 @@ impl Bound {
                 Ok(Bound {
                     listener: StdListener::Unix(l),
                     socket: Some(path.clone()),
+                    tls,
                 })
             }
             Listen::Tcp(addr) => {
@@ -132,23 +143,33 @@ impl Bound {
                 Ok(Bound {
                     listener: StdListener::Tcp(l),
                     socket: None,
+                    tls,
                 })
             }
         }
     }
 
-    /// The NBD URI (as libnbd and qemu spell it) of export `name` on this listener.
+    /// The NBD URI (as libnbd and qemu spell it) of export `name` on this listener:
+    /// `nbds://` and `nbds+unix://` when TLS is required. Where the client's keys or
+    /// certificates are is the client's business (libnbd: `?tls-psk-file=`,
+    /// `?tls-certificates=`), so the URI does not say.
     pub fn uri(&self, name: &str) -> String {
+        let s = if self.tls.is_some() { "s" } else { "" };
         match &self.listener {
             StdListener::Unix(_) => format!(
-                "nbd+unix:///{name}?socket={}",
+                "nbd{s}+unix:///{name}?socket={}",
                 self.socket.as_ref().expect("unix").display()
             ),
             StdListener::Tcp(l) => match l.local_addr() {
-                Ok(a) => format!("nbd://{a}/{name}"),
-                Err(_) => format!("nbd://127.0.0.1/{name}"),
+                Ok(a) => format!("nbd{s}://{a}/{name}"),
+                Err(_) => format!("nbd{s}://127.0.0.1/{name}"),
             },
         }
+    }
+
+    /// The TLS connections need, if any.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// The unix socket file, if any.
@@ -320,6 +341,8 @@ pub struct Shared {
     stats: Arc<Stats>,
     uid: u32,
     pool: Pool,
+    /// Some: FORCEDTLS with this configuration; None: NOTLS.
+    tls: Option<Tls>,
     /// The stop sender of state made by [`Shared::new`] (no [`Server`] holds it):
     /// kept so `stop` never reads as closed.
     _stop_tx: Option<watch::Sender<bool>>,
@@ -359,6 +382,7 @@ impl Server {
             stats: stats.clone(),
             uid: nix::unistd::geteuid().as_raw(),
             pool: Pool::default(),
+            tls: bound.tls,
             _stop_tx: None,
         });
         let accept = {
@@ -421,7 +445,7 @@ async fn accept_loop(listener: Either, shared: Arc<Shared>) {
         shared.stats.connections.fetch_add(1, Ordering::SeqCst);
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(r, w, &shared).await {
+            if let Err(e) = connection_from(r, w, &shared, &peer).await {
                 eprintln!("ebsim nbd: connection from {peer} closed: {e}");
             }
             shared.stats.connections.fetch_sub(1, Ordering::SeqCst);
@@ -481,18 +505,90 @@ struct Negotiated {
     allocation: bool,
 }
 
+/// The read buffer of a connection.
+const READ_BUFFER: usize = 128 << 10;
+
 /// One connection from the first byte to the last. Errors are I/O errors of the
 /// connection or protocol violations; either way only this connection ends.
-pub async fn connection<R, W>(r: R, mut w: W, shared: &Arc<Shared>) -> std::io::Result<()>
+pub async fn connection<R, W>(r: R, w: W, shared: &Arc<Shared>) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut r = BufReader::with_capacity(128 << 10, r);
-    let Some(neg) = handshake(&mut r, &mut w, shared).await? else {
-        return Ok(());
+    connection_from(r, w, shared, "client").await
+}
+
+/// [`connection`], with the peer named in log lines.
+async fn connection_from<R, W>(
+    r: R,
+    mut w: W,
+    shared: &Arc<Shared>,
+    peer: &str,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut r = BufReader::with_capacity(READ_BUFFER, r);
+    let client = greet(&mut r, &mut w).await?;
+    let phase = match shared.tls {
+        Some(_) => Phase::TlsRequired,
+        None => Phase::NoTls,
     };
-    transmission(r, w, shared, neg).await
+    match options(&mut r, &mut w, shared, client, phase).await? {
+        Outcome::End => Ok(()),
+        Outcome::Transmission(neg) => transmission(r, w, shared, neg).await,
+        Outcome::StartTls => {
+            // The client waits for the ACK before it starts TLS; bytes already
+            // here would be plaintext the TLS session must not see.
+            if !r.buffer().is_empty() {
+                return Err(protocol("data after NBD_OPT_STARTTLS before its reply"));
+            }
+            let tls = shared
+                .tls
+                .as_ref()
+                .expect("STARTTLS is accepted only with TLS");
+            let stream = tls.accept(tokio::io::join(r.into_inner(), w), peer).await?;
+            let (r, mut w) = tokio::io::split(stream);
+            let mut r = BufReader::with_capacity(READ_BUFFER, r);
+            match options(&mut r, &mut w, shared, client, Phase::TlsOn).await? {
+                Outcome::Transmission(neg) => transmission(r, w, shared, neg).await,
+                Outcome::End | Outcome::StartTls => {
+                    // Close the TLS session properly (close_notify).
+                    let _ = w.shutdown().await;
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Where the option haggling stands on TLS (the spec's server modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// NOTLS: STARTTLS is refused with `ERR_POLICY`.
+    NoTls,
+    /// FORCEDTLS before STARTTLS: every option but STARTTLS and ABORT is refused.
+    TlsRequired,
+    /// FORCEDTLS after STARTTLS: everything is served; STARTTLS again is invalid.
+    TlsOn,
+}
+
+/// How the option haggling ended.
+enum Outcome {
+    /// GO or EXPORT_NAME: transmission starts.
+    Transmission(Negotiated),
+    /// STARTTLS was acknowledged: the TLS handshake comes next.
+    StartTls,
+    /// ABORT, or nothing more to do.
+    End,
+}
+
+/// The client's flags from the greeting.
+#[derive(Debug, Clone, Copy)]
+struct ClientFlags {
+    fixed: bool,
+    no_zeroes: bool,
 }
 
 impl Shared {
@@ -506,8 +602,16 @@ impl Shared {
             stats: Arc::new(Stats::default()),
             uid: nix::unistd::geteuid().as_raw(),
             pool: Pool::default(),
+            tls: None,
             _stop_tx: Some(tx),
         })
+    }
+
+    /// [`Shared::new`] with TLS required (FORCEDTLS).
+    pub fn with_tls(export: Export, tls: Tls) -> Arc<Shared> {
+        let mut s = Self::new(export);
+        Arc::get_mut(&mut s).expect("just made").tls = Some(tls);
+        s
     }
 }
 
@@ -515,18 +619,12 @@ fn protocol(what: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.into())
 }
 
-/// The fixed-newstyle handshake. Some(..) when the client entered transmission;
-/// None when it ended the negotiation (ABORT) or must be dropped.
-async fn handshake<R, W>(
-    r: &mut R,
-    w: &mut W,
-    shared: &Shared,
-) -> std::io::Result<Option<Negotiated>>
+/// The fixed-newstyle greeting: the server's magic and flags, the client's flags.
+async fn greet<R, W>(r: &mut R, w: &mut W) -> std::io::Result<ClientFlags>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let export = &shared.export;
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -537,8 +635,27 @@ where
     if client & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         return Err(protocol(format!("unknown client flags {client:#x}")));
     }
-    let fixed = client & FLAG_C_FIXED_NEWSTYLE != 0;
-    let no_zeroes = client & FLAG_C_NO_ZEROES != 0;
+    Ok(ClientFlags {
+        fixed: client & FLAG_C_FIXED_NEWSTYLE != 0,
+        no_zeroes: client & FLAG_C_NO_ZEROES != 0,
+    })
+}
+
+/// The option haggling, in `phase`, until the client enters transmission, asks
+/// for TLS, ends it (ABORT) or must be dropped (an error).
+async fn options<R, W>(
+    r: &mut R,
+    w: &mut W,
+    shared: &Shared,
+    client: ClientFlags,
+    phase: Phase,
+) -> std::io::Result<Outcome>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let export = &shared.export;
+    let ClientFlags { fixed, no_zeroes } = client;
     let mut neg = Negotiated::default();
     loop {
         if r.read_u64().await? != IHAVEOPT {
@@ -564,6 +681,38 @@ where
             out.extend_from_slice(&option_reply(option, kind, payload));
         };
         let shutting_down = *shared.stop.borrow();
+        if phase == Phase::TlsRequired {
+            match option {
+                OPT_STARTTLS if !data.is_empty() => {
+                    reply(REP_ERR_INVALID, b"STARTTLS takes no data");
+                }
+                OPT_STARTTLS => {
+                    reply(REP_ACK, &[]);
+                    w.write_all(&out).await?;
+                    w.flush().await?;
+                    return Ok(Outcome::StartTls);
+                }
+                OPT_ABORT => {
+                    reply(REP_ACK, &[]);
+                    w.write_all(&out).await?;
+                    w.flush().await?;
+                    return Ok(Outcome::End);
+                }
+                // It has no error reply: the spec says to end the session.
+                OPT_EXPORT_NAME => {
+                    return Err(protocol(
+                        "NBD_OPT_EXPORT_NAME before STARTTLS; this export requires TLS",
+                    ));
+                }
+                _ => reply(
+                    REP_ERR_TLS_REQD,
+                    b"this export requires TLS: send NBD_OPT_STARTTLS first",
+                ),
+            }
+            w.write_all(&out).await?;
+            w.flush().await?;
+            continue;
+        }
         match option {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data);
@@ -578,13 +727,13 @@ where
                 }
                 w.write_all(&b).await?;
                 w.flush().await?;
-                return Ok(Some(neg));
+                return Ok(Outcome::Transmission(neg));
             }
             OPT_ABORT => {
                 reply(REP_ACK, &[]);
                 w.write_all(&out).await?;
                 w.flush().await?;
-                return Ok(None);
+                return Ok(Outcome::End);
             }
             OPT_LIST if !data.is_empty() => {
                 reply(REP_ERR_INVALID, b"LIST takes no data");
@@ -625,7 +774,7 @@ where
                     if option == OPT_GO {
                         w.write_all(&out).await?;
                         w.flush().await?;
-                        return Ok(Some(neg));
+                        return Ok(Outcome::Transmission(neg));
                     }
                 }
             },
@@ -666,9 +815,12 @@ where
                     }
                 }
             }
+            OPT_STARTTLS if phase == Phase::TlsOn => {
+                reply(REP_ERR_INVALID, b"TLS is already on")
+            }
             OPT_STARTTLS => reply(
                 REP_ERR_POLICY,
-                b"TLS is not offered: ebsim serves NBD on a unix socket or loopback",
+                b"TLS is not offered on this export (attach-volume without --tls-psk or --tls-creds)",
             ),
             _ => reply(
                 REP_ERR_UNSUP,

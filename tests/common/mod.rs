@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod nbd_client;
+pub mod pki;
 pub mod sandbox;
 
 use ebsim::clock::{Clock, Timestamp, parse_time};
@@ -139,4 +140,32 @@ pub fn all_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Skips the running test: says why on stderr and records it in
+/// `target/tmp/skipped-tests.txt`, which scripts/test.sh reads so that a skipped test
+/// counts as skipped in its summary, not as passed (libtest has no runtime skip).
+pub fn skip(why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string();
+    eprintln!("SKIP: {test}: {why}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{test}\t{why}");
+    }
+}
+
+/// True if `tool` is on the PATH.
+pub fn have(tool: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| std::path::Path::new(d).join(tool).exists())
 }

@@ -7,8 +7,12 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+/// What a client talks over: a socket, or a TLS session on one.
+pub trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
 pub struct Client {
-    pub s: UnixStream,
+    pub s: Box<dyn Conn>,
     pub size: u64,
     pub flags: u16,
     pub structured: bool,
@@ -41,9 +45,14 @@ pub fn be32(b: &[u8]) -> u32 {
 impl Client {
     /// Connects and reads the server's greeting; sends `client_flags`.
     pub fn greet(path: &Path, client_flags: u32) -> Client {
-        let mut s = UnixStream::connect(path).unwrap();
+        let s = UnixStream::connect(path).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
             .unwrap();
+        Client::greet_on(Box::new(s), client_flags)
+    }
+
+    /// [`Client::greet`] on a connected stream.
+    pub fn greet_on(mut s: Box<dyn Conn>, client_flags: u32) -> Client {
         let mut hello = [0u8; 18];
         s.read_exact(&mut hello).unwrap();
         assert_eq!(&hello[..8], &NBDMAGIC.to_be_bytes());
@@ -132,9 +141,27 @@ impl Client {
         }
     }
 
+    /// STARTTLS, acknowledged; then `tls` wraps the connection (the TLS handshake),
+    /// or says why it could not.
+    pub fn starttls(
+        mut self,
+        tls: impl FnOnce(Box<dyn Conn>) -> Result<Box<dyn Conn>, String>,
+    ) -> Result<Client, String> {
+        let r = self.option(OPT_STARTTLS, &[]);
+        assert_eq!(r[0].kind, REP_ACK, "STARTTLS refused: {r:?}");
+        self.s = tls(self.s)?;
+        Ok(self)
+    }
+
     /// A client as libnbd would be: structured replies, base:allocation, GO.
     pub fn connect(path: &Path) -> Client {
-        let mut c = Client::greet(path, FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+        let c = Client::greet(path, FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+        c.negotiate()
+    }
+
+    /// The negotiation of [`Client::connect`] on a greeted client.
+    pub fn negotiate(self) -> Client {
+        let mut c = self;
         assert_eq!(c.option(OPT_STRUCTURED_REPLY, &[])[0].kind, REP_ACK);
         c.structured = true;
         let meta = c.option(
