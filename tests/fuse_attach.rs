@@ -34,7 +34,9 @@ fn missing() -> Option<String> {
 macro_rules! require_linux_tools {
     () => {
         if let Some(why) = missing() {
-            eprintln!("SKIP: {why} (scripts/test.sh installs the tools; CI runs as root)");
+            common::skip(&format!(
+                "{why} (scripts/test.sh installs the tools; CI runs as root)"
+            ));
             return;
         }
     };

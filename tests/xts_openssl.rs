@@ -2,6 +2,8 @@
 //! `aes-256-xts`, driven through pyca/cryptography (`openssl enc` refuses XTS),
 //! with the tweak set to the little-endian unit index (plain64).
 
+mod common;
+
 use ebsim::crypto::xts::{DATA_UNIT, Xts};
 use std::process::Command;
 
@@ -19,8 +21,8 @@ fn batched_xts_equals_openssl_on_random_units() {
         .args(["-c", "import cryptography"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "SKIP: python3 with pyca/cryptography is not installed (scripts/test.sh installs it)"
+        common::skip(
+            "python3 with pyca/cryptography is not installed (scripts/test.sh installs it)",
         );
         return;
     }
