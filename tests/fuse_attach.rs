@@ -42,6 +42,20 @@ macro_rules! require_linux_tools {
     };
 }
 
+/// Attaches `vol` through FUSE in the sandbox's `att/`; the volume's file.
+fn attach_fuse(s: &Sandbox, vol: &str) -> std::path::PathBuf {
+    let dir = s.path("att");
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        vol,
+        "--fuse",
+        &dir.display().to_string(),
+    ]);
+    dir.join(vol)
+}
+
 fn sha(path: &Path) -> Vec<u8> {
     sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
 }
@@ -94,16 +108,7 @@ fn fio_with_crc32c_verify_passes_over_the_fuse_file() {
     require_linux_tools!();
     let s = Sandbox::new();
     let vol = s.volume(true, 64 << 20);
-    let dir = s.path("att");
-    s.ok(&[
-        "ec2",
-        "attach-volume",
-        "--volume-id",
-        &vol,
-        "--fuse",
-        &dir.display().to_string(),
-    ]);
-    let file = dir.join(&vol);
+    let file = attach_fuse(&s, &vol);
     let fio = Command::new("fio")
         .args([
             "--name=verify",
@@ -539,16 +544,7 @@ fn the_fuse_file_ignores_o_trunc_and_refuses_a_shrink() {
     require_linux_tools!();
     let s = Sandbox::new();
     let vol = s.volume(true, 8 << 20);
-    let dir = s.path("att");
-    s.ok(&[
-        "ec2",
-        "attach-volume",
-        "--volume-id",
-        &vol,
-        "--fuse",
-        &dir.display().to_string(),
-    ]);
-    let file = dir.join(&vol);
+    let file = attach_fuse(&s, &vol);
     let file_s = file.display().to_string();
     let src = s.dir.path().join("src.bin");
     let data = ebsim::crypto::random_bytes(8 << 20);

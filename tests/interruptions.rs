@@ -60,6 +60,32 @@ fn full_volume(s: &Sandbox, mib: u64) -> String {
     vol
 }
 
+/// A snapshot of `vol`, by the CLI; its id.
+fn snapshot_id(s: &Sandbox, vol: &str) -> String {
+    s.ok(&[
+        "ec2",
+        "create-snapshot",
+        "--volume-id",
+        vol,
+        "--query",
+        "SnapshotId",
+        "--output",
+        "text",
+    ])
+}
+
+/// A new KMS key's ARN.
+fn new_key(s: &Sandbox) -> String {
+    s.ok(&[
+        "kms",
+        "create-key",
+        "--query",
+        "KeyMetadata.Arn",
+        "--output",
+        "text",
+    ])
+}
+
 fn snapshots(s: &Sandbox) -> Vec<(String, String)> {
     let out = s.ok(&[
         "ec2",
@@ -167,25 +193,9 @@ fn ctrl_c_on_a_copy_and_on_a_restore_leaves_nothing() {
     use nix::sys::signal::Signal;
     let s = Sandbox::new();
     let vol = full_volume(&s, 192);
-    let snap = s.ok(&[
-        "ec2",
-        "create-snapshot",
-        "--volume-id",
-        &vol,
-        "--query",
-        "SnapshotId",
-        "--output",
-        "text",
-    ]);
+    let snap = snapshot_id(&s, &vol);
     let blocks = block_files(&s);
-    let key = s.ok(&[
-        "kms",
-        "create-key",
-        "--query",
-        "KeyMetadata.Arn",
-        "--output",
-        "text",
-    ]);
+    let key = new_key(&s);
     let mut c = spawn(
         &s,
         &[
@@ -379,25 +389,9 @@ fn a_crash_at_every_point_is_settled_by_the_next_command() {
         "{states:?}"
     );
     assert_eq!(block_files(&s), before);
-    let snap = s.ok(&[
-        "ec2",
-        "create-snapshot",
-        "--volume-id",
-        &vol,
-        "--query",
-        "SnapshotId",
-        "--output",
-        "text",
-    ]);
+    let snap = snapshot_id(&s, &vol);
     let with_snap = block_files(&s);
-    let key = s.ok(&[
-        "kms",
-        "create-key",
-        "--query",
-        "KeyMetadata.Arn",
-        "--output",
-        "text",
-    ]);
+    let key = new_key(&s);
     crash_at(
         &s,
         "copy:after-blocks",

@@ -107,6 +107,15 @@ impl LocalStore {
     /// Block files under a temporary name (a put that never reached its rename).
     /// Only meaningful under the exclusive lock, when no put is running.
     pub fn temporary_files(&self) -> Vec<PathBuf> {
+        self.files()
+            .into_iter()
+            .filter(|(_, name)| name.starts_with(".tmp-"))
+            .map(|(path, _)| path)
+            .collect()
+    }
+
+    /// Every file in the store's subdirectories, with its name.
+    fn files(&self) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
         for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             if !sub.path().is_dir() {
@@ -117,9 +126,7 @@ impl LocalStore {
                 .flatten()
                 .flatten()
             {
-                if f.file_name().to_string_lossy().starts_with(".tmp-") {
-                    out.push(f.path());
-                }
+                out.push((f.path(), f.file_name().to_string_lossy().into_owned()));
             }
         }
         out
@@ -316,22 +323,11 @@ impl BlockStore for LocalStore {
     }
 
     fn list(&self) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for sub in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            if !sub.path().is_dir() {
-                continue;
-            }
-            for f in std::fs::read_dir(sub.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if let Some(d) = f.file_name().to_string_lossy().strip_suffix(".blk") {
-                    out.push(d.to_string());
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .files()
+            .into_iter()
+            .filter_map(|(_, name)| name.strip_suffix(".blk").map(str::to_string))
+            .collect())
     }
 }
 
