@@ -32,6 +32,25 @@ fn set_aside(file: &Path) -> impl FnOnce() {
     move || std::fs::rename(aside, file).unwrap()
 }
 
+/// Every file under `dir` with its bytes (and every directory), sorted.
+fn snapshot_of_files(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.push((p.clone(), None));
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn assert_damaged(out: &common::sandbox::Out, file: &Path, what: &str) {
     assert_eq!(out.code, 253, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -172,10 +191,13 @@ fn a_bad_root_key_is_253_for_attach_too() {
     std::fs::write(&rk, &bytes).unwrap();
     let sock = s.path("run").join("v.sock");
     let nbd = format!("unix:{}", sock.display());
+    let before = snapshot_of_files(&s.home());
     let out = s.ebsim(&["ec2", "attach-volume", "--volume-id", &vol, "--nbd", &nbd]);
     assert_eq!(out.code, 253, "{}", out.stderr);
     assert!(out.stderr.contains("root.key is corrupt"), "{}", out.stderr);
     assert!(!sock.exists(), "no socket is left by a failed attach");
+    // Nothing is written into the damaged root (no attachments directory, no log).
+    assert_eq!(snapshot_of_files(&s.home()), before);
     let out = s.ebsim(&["ec2", "describe-volumes"]);
     assert_eq!(out.code, 253, "{}", out.stderr);
 }
@@ -238,4 +260,67 @@ fn damaged_images_are_typed_errors_and_images_without_records_are_kept() {
         "{out}"
     );
     assert!(stray.exists(), "an unrecorded image is kept");
+}
+
+/// Processes creating and deleting volumes at once (each opening the region,
+/// which settles abandoned operations) never take a live operation for an
+/// abandoned one: every call succeeds and the counts are exact.
+#[test]
+fn concurrent_creates_and_deletes_are_exact() {
+    let s = Sandbox::new();
+    s.ok(&["ec2", "describe-volumes"]);
+    let home = s.home();
+    let bin = env!("CARGO_BIN_EXE_ebsim");
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let home = home.clone();
+            std::thread::spawn(move || {
+                let run = |args: &[&str]| {
+                    let o = std::process::Command::new(bin)
+                        .args(args)
+                        .env("EBSIM_HOME", &home)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        o.status.success(),
+                        "worker {w}: {args:?}: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                    String::from_utf8_lossy(&o.stdout).trim().to_string()
+                };
+                let mut kept = 0;
+                for i in 0..20 {
+                    let v = run(&[
+                        "ec2",
+                        "create-volume",
+                        "--size-bytes",
+                        "1048576",
+                        "--query",
+                        "VolumeId",
+                        "--output",
+                        "text",
+                    ]);
+                    if i % 3 == 0 {
+                        run(&["ec2", "delete-volume", "--volume-id", &v]);
+                    } else {
+                        kept += 1;
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    let kept: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let n = s.ok(&["ec2", "describe-volumes", "--query", "length(Volumes)"]);
+    assert_eq!(n, kept.to_string());
+    let images = std::fs::read_dir(region(&s).join("volumes"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+        .count();
+    assert_eq!(images, kept, "one image per recorded volume");
+    let out = s.ok(&["ec2", "cleanup"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["UnrecordedImages"], serde_json::json!([]), "{out}");
+    assert_eq!(v["AbandonedOperations"], serde_json::json!([]), "{out}");
 }

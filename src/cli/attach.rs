@@ -60,6 +60,9 @@ fn attachments_dir(ctx: &Ctx) -> Result<PathBuf> {
 /// Returns the attachment it recorded.
 fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
     crate::ec2::check_volume_id(volume_id)?;
+    // A damaged data root (root key, stores) is refused here, before the
+    // attachments directory and the daemon's log are made in it.
+    ctx.ec2()?;
     let log_path = attachments_dir(ctx)?.join(format!("{volume_id}.log"));
     let log = {
         use std::os::unix::fs::OpenOptionsExt;

@@ -128,12 +128,38 @@ fn open_lock(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
 }
 
+/// True if `f` is still the file at `path`. A lock is only worth something on
+/// the file that has the name: a recovery may remove a lock file it holds (its
+/// operation is gone) just after another process opened it and before that
+/// process locked it; that process must then start again on a new file.
+fn still_named(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Waits for, and holds, the lock of a new operation at `path`.
+fn take(path: &Path) -> Result<File> {
+    loop {
+        let f = open_lock(path)?;
+        f.lock()
+            .map_err(|e| Error::io(format!("cannot lock {}", path.display()), e))?;
+        if still_named(&f, path) {
+            return Ok(f);
+        }
+    }
+}
+
 /// Tries to take the lock of a pending record: Some(file) if its owner is gone.
+/// None while the owner holds it (or the file was replaced meanwhile: another
+/// process is looking at it too).
 fn try_take(path: &Path) -> Result<Option<File>> {
     let f = open_lock(path)?;
     match f.try_lock() {
-        Ok(()) => Ok(Some(f)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Ok(()) if still_named(&f, path) => Ok(Some(f)),
+        Ok(()) | Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(Error::io(format!("cannot lock {}", path.display()), e))
         }
@@ -171,9 +197,7 @@ impl Ec2 {
             super::new_id("op").trim_start_matches("op-")
         );
         let lock_path = self.pending_dir()?.join(format!("{id}.lock"));
-        let lock = open_lock(&lock_path)?;
-        lock.lock()
-            .map_err(|e| Error::io(format!("cannot lock {}", lock_path.display()), e))?;
+        let lock = take(&lock_path)?;
         let rec = PendingRecord {
             id: id.clone(),
             pid: std::process::id(),
@@ -279,22 +303,27 @@ impl Ec2 {
             }
             let _ = std::fs::remove_file(&lock_path);
         }
-        // Lock files whose record is gone (the owner died between the two steps).
-        let known: std::collections::HashSet<String> = self
-            .store
-            .lock()
-            .expect("ec2 store")
-            .pending()?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        // Lock files without a record: their owner finished (it removes the record,
+        // then the file), died between taking the lock and recording itself, or has
+        // not recorded itself yet. Only a file this process holds locked, and whose
+        // record is still absent once it holds it, is removed; an owner that had
+        // opened it but not locked it yet notices (`take`) and starts again.
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".lock")
-                && !known.contains(id)
-                && let Some(_held) = try_take(&e.path())?
-            {
-                let _ = std::fs::remove_file(e.path());
+            let Some(id) = name.strip_suffix(".lock") else {
+                continue;
+            };
+            if let Some(_held) = try_take(&e.path())? {
+                let recorded = self
+                    .store
+                    .lock()
+                    .expect("ec2 store")
+                    .pending()?
+                    .iter()
+                    .any(|r| r.id == id);
+                if !recorded {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         self.sweep_volume_dir(&live, &abandoned_resources, &mut done)?;

@@ -164,7 +164,22 @@ impl Iam {
     /// had one (a missing, empty or foreign file is a damaged data root, 253).
     pub fn open(root: &DataRoot) -> Result<Self> {
         let path = root.path().join("iam.db");
-        let none = |_: &std::path::Path| None;
+        // Evidence that iam.db existed, for a root whose registry is gone too:
+        // profiles that act as IAM users or roles, which only iam.db defines.
+        let config = root.config();
+        let evidence = move |_: &std::path::Path| {
+            let c = config.as_ref().ok()?;
+            c.profiles
+                .iter()
+                .find(|(_, p)| {
+                    p.principal.as_deref().is_some_and(|a| {
+                        a.contains(":user/") || a.contains(":role/") || a.contains(":assumed-role/")
+                    })
+                })
+                .map(|(name, _)| {
+                    format!("config.json's profile {name} acts as an IAM user or role")
+                })
+        };
         let (conn, _) = root.open_store(&crate::home::stores::StoreSpec {
             relative: "iam.db".into(),
             schema: "PRAGMA journal_mode = WAL;
@@ -172,7 +187,7 @@ impl Iam {
                          account TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, json TEXT NOT NULL,
                          PRIMARY KEY (account, kind, name)) WITHOUT ROWID;",
             tables: &["entities"],
-            evidence: &none,
+            evidence: &evidence,
         })?;
         let setup = || -> Result<()> {
             conn.pragma_update(None, "journal_mode", "WAL")?;
