@@ -154,7 +154,7 @@ def body(chk):
         os.makedirs(tdir)
         vol = chk.create_volume(VOL_SIZE, key)
         seed = random.randrange(1, 2**31)
-        per_job = (96 << 20) if variant != "mount" else (40 << 20)
+        per_job = (96 << 20) if variant != "mount" else (64 << 20)
         pid, target = attach(vol, tdir)
         if variant == "mount":
             # Files written in full first: later O_DIRECT overwrites need no
@@ -164,7 +164,7 @@ def body(chk):
                              f"count={per_job >> 20}", "conv=fsync", "status=none"])
         w = subprocess.Popen(fio_cmd(variant, target, per_job, seed, False), cwd=tdir,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        delay = random.uniform(0.3, 3.0)
+        delay = random.uniform(0.3, 3.0 if variant != "mount" else 2.0)
         time.sleep(delay)
         mid = w.poll() is None
         totals["mid"] += mid

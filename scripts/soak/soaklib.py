@@ -285,18 +285,21 @@ def need_fuse():
 
 
 def alive(pid):
+    """True while any thread of pid runs. A process killed by a signal shows as a
+    zombie as soon as its main thread is gone, but its files (and the locks on
+    them) are released only when its last thread has exited."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def wait_gone(pid, timeout=10):
