@@ -111,7 +111,7 @@ def body(chk):
     if variant == "mount":
         soaklib.need_root()
         soaklib.need_tools("losetup", "mkfs.ext4", "mount", "umount")
-    totals = {"lost": 0, "verified": 0, "mid": 0, "acked": 0, "unacked": 0}
+    totals = {"lost": 0, "verified": 0, "mid": 0, "acked": 0, "unacked": 0, "early": 0}
     key = chk.create_key()
 
     def attach(vol, tdir):
@@ -182,6 +182,12 @@ def body(chk):
             + " | ".join(l for l in out.decode(errors="replace").splitlines()
                          if "err" in l or "issued" in l)[:600])
         states = glob.glob(os.path.join(tdir, "local-soak-*-verify.state"))
+        if not states and not acked_blocks(tdir):
+            # Killed before fio had connected or written: nothing was acknowledged.
+            totals["early"] += 1
+            release(vol, tdir)
+            chk.ok("ec2", "delete-volume", "--volume-id", vol)
+            return
         if len(states) != JOBS:
             raise Failed(f"fio saved {len(states)} verify states, not {JOBS}")
         release(vol, tdir)
@@ -219,7 +225,8 @@ def body(chk):
         chk.trial(trial, i)
     chk.figure(f"acked writes lost: {totals['lost']} (of {totals['acked']} acked)")
     chk.figure(f"in-flight writes replayed and bad: {totals['unacked']} (not acked)")
-    chk.figure(f"kills mid-write: {totals['mid']}/{chk.trials}")
+    chk.figure(f"kills mid-write: {totals['mid']}/{chk.trials}"
+               + (f" ({totals['early']} before fio's first write)" if totals["early"] else ""))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ class Check:
             out = fn(*args)
         except Exception as e:  # anything a trial raises fails that trial only
             log(traceback.format_exc())
-            self.problem(f"trial {self.trials}: {e}")
+            self.problem(f"trial {self.trials - 1}: {e}")
         if self._failed_trial:
             self.failures += 1
         return out
