@@ -2,8 +2,9 @@
 """Check 2: re-key and grow killed at injected points (--variant rekey or grow).
 
 rekey: a volume holding random data with holes is re-keyed to another KMS key by
-`ebsim ec2 rekey-volume`, killed with SIGKILL at random moments (small chunks,
-EBSIM_REKEY_CHUNK_UNITS, so most kills land mid-way), then run to the end. Its
+`ebsim ec2 rekey-volume`, killed with SIGKILL up to 4 times at random points
+(small chunks, EBSIM_REKEY_CHUNK_UNITS; each kill soon after the header's
+boundary passed a random unit), then run to the end. Its
 content (read over NBD with nbdcopy) must be unchanged, its header (parsed here,
 docs/FORMAT.md §2/§9) must name only the new key, the journal must be gone, and
 while half-way it must refuse to attach.
@@ -57,8 +58,18 @@ def rekey(chk):
         for k in range(4):
             p = chk.spawn("ec2", "rekey-volume", "--volume-id", vol, "--kms-key-id", k2,
                           env=chunk)
-            # A resumed run has only the rest to do.
-            time.sleep(random.uniform(0, span * (1 - last_boundary * 4096 / size)))
+            # Killed once the header says it passed a random point of what is left
+            # (then a little later, so the kill falls anywhere in a chunk's
+            # journal, write and flush), not after a fixed time: how long a re-key
+            # takes depends on what else the machine does.
+            target = random.randrange(last_boundary, size // 4096)
+            end = time.monotonic() + 4 * span + 5
+            while p.poll() is None and time.monotonic() < end:
+                h = soaklib.read_header(chk.image_path(vol))
+                if h["incompat"] & 0x2 and h["boundary"] >= target:
+                    break
+                time.sleep(0.002)
+            time.sleep(random.uniform(0, 0.02))
             p.kill()
             p.wait()
             stats["kills"] += 1
