@@ -7,7 +7,8 @@
 #
 #   --short      few trials each, a few minutes in all (the default; scripts/test.sh)
 #   --long       many trials each, for docs/BENCHMARKS.md
-#   --trials N   N trials for every check that counts trials (implies nothing else)
+#   --trials N   N trials per check (rounds over every case for stores and
+#                nbd-garbage, commands per process for load)
 #   --only A,B   run only these checks (names as --list prints them)
 #
 # EBSIM_BIN names the ebsim binary (default target/release/ebsim, built with cargo
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
         --only) only="${2:?--only needs check names}"; shift ;;
         --only=*) only="${1#--only=}" ;;
         --list) for c in "${checks[@]}"; do echo "${c%% *}"; done; exit 0 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
