@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
         --only) only="${2:?--only needs check names}"; shift ;;
         --only=*) only="${1#--only=}" ;;
         --list) for c in "${checks[@]}"; do echo "${c%% *}"; done; exit 0 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
