@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then: cargo fmt --check, clippy with warnings as
-# errors, and every test (unit, integration, golden CLI transcripts, property tests).
+# errors, every test (unit, integration, golden CLI transcripts, property tests),
+# and the fault campaign's short mode (scripts/soak/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -32,3 +33,9 @@ fi
 k=0
 if [ -f "$skipped" ]; then k=$(wc -l <"$skipped"); fi
 awk -v k="$k" '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\nsummary: %d passed, %d failed, %d skipped\n", p - k, f, s + k }' target/test-output.txt
+
+# The fault campaign's short mode (scripts/soak/README.md), on the binary cargo test
+# just built; it ends with its own "soak summary:" line and fails the run if a
+# check failed.
+say "fault campaign, short mode (scripts/soak/run.sh)"
+EBSIM_BIN=target/debug/ebsim bash scripts/soak/run.sh --short
