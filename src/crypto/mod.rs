@@ -6,6 +6,7 @@ pub mod aead;
 #[doc(hidden)]
 pub mod memscan;
 pub mod secret;
+pub mod stack;
 pub mod xts;
 #[cfg(target_arch = "x86_64")]
 mod xts_vaes;

@@ -5,7 +5,7 @@
 
 use super::model::*;
 use super::{Ec2, err, new_data_key_id, new_id};
-use crate::crypto::secret::{Locked, SecretBytes};
+use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kms::access::Caller;
@@ -25,7 +25,7 @@ pub(super) struct RestoreSource {
     /// volume (wrapped blob, key ARN, plaintext); blocks are copied as ciphertext.
     pub shared_key: Option<(Vec<u8>, String, SecretBytes)>,
     /// The snapshot's data key, when blocks must be decrypted to be re-encrypted.
-    source_xts: Option<Locked<Xts>>,
+    source_xts: Option<Xts>,
     /// The new volume is encrypted under a data key of its own.
     encrypt: bool,
 }
@@ -157,9 +157,9 @@ impl Ec2 {
             Some(_) => {
                 let source_xts = if s.encrypted {
                     let k = self.snapshot_key(caller, s)?;
-                    Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+                    Some(Xts::new(k.expose()).map_err(|e| {
                         Error::new(ErrorKind::VolumeImage, format!("{}: {e}", s.snapshot_id))
-                    })?))
+                    })?)
                 } else {
                     None
                 };
@@ -594,9 +594,9 @@ impl Ec2 {
         // nothing behind.
         let source_xts = if s.encrypted {
             let k = source.snapshot_key(caller, &s)?;
-            Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+            Some(Xts::new(k.expose()).map_err(|e| {
                 Error::new(ErrorKind::VolumeImage, format!("{source_snapshot_id}: {e}"))
-            })?))
+            })?)
         } else {
             None
         };
@@ -606,9 +606,9 @@ impl Ec2 {
                 record.wrapped_key = Some(wrapped);
                 record.kms_key_arn = Some(arn);
                 record.data_key_id = Some(new_data_key_id());
-                Some(Locked::new(Xts::new(key.expose()).map_err(|e| {
+                Some(Xts::new(key.expose()).map_err(|e| {
                     Error::new(ErrorKind::VolumeImage, format!("{snapshot_id}: {e}"))
-                })?))
+                })?)
             }
             None => None,
         };
