@@ -23,6 +23,9 @@ pub struct SecretBytes {
 }
 
 impl SecretBytes {
+    /// The largest secret: one page.
+    pub const MAX_LEN: usize = PAGE;
+
     /// A zero-filled secret of `len` bytes, ready to be written through [`Self::expose_mut`].
     ///
     /// # Panics

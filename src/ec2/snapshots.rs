@@ -97,7 +97,7 @@ impl Ec2 {
 
     /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
     fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
-        let out = self.kms.decrypt(
+        self.kms.decrypt_locked(
             &caller.via("ec2", self.region()),
             DecryptRequest {
                 ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
@@ -105,8 +105,7 @@ impl Ec2 {
                 key_id: s.kms_key_arn.clone(),
                 ..Default::default()
             },
-        )?;
-        Ok(SecretBytes::from_slice(out.plaintext.as_slice()))
+        )
     }
 
     /// Every KMS call a restore needs, made before anything is written.
@@ -135,7 +134,7 @@ impl Ec2 {
                         ..Default::default()
                     },
                 )?;
-                let plain = self.kms.decrypt(
+                let plain = self.kms.decrypt_locked(
                     &via,
                     DecryptRequest {
                         ciphertext_blob: re.ciphertext_blob.clone(),
@@ -145,11 +144,7 @@ impl Ec2 {
                     },
                 )?;
                 Ok(RestoreSource {
-                    shared_key: Some((
-                        re.ciphertext_blob.as_slice().to_vec(),
-                        re.key_id,
-                        SecretBytes::from_slice(plain.plaintext.as_slice()),
-                    )),
+                    shared_key: Some((re.ciphertext_blob.as_slice().to_vec(), re.key_id, plain)),
                     source_xts: None,
                     encrypt: false,
                 })
