@@ -9,7 +9,7 @@
 //! | [`home`] | the data root: config, root key, per-region subtrees |
 //! | [`fsutil`] | private modes and atomic file replacement |
 //! | [`fault`] | crash points for crash tests (`EBSIM_FAULT`) |
-//! | [`crypto`] | locked zeroizing secrets, AES-256-GCM, HKDF, randomness |
+//! | [`crypto`] | locked zeroizing secrets (and the stacks that touch them), AES-256-GCM, HKDF, XTS, randomness |
 //! | [`kms`] | keys, backing-key versions, aliases, rotation, deletion, crypto operations, sealed store, audit log, quotas |
 //! | [`cli`] | the `ebsim` command line, shaped like the AWS CLI |
 //!

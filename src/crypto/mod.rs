@@ -3,7 +3,10 @@
 //! The KMS and (later) the volume code build on these; nothing here knows about AWS.
 
 pub mod aead;
+#[doc(hidden)]
+pub mod memscan;
 pub mod secret;
+pub mod stack;
 pub mod xts;
 #[cfg(target_arch = "x86_64")]
 mod xts_vaes;

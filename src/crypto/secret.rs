@@ -23,6 +23,9 @@ pub struct SecretBytes {
 }
 
 impl SecretBytes {
+    /// The largest secret: one page.
+    pub const MAX_LEN: usize = PAGE;
+
     /// A zero-filled secret of `len` bytes, ready to be written through [`Self::expose_mut`].
     ///
     /// # Panics
@@ -108,34 +111,51 @@ impl Drop for SecretBytes {
 #[repr(C, align(4096))]
 struct PageAligned<T>(T);
 
-/// A value (an expanded key schedule such as [`crate::crypto::xts::Xts`]) on pages
-/// of its own, locked with `mlock` while it lives. `T` is responsible for zeroizing
-/// itself on drop (the aes crate's `zeroize` feature does); the pages are unlocked
-/// after that.
+/// A value (an expanded key schedule such as the one inside
+/// [`crate::crypto::xts::Xts`]) on pages of its own, locked with `mlock` while it
+/// lives. `T` is responsible for zeroizing itself on drop (the aes crate's `zeroize`
+/// feature does, and so do ebsim's own schedules); the pages are unlocked after that.
 ///
-/// The value is built on the stack and moved here; Rust gives no way to construct
-/// it in place without `unsafe`, so a transient stack copy can remain until that
-/// stack is reused. The long-lived copy, the one used for every I/O, is locked.
+/// There is deliberately no `Locked::new(value)`: a value built by the caller and
+/// moved in leaves copies in the caller's stack frame, which no scrub can reach.
+/// [`Locked::new_in_place`] allocates and locks the pages first, holding an empty
+/// value, and the secret is written there through `&mut`; temporaries of that work
+/// lie in callee frames, which it scrubs ([`super::stack::scrub`]).
 pub struct Locked<T> {
     inner: Box<PageAligned<T>>,
     _lock: Option<region::LockGuard>,
 }
 
 impl<T> Locked<T> {
-    pub fn new(value: T) -> Self {
-        let inner = Box::new(PageAligned(value));
+    /// Locks pages holding `empty` (which must hold no secret), then runs `fill` on
+    /// them to write the secret in place, then scrubs the stack below this call.
+    pub fn new_in_place<E>(
+        empty: T,
+        fill: impl FnOnce(&mut T) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let mut inner = Box::new(PageAligned(empty));
         let lock = region::lock(
             &*inner as *const PageAligned<T>,
             std::mem::size_of::<PageAligned<T>>(),
         )
         .ok();
-        Locked { inner, _lock: lock }
+        let filled = fill_in_place(&mut inner.0, fill);
+        super::stack::scrub();
+        filled?;
+        Ok(Locked { inner, _lock: lock })
     }
 
     /// True if the pages are locked (false when RLIMIT_MEMLOCK is exhausted).
     pub fn is_locked(&self) -> bool {
         self._lock.is_some()
     }
+}
+
+/// Runs `fill` in a frame of its own, below [`Locked::new_in_place`]'s, so that the
+/// scrub after it covers every temporary `fill` made.
+#[inline(never)]
+fn fill_in_place<T, E>(slot: &mut T, fill: impl FnOnce(&mut T) -> Result<(), E>) -> Result<(), E> {
+    fill(slot)
 }
 
 impl<T> std::ops::Deref for Locked<T> {

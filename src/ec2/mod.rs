@@ -680,7 +680,7 @@ impl Ec2 {
                 ..Default::default()
             },
         )?;
-        let plain = self.kms.decrypt(
+        let key = self.kms.decrypt_locked(
             &via,
             DecryptRequest {
                 ciphertext_blob: made.ciphertext_blob.clone(),
@@ -689,7 +689,6 @@ impl Ec2 {
                 ..Default::default()
             },
         )?;
-        let key = SecretBytes::from_slice(plain.plaintext.as_slice());
         Ok((made.ciphertext_blob.as_slice().to_vec(), made.key_id, key))
     }
 
@@ -1049,7 +1048,7 @@ impl Ec2 {
                 }
                 None => (via.clone(), vec![]),
             };
-            let out = self.kms.decrypt(
+            self.kms.decrypt_locked(
                 &decrypter,
                 DecryptRequest {
                     ciphertext_blob: Blob::new(h.wrapped_key.clone()),
@@ -1058,8 +1057,7 @@ impl Ec2 {
                     key_id: Some(h.kms_key_arn.clone()),
                     ..Default::default()
                 },
-            )?;
-            Ok(SecretBytes::from_slice(out.plaintext.as_slice()))
+            )
         };
         let opened = Image::open(&self.image_path(&v.volume_id), &v.volume_id, &mut unlock);
         match opened {

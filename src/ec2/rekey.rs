@@ -348,7 +348,7 @@ impl Ec2 {
         key_arn: &str,
         wrapped: &[u8],
     ) -> Result<SecretBytes> {
-        let out = self.kms.decrypt(
+        self.kms.decrypt_locked(
             &caller.via("ec2", self.region()),
             DecryptRequest {
                 ciphertext_blob: Blob::new(wrapped.to_vec()),
@@ -356,8 +356,7 @@ impl Ec2 {
                 key_id: Some(key_arn.to_string()),
                 ..Default::default()
             },
-        )?;
-        Ok(SecretBytes::from_slice(out.plaintext.as_slice()))
+        )
     }
 }
 

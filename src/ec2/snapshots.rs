@@ -5,7 +5,7 @@
 
 use super::model::*;
 use super::{Ec2, err, new_data_key_id, new_id};
-use crate::crypto::secret::{Locked, SecretBytes};
+use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kms::access::Caller;
@@ -34,7 +34,7 @@ pub(super) struct RestoreSource {
     /// volume (wrapped blob, key ARN, plaintext); blocks are copied as ciphertext.
     pub shared_key: Option<(Vec<u8>, String, SecretBytes)>,
     /// The snapshot's data key, when blocks must be decrypted to be re-encrypted.
-    source_xts: Option<Locked<Xts>>,
+    source_xts: Option<Xts>,
     /// The new volume is encrypted under a data key of its own.
     encrypt: bool,
 }
@@ -133,7 +133,7 @@ impl Ec2 {
 
     /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
     fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
-        let out = self.kms.decrypt(
+        self.kms.decrypt_locked(
             &caller.via("ec2", self.region()),
             DecryptRequest {
                 ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
@@ -141,8 +141,7 @@ impl Ec2 {
                 key_id: s.kms_key_arn.clone(),
                 ..Default::default()
             },
-        )?;
-        Ok(SecretBytes::from_slice(out.plaintext.as_slice()))
+        )
     }
 
     /// Every KMS call a restore needs, made before anything is written.
@@ -171,7 +170,7 @@ impl Ec2 {
                         ..Default::default()
                     },
                 )?;
-                let plain = self.kms.decrypt(
+                let plain = self.kms.decrypt_locked(
                     &via,
                     DecryptRequest {
                         ciphertext_blob: re.ciphertext_blob.clone(),
@@ -181,11 +180,7 @@ impl Ec2 {
                     },
                 )?;
                 Ok(RestoreSource {
-                    shared_key: Some((
-                        re.ciphertext_blob.as_slice().to_vec(),
-                        re.key_id,
-                        SecretBytes::from_slice(plain.plaintext.as_slice()),
-                    )),
+                    shared_key: Some((re.ciphertext_blob.as_slice().to_vec(), re.key_id, plain)),
                     source_xts: None,
                     encrypt: false,
                 })
@@ -193,9 +188,9 @@ impl Ec2 {
             Some(_) => {
                 let source_xts = if s.encrypted {
                     let k = self.snapshot_key(caller, s)?;
-                    Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+                    Some(Xts::new(k.expose()).map_err(|e| {
                         Error::new(ErrorKind::VolumeImage, format!("{}: {e}", s.snapshot_id))
-                    })?))
+                    })?)
                 } else {
                     None
                 };
@@ -773,9 +768,9 @@ impl Ec2 {
         // nothing behind.
         let source_xts = if s.encrypted {
             let k = source.snapshot_key(caller, &s)?;
-            Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
+            Some(Xts::new(k.expose()).map_err(|e| {
                 Error::new(ErrorKind::VolumeImage, format!("{source_snapshot_id}: {e}"))
-            })?))
+            })?)
         } else {
             None
         };
@@ -785,9 +780,9 @@ impl Ec2 {
                 record.wrapped_key = Some(wrapped);
                 record.kms_key_arn = Some(arn);
                 record.data_key_id = Some(new_data_key_id());
-                Some(Locked::new(Xts::new(key.expose()).map_err(|e| {
+                Some(Xts::new(key.expose()).map_err(|e| {
                     Error::new(ErrorKind::VolumeImage, format!("{snapshot_id}: {e}"))
-                })?))
+                })?)
             }
             None => None,
         };

@@ -97,14 +97,14 @@ impl<'a> Blob<'a> {
         })
     }
 
-    /// Decrypts the body with the backing key this blob names.
+    /// Decrypts the body with the backing key this blob names, into locked memory.
     pub fn open(
         &self,
         backing_key: &[u8],
         context_aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, aead::OpenError> {
+    ) -> Result<crate::crypto::SecretBytes, aead::OpenError> {
         let key = message_key(backing_key, &self.nonce, &self.header[..21]);
-        aead::open(
+        aead::open_locked(
             &key,
             &[0; aead::NONCE_LEN],
             &aad(self.header, context_aad),
@@ -186,7 +186,7 @@ mod tests {
         let b = Blob::parse(&blob).unwrap();
         assert_eq!(b.key_id, id());
         assert_eq!(b.material_version, 3);
-        assert_eq!(&b.open(&KEY, b"ctx").unwrap()[..], b"secret");
+        assert_eq!(b.open(&KEY, b"ctx").unwrap().expose(), b"secret");
         assert!(b.open(&KEY, b"ctX").is_err());
         assert!(b.open(&[0x12; 32], b"ctx").is_err());
     }
@@ -234,7 +234,7 @@ mod tests {
         );
         assert_eq!(hex, GOLDEN.trim());
         let parsed = Blob::parse(&blob).unwrap();
-        assert_eq!(&parsed.open(&KEY, &aad).unwrap()[..], b"hello");
+        assert_eq!(parsed.open(&KEY, &aad).unwrap().expose(), b"hello");
     }
 
     proptest::proptest! {

@@ -3,6 +3,7 @@
 //! symmetric quota and are `readOnly` in CloudTrail.
 
 use super::*;
+use crate::crypto::SecretBytes;
 
 /// A ciphertext to open and what to open it with.
 struct Opening<'a> {
@@ -61,7 +62,7 @@ impl Kms {
         caller: &Caller,
         audit: &mut Audit,
         o: Opening<'_>,
-    ) -> Result<(Arc<KeyRecord>, zeroize::Zeroizing<Vec<u8>>, String)> {
+    ) -> Result<(Arc<KeyRecord>, SecretBytes, String)> {
         let Opening {
             blob,
             ctx,
@@ -143,27 +144,49 @@ impl Kms {
 
     pub fn decrypt(&self, caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse> {
         self.call(caller, "Decrypt", CallKind::Crypto, &req, |audit| {
-            check_grant_tokens(&req.grant_tokens)?;
-            check_algorithm(req.encryption_algorithm.as_deref())?;
-            let (key, plaintext, material_id) = self.open_blob(
-                caller,
-                audit,
-                Opening {
-                    blob: req.ciphertext_blob.as_slice(),
-                    ctx: &req.encryption_context,
-                    key_id: req.key_id.as_deref(),
-                    action: "kms:Decrypt",
-                    grant_tokens: &req.grant_tokens,
-                },
-            )?;
-            dry_run(req.dry_run)?;
+            let (key, plaintext, material_id) = self.decrypt_op(caller, audit, &req)?;
             Ok(DecryptResponse {
                 key_id: key.arn.clone(),
-                plaintext: Blob(plaintext),
+                plaintext: Blob::new(plaintext.expose().to_vec()),
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 key_material_id: material_id,
             })
         })
+    }
+
+    /// Decrypt for the AWS services ebsim runs (EBS attach, snapshots, re-key) that
+    /// keep the plaintext in locked memory: the same checks, quota and CloudTrail
+    /// record as [`Kms::decrypt`], but the plaintext goes from AES-GCM straight into
+    /// a [`SecretBytes`] page and never through a heap buffer.
+    pub fn decrypt_locked(&self, caller: &Caller, req: DecryptRequest) -> Result<SecretBytes> {
+        self.call(caller, "Decrypt", CallKind::Crypto, &req, |audit| {
+            let (_, plaintext, _) = self.decrypt_op(caller, audit, &req)?;
+            Ok(Unprintable(plaintext))
+        })
+        .map(|p| p.0)
+    }
+
+    fn decrypt_op(
+        &self,
+        caller: &Caller,
+        audit: &mut Audit,
+        req: &DecryptRequest,
+    ) -> Result<(Arc<KeyRecord>, SecretBytes, String)> {
+        check_grant_tokens(&req.grant_tokens)?;
+        check_algorithm(req.encryption_algorithm.as_deref())?;
+        let opened = self.open_blob(
+            caller,
+            audit,
+            Opening {
+                blob: req.ciphertext_blob.as_slice(),
+                ctx: &req.encryption_context,
+                key_id: req.key_id.as_deref(),
+                action: "kms:Decrypt",
+                grant_tokens: &req.grant_tokens,
+            },
+        )?;
+        dry_run(req.dry_run)?;
+        Ok(opened)
     }
 
     pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<ReEncryptResponse> {
@@ -195,8 +218,11 @@ impl Kms {
                 &authz,
             )?;
             dry_run(req.dry_run)?;
-            let (blob, dest_material) =
-                self.seal_under(&dest, &req.destination_encryption_context, &plaintext)?;
+            let (blob, dest_material) = self.seal_under(
+                &dest,
+                &req.destination_encryption_context,
+                plaintext.expose(),
+            )?;
             Ok(ReEncryptResponse {
                 ciphertext_blob: Blob::new(blob),
                 source_key_id: source.arn.clone(),
@@ -238,11 +264,10 @@ impl Kms {
         let authz = Authz::with_context(&req.encryption_context, &req.grant_tokens);
         let key = self.usable_key(caller, audit, &req.key_id, action, &authz)?;
         dry_run(req.dry_run)?;
-        // The plaintext data key goes back to the caller in the response (a zeroizing
-        // buffer); it is never kept.
-        let mut data_key = zeroize::Zeroizing::new(vec![0u8; len]);
-        crate::crypto::random_fill(&mut data_key);
-        let (blob, material) = self.seal_under(&key, &req.encryption_context, &data_key)?;
+        // Made in a locked page and sealed from there; GenerateDataKey copies it into
+        // the response (a zeroizing buffer); it is never kept.
+        let data_key = SecretBytes::random(len);
+        let (blob, material) = self.seal_under(&key, &req.encryption_context, data_key.expose())?;
         Ok(DataKey {
             plaintext: data_key,
             blob,
@@ -265,7 +290,7 @@ impl Kms {
             } = self.data_key(caller, audit, &req, "kms:GenerateDataKey")?;
             Ok(GenerateDataKeyResponse {
                 ciphertext_blob: Blob::new(blob),
-                plaintext: Blob(dk),
+                plaintext: Blob::new(dk.expose().to_vec()),
                 key_id: key.arn.clone(),
                 key_material_id: material,
             })
@@ -322,9 +347,19 @@ impl Kms {
     }
 }
 
+/// A plaintext that a response carries but that is never serialized (the audit
+/// record of a crypto call has no response): Kms::call wants `Serialize`.
+struct Unprintable(SecretBytes);
+
+impl serde::Serialize for Unprintable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
 /// A generated data key: the plaintext (for the caller only), its blob, the key.
 struct DataKey {
-    plaintext: zeroize::Zeroizing<Vec<u8>>,
+    plaintext: SecretBytes,
     blob: Vec<u8>,
     key: Arc<KeyRecord>,
     material: String,

@@ -1,10 +1,10 @@
 //! The volume header (docs/FORMAT.md §2): encoding, a bounds-checked parser that
 //! cannot read past its 4096-byte slot, feature bits, and the MAC.
 
+use crate::crypto::SecretBytes;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use zeroize::Zeroizing;
 
 /// `EBSIMVOL`.
 pub const MAGIC: [u8; 8] = *b"EBSIMVOL";
@@ -134,16 +134,21 @@ impl fmt::Display for HeaderError {
     }
 }
 
-/// The key that authenticates headers: HKDF-SHA-256 of the data key (FORMAT.md §2).
-pub struct MacKey(Zeroizing<[u8; 32]>);
+/// The key that authenticates headers: HKDF-SHA-256 of the data key (FORMAT.md §2),
+/// written by HKDF straight into a locked page (HKDF's and HMAC's working state
+/// stays in callee frames, scrubbed after the image is opened).
+pub struct MacKey(SecretBytes);
 
 impl MacKey {
     pub fn derive(data_key: &[u8], volume_id: &str) -> Self {
-        MacKey(crate::crypto::aead::derive_key(
+        let mut k = SecretBytes::zeroed(32);
+        crate::crypto::aead::derive_key_into(
             data_key,
             MAC_SALT,
             &[volume_id.as_bytes()],
-        ))
+            k.expose_mut(),
+        );
+        MacKey(k)
     }
 }
 
@@ -151,7 +156,7 @@ fn mac(cipher: Cipher, key: Option<&MacKey>, bytes: &[u8]) -> Result<[u8; MAC_LE
     match (cipher, key) {
         (Cipher::None, _) => Ok(Sha256::digest(bytes).into()),
         (Cipher::AesXtsPlain64, Some(k)) => {
-            let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(k.0.as_ref())
+            let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(k.0.expose())
                 .expect("HMAC takes any key length");
             m.update(bytes);
             Ok(m.finalize().into_bytes().into())
@@ -389,7 +394,7 @@ impl Parsed {
     pub fn verify(&self, key: Option<&MacKey>) -> Result<(), HeaderError> {
         match (self.header.cipher, key) {
             (Cipher::AesXtsPlain64, Some(k)) => {
-                let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(k.0.as_ref())
+                let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(k.0.expose())
                     .expect("HMAC takes any key length");
                 m.update(&self.body);
                 // Constant-time comparison.

@@ -10,7 +10,7 @@
 use super::header::{
     Cipher, DATA_OFFSET, DATA_UNIT, Header, HeaderError, MacKey, Parsed, SLOT, ZERO_UNIT_IS_HOLE,
 };
-use crate::crypto::secret::{Locked, SecretBytes};
+use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{File, OpenOptions};
@@ -47,7 +47,7 @@ pub struct Image {
     header: Mutex<Header>,
     size: AtomicU64,
     data_key: Option<SecretBytes>,
-    xts: Option<Locked<Xts>>,
+    xts: Option<Xts>,
     stripes: Box<[RwLock<()>]>,
     /// Changed-block tracking (None for images opened without it).
     cbt: Option<super::cbt::Cbt>,
@@ -166,6 +166,16 @@ impl Image {
     /// the data key through `unlock` for an encrypted volume and authenticates the
     /// header with it. Nothing is written.
     pub fn open(path: &Path, volume_id: &str, unlock: &mut Unlock<'_>) -> Result<Image> {
+        let opened = Self::open_unscrubbed(path, volume_id, unlock);
+        // KMS Decrypt (through `unlock`), the MAC key's HKDF and the key schedule ran
+        // in frames below this one: zeroize them, whatever the outcome. Everything
+        // secret that outlives them is on locked pages (src/crypto/stack.rs).
+        crate::crypto::stack::scrub();
+        opened
+    }
+
+    #[inline(never)]
+    fn open_unscrubbed(path: &Path, volume_id: &str, unlock: &mut Unlock<'_>) -> Result<Image> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -276,11 +286,10 @@ impl Image {
                 ));
             }
             let xts = match &key {
-                Some(k) => {
-                    Some(Locked::new(Xts::new(k.expose()).map_err(|e| {
-                        image_error_of(ErrorKind::VolumeImage, volume_id, e)
-                    })?))
-                }
+                Some(k) => Some(
+                    Xts::new(k.expose())
+                        .map_err(|e| image_error_of(ErrorKind::VolumeImage, volume_id, e))?,
+                ),
                 None => None,
             };
             let cbt = super::cbt::Cbt::open(path, h.size)?;
