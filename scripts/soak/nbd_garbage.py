@@ -326,25 +326,42 @@ def body(chk):
         probe = f.read(1 << 20)
     # One attachment per export: a unix socket, and loopback TCP on a port the
     # daemon picks.
+    # And loopback TCP behind TLS (a PSK): the garbage meets the FORCEDTLS
+    # negotiation and the handshake; health is checked with nbdinfo over TLS.
+    psk = os.path.join(chk.work, "keys.psk")
+    with open(os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write("alice:" + os.urandom(32).hex() + "\n")
     exports = []
-    for name, spec in (("unix", "unix:" + os.path.join(chk.work, "g.sock")),
-                       ("tcp", "tcp:127.0.0.1:0")):
+    for name, spec, extra in (("unix", "unix:" + os.path.join(chk.work, "g.sock"), []),
+                              ("tcp", "tcp:127.0.0.1:0", ["--nbd-no-tls"]),
+                              ("tls", "tcp:127.0.0.1:0", ["--tls-psk", psk])):
         vol = chk.create_volume(SIZE)
         chk.write_volume(vol, src)
-        a = chk.json("ec2", "attach-volume", "--volume-id", vol, "--nbd", spec)
+        a = chk.json("ec2", "attach-volume", "--volume-id", vol, "--nbd", spec, *extra)
         uri = a["NbdUri"]
         if name == "unix":
             addr = spec[len("unix:"):]
         else:
-            hostport = uri[len("nbd://"):].split("/")[0]
+            hostport = uri.split("://", 1)[1].split("/")[0]
             addr = (hostport.rsplit(":", 1)[0], int(hostport.rsplit(":", 1)[1]))
+        if name == "tls":
+            # libnbd takes the PSK identity from the URI's user part.
+            uri = uri.replace("nbds://", "nbds://alice@", 1)
+            uri += ("&" if "?" in uri else "?") + "tls-psk-file=" + psk
         exports.append((name, addr, vol, int(a["ProcessId"]), uri))
     log(f"exports: {exports}")
     survived = [0, 0]
 
-    def healthy(addr, pid):
+    tls_uri = next(e[4] for e in exports if e[0] == "tls")
+
+    def healthy(addr, pid, name="unix"):
         if not soaklib.alive(pid):
             raise soaklib.Failed(f"the attachment process {pid} died")
+        if name == "tls":
+            out, _, _ = soaklib.run(["nbdinfo", "--size", tls_uri])
+            if int(out.strip()) != SIZE:
+                raise soaklib.Failed(f"size over TLS {out.strip()}")
+            return
         c = ready(addr)
         try:
             if c.size != SIZE:
@@ -361,10 +378,13 @@ def body(chk):
         try:
             kind(addr)
         except (OSError, NbdError) as e:
-            # Kinds that expect answers raise when the server answers wrongly.
-            chk.problem(f"{kind.__name__} on {name}: {e}")
+            # Kinds that expect answers raise when the server answers wrongly; a
+            # TLS export answers everything before STARTTLS with TLS_REQD, which
+            # such kinds do not expect: there only survival counts.
+            if name != "tls":
+                chk.problem(f"{kind.__name__} on {name}: {e}")
         try:
-            healthy(addr, pid)
+            healthy(addr, pid, name)
             survived[0] += 1
             log(f"{kind.__name__} on {name}: survived ({time.monotonic() - t0:.2f}s)")
         except (OSError, NbdError, soaklib.Failed) as e:
