@@ -47,6 +47,19 @@ fn read_all(ec2: &Ec2, env: &Env, vol: &str) -> Vec<u8> {
     buf
 }
 
+/// A volume restored from `snapshot_id` (its own size and key).
+fn restore(ec2: &Ec2, env: &Env, snapshot_id: &str) -> String {
+    ec2.create_volume(
+        &env.me,
+        CreateVolumeRequest {
+            snapshot_id: Some(snapshot_id.to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .volume_id
+}
+
 fn snapshot(ec2: &Ec2, env: &Env, vol: &str) -> Snapshot {
     ec2.create_snapshot(&env.me, vol, "test", vec![]).unwrap()
 }
@@ -129,19 +142,8 @@ fn snapshots_are_incremental_through_changed_block_tracking() {
     );
     let e = ec2.delete_snapshot(&s1.snapshot_id).unwrap_err();
     assert_eq!(e.code(), "InvalidSnapshot.NotFound");
-    let restored = ec2
-        .create_volume(
-            &env.me,
-            CreateVolumeRequest {
-                snapshot_id: Some(s3.snapshot_id.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(
-        read_all(&ec2, &env, &restored.volume_id),
-        read_all(&ec2, &env, &vol)
-    );
+    let restored = restore(&ec2, &env, &s3.snapshot_id);
+    assert_eq!(read_all(&ec2, &env, &restored), read_all(&ec2, &env, &vol));
 }
 
 #[test]
@@ -600,19 +602,8 @@ fn a_failing_copy_never_collects_the_blocks_of_a_copy_beside_it() {
     assert_eq!(states.len(), 3, "{states:?}");
     assert!(states.iter().all(|(_, st)| st == "completed"), "{states:?}");
     // Restoring the good copy gives the first write back, byte for byte.
-    let restore = |svc: &Ec2| {
-        let v = svc
-            .create_volume(
-                &env.me,
-                CreateVolumeRequest {
-                    snapshot_id: Some(copy.snapshot_id.clone()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        read_all(svc, &env, &v.volume_id)
-    };
-    assert!(restore(&good_service) == first);
+    let restored = |svc: &Ec2| read_all(svc, &env, &restore(svc, &env, &copy.snapshot_id));
+    assert!(restored(&good_service) == first);
     // Once nothing runs, the failed copy's blocks are collected, and only they:
     // what stays is the two sources' blocks and the good copy's.
     let before = list_digests(&env, "us-east-1").len();
@@ -621,5 +612,5 @@ fn a_failing_copy_never_collects_the_blocks_of_a_copy_beside_it() {
     let after = list_digests(&env, "us-east-1").len();
     assert_eq!(after, 3 * 32, "{c:?}");
     assert_eq!(c.collected_blocks as usize, before - after, "{c:?}");
-    assert!(restore(&good_service) == first);
+    assert!(restored(&good_service) == first);
 }

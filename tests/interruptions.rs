@@ -74,6 +74,21 @@ fn snapshot_id(s: &Sandbox, vol: &str) -> String {
     ])
 }
 
+/// `copy-snapshot` of `snap` in us-east-1 under `key`.
+fn copy_args<'a>(snap: &'a str, key: &'a str) -> [&'a str; 9] {
+    [
+        "ec2",
+        "copy-snapshot",
+        "--source-region",
+        "us-east-1",
+        "--source-snapshot-id",
+        snap,
+        "--encrypted",
+        "--kms-key-id",
+        key,
+    ]
+}
+
 /// A new KMS key's ARN.
 fn new_key(s: &Sandbox) -> String {
     s.ok(&[
@@ -196,21 +211,7 @@ fn ctrl_c_on_a_copy_and_on_a_restore_leaves_nothing() {
     let snap = snapshot_id(&s, &vol);
     let blocks = block_files(&s);
     let key = new_key(&s);
-    let mut c = spawn(
-        &s,
-        &[
-            "ec2",
-            "copy-snapshot",
-            "--source-region",
-            "us-east-1",
-            "--source-snapshot-id",
-            &snap,
-            "--encrypted",
-            "--kms-key-id",
-            &key,
-        ],
-        &[],
-    );
+    let mut c = spawn(&s, &copy_args(&snap, &key), &[]);
     wait_pending(&s, &mut c);
     signal(&c, Signal::SIGINT);
     let (code, err) = finish(c);
@@ -392,21 +393,7 @@ fn a_crash_at_every_point_is_settled_by_the_next_command() {
     let snap = snapshot_id(&s, &vol);
     let with_snap = block_files(&s);
     let key = new_key(&s);
-    crash_at(
-        &s,
-        "copy:after-blocks",
-        &[
-            "ec2",
-            "copy-snapshot",
-            "--source-region",
-            "us-east-1",
-            "--source-snapshot-id",
-            &snap,
-            "--encrypted",
-            "--kms-key-id",
-            &key,
-        ],
-    );
+    crash_at(&s, "copy:after-blocks", &copy_args(&snap, &key));
     let states = snapshots(&s);
     assert_eq!(
         states.iter().filter(|(_, st)| st == "error").count(),

@@ -6,22 +6,12 @@
 //! (libnbd-bin, qemu-utils, fio); a test says why when it skips
 //! and is counted as skipped (common::skip).
 
+#[macro_use]
 mod common;
 
 use common::sandbox::Sandbox;
 use std::path::Path;
 use std::process::Command;
-
-macro_rules! require {
-    ($($tool:expr),*) => {
-        for tool in [$($tool),*] {
-            if !common::have(tool) {
-                common::skip(&format!("{tool} is not installed (scripts/test.sh installs it)"));
-                return;
-            }
-        }
-    };
-}
 
 fn run(cmd: &str, args: &[&str]) -> String {
     let o = Command::new(cmd).args(args).output().unwrap();

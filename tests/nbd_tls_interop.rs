@@ -7,23 +7,13 @@
 //! installs the clients (libnbd-bin, qemu-utils); a test that cannot run says why
 //! and is counted as skipped (common::skip).
 
+#[macro_use]
 mod common;
 
 use common::pki::{self, Pki};
 use common::sandbox::Sandbox;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-macro_rules! require {
-    ($($tool:expr),*) => {
-        for tool in [$($tool),*] {
-            if !common::have(tool) {
-                common::skip(&format!("{tool} is not installed (scripts/test.sh installs it)"));
-                return;
-            }
-        }
-    };
-}
 
 fn exec(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd).args(args).output().unwrap()

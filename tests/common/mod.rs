@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 pub mod nbd_client;
 pub mod pki;
@@ -168,4 +168,16 @@ pub fn have(tool: &str) -> bool {
         .unwrap_or_default()
         .split(':')
         .any(|d| std::path::Path::new(d).join(tool).exists())
+}
+
+/// Skips the test (recorded by [`skip`]) unless every tool is on PATH.
+macro_rules! require {
+    ($($tool:expr),*) => {
+        for tool in [$($tool),*] {
+            if !common::have(tool) {
+                common::skip(&format!("{tool} is not installed (scripts/test.sh installs it)"));
+                return;
+            }
+        }
+    };
 }
