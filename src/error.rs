@@ -51,6 +51,10 @@ pub enum ErrorKind {
     UnrecognizedClient,
     Throttling,
     Validation,
+    /// The service has no such operation (AWS JSON protocol).
+    UnknownOperation,
+    /// The request body cannot be read as the operation's request.
+    Serialization,
     // --- local errors that AWS has no name for ---
     /// The data root (root key, store, config) is missing, corrupt or unusable.
     Environment,
@@ -120,6 +124,8 @@ impl ErrorKind {
         ErrorKind::UnrecognizedClient,
         ErrorKind::Throttling,
         ErrorKind::Validation,
+        ErrorKind::UnknownOperation,
+        ErrorKind::Serialization,
         ErrorKind::Environment,
         ErrorKind::Usage,
         ErrorKind::Internal,
@@ -180,6 +186,8 @@ impl ErrorKind {
             UnrecognizedClient => "UnrecognizedClientException",
             Throttling => "ThrottlingException",
             Validation => "ValidationException",
+            UnknownOperation => "UnknownOperationException",
+            Serialization => "SerializationException",
             Environment => "EnvironmentError",
             Usage => "UsageError",
             Internal => "InternalError",

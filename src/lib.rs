@@ -11,6 +11,7 @@
 //! | [`fault`] | crash points for crash tests (`EBSIM_FAULT`) |
 //! | [`crypto`] | locked zeroizing secrets (and the stacks that touch them), AES-256-GCM, HKDF, XTS, randomness |
 //! | [`kms`] | keys, backing-key versions, aliases, rotation, deletion, crypto operations, sealed store, audit log, quotas |
+//! | [`service`] | the service layer: request context, each service's operation table; what every front end calls |
 //! | [`cli`] | the `ebsim` command line, shaped like the AWS CLI |
 //!
 //! docs/ARCHITECTURE.md shows how the parts fit; docs/KMS.md specifies the
@@ -32,6 +33,7 @@ pub mod iam;
 pub mod kms;
 pub mod nbd;
 pub mod policy;
+pub mod service;
 pub mod snapshot;
 pub mod volume;
 

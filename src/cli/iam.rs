@@ -2,11 +2,9 @@
 //! parameter names and IAM's response shapes. IAM is global: `--region` is ignored.
 
 use super::{Ctx, input};
-use crate::clock::iso8601;
 use crate::error::Result;
-use crate::iam::{Entity, EntityKind, Iam, NewEntity};
+use crate::service::iam::{IamRequest, PolicyRequest, RoleRequest, UserRequest};
 use clap::Subcommand;
-use serde_json::{Value, json};
 
 #[derive(Subcommand, Debug)]
 pub enum IamCommand {
@@ -113,157 +111,89 @@ pub enum IamCommand {
     },
 }
 
-/// IAM's shape for a user or role.
-fn entity(kind: EntityKind, e: &Entity) -> Value {
-    let mut v = match kind {
-        EntityKind::User => {
-            json!({"Path": e.path, "UserName": e.name, "UserId": e.id, "Arn": e.arn, "CreateDate": iso8601(&e.created)})
-        }
-        EntityKind::Role => {
-            json!({"Path": e.path, "RoleName": e.name, "RoleId": e.id, "Arn": e.arn, "CreateDate": iso8601(&e.created)})
-        }
-    };
-    if let Some(doc) = &e.assume_role_policy {
-        v["AssumeRolePolicyDocument"] =
-            serde_json::from_str(doc).unwrap_or(Value::String(doc.clone()));
-    }
-    if let Some(d) = &e.description {
-        v["Description"] = json!(d);
-    }
-    v
-}
-
-fn document(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-}
-
 pub fn run(ctx: &Ctx, cmd: IamCommand) -> Result<()> {
-    use EntityKind::{Role, User};
     use IamCommand as C;
-    let iam = Iam::open(&ctx.root)?;
-    let who = &ctx.caller.principal;
-    let now = ctx.clock.now();
-    let (op, out) = match cmd {
-        C::CreateUser { user_name, path } => {
-            let e = iam.create(
-                who,
-                &NewEntity {
-                    path: path.as_deref(),
-                    ..NewEntity::user(&user_name)
-                },
-                now,
-            )?;
-            ("CreateUser", json!({"User": entity(User, &e)}))
-        }
-        C::GetUser { user_name } => (
-            "GetUser",
-            json!({"User": entity(User, &iam.get_entity(who, User, &user_name)?)}),
-        ),
-        C::DeleteUser { user_name } => {
-            iam.delete(who, User, &user_name)?;
-            ("DeleteUser", Value::Null)
-        }
-        C::ListUsers => {
-            let users: Vec<Value> = iam
-                .list_entities(who, User)?
-                .iter()
-                .map(|e| entity(User, e))
-                .collect();
-            ("ListUsers", json!({"Users": users}))
-        }
+    use IamRequest as R;
+    let user = |user_name: String| UserRequest {
+        user_name,
+        path: None,
+    };
+    let role = |role_name: String| RoleRequest {
+        role_name,
+        ..Default::default()
+    };
+    let user_policy = |user_name: String, policy_name: String| PolicyRequest {
+        user_name,
+        policy_name,
+        ..Default::default()
+    };
+    let role_policy = |role_name: String, policy_name: String| PolicyRequest {
+        role_name,
+        policy_name,
+        ..Default::default()
+    };
+    let req = match cmd {
+        C::CreateUser { user_name, path } => R::CreateUser(UserRequest { user_name, path }),
+        C::GetUser { user_name } => R::GetUser(user(user_name)),
+        C::DeleteUser { user_name } => R::DeleteUser(user(user_name)),
+        C::ListUsers => R::ListUsers(Default::default()),
         C::CreateRole {
             role_name,
             assume_role_policy_document,
             description,
             path,
-        } => {
-            let trust = input::text("assume-role-policy-document", &assume_role_policy_document)?;
-            let new = NewEntity {
-                path: path.as_deref(),
-                description: description.as_deref(),
-                ..NewEntity::role(&role_name, &trust)
-            };
-            (
-                "CreateRole",
-                json!({"Role": entity(Role, &iam.create(who, &new, now)?)}),
-            )
-        }
-        C::GetRole { role_name } => (
-            "GetRole",
-            json!({"Role": entity(Role, &iam.get_entity(who, Role, &role_name)?)}),
-        ),
-        C::DeleteRole { role_name } => {
-            iam.delete(who, Role, &role_name)?;
-            ("DeleteRole", Value::Null)
-        }
-        C::ListRoles => {
-            let roles: Vec<Value> = iam
-                .list_entities(who, Role)?
-                .iter()
-                .map(|e| entity(Role, e))
-                .collect();
-            ("ListRoles", json!({"Roles": roles}))
-        }
+        } => R::CreateRole(RoleRequest {
+            role_name,
+            path,
+            assume_role_policy_document: input::text(
+                "assume-role-policy-document",
+                &assume_role_policy_document,
+            )?,
+            description,
+        }),
+        C::GetRole { role_name } => R::GetRole(role(role_name)),
+        C::DeleteRole { role_name } => R::DeleteRole(role(role_name)),
+        C::ListRoles => R::ListRoles(Default::default()),
         C::PutUserPolicy {
             user_name,
             policy_name,
             policy_document,
-        } => {
-            let doc = input::text("policy-document", &policy_document)?;
-            iam.put_policy(who, User, &user_name, &policy_name, &doc)?;
-            ("PutUserPolicy", Value::Null)
-        }
+        } => R::PutUserPolicy(PolicyRequest {
+            policy_document: input::text("policy-document", &policy_document)?,
+            ..user_policy(user_name, policy_name)
+        }),
         C::GetUserPolicy {
             user_name,
             policy_name,
-        } => {
-            let doc = iam.get_policy(who, User, &user_name, &policy_name)?;
-            (
-                "GetUserPolicy",
-                json!({"UserName": user_name, "PolicyName": policy_name, "PolicyDocument": document(&doc)}),
-            )
-        }
+        } => R::GetUserPolicy(user_policy(user_name, policy_name)),
         C::DeleteUserPolicy {
             user_name,
             policy_name,
-        } => {
-            iam.delete_policy(who, User, &user_name, &policy_name)?;
-            ("DeleteUserPolicy", Value::Null)
+        } => R::DeleteUserPolicy(user_policy(user_name, policy_name)),
+        C::ListUserPolicies { user_name } => {
+            R::ListUserPolicies(user_policy(user_name, String::new()))
         }
-        C::ListUserPolicies { user_name } => (
-            "ListUserPolicies",
-            json!({"PolicyNames": iam.list_policies(who, User, &user_name)?}),
-        ),
         C::PutRolePolicy {
             role_name,
             policy_name,
             policy_document,
-        } => {
-            let doc = input::text("policy-document", &policy_document)?;
-            iam.put_policy(who, Role, &role_name, &policy_name, &doc)?;
-            ("PutRolePolicy", Value::Null)
-        }
+        } => R::PutRolePolicy(PolicyRequest {
+            policy_document: input::text("policy-document", &policy_document)?,
+            ..role_policy(role_name, policy_name)
+        }),
         C::GetRolePolicy {
             role_name,
             policy_name,
-        } => {
-            let doc = iam.get_policy(who, Role, &role_name, &policy_name)?;
-            (
-                "GetRolePolicy",
-                json!({"RoleName": role_name, "PolicyName": policy_name, "PolicyDocument": document(&doc)}),
-            )
-        }
+        } => R::GetRolePolicy(role_policy(role_name, policy_name)),
         C::DeleteRolePolicy {
             role_name,
             policy_name,
-        } => {
-            iam.delete_policy(who, Role, &role_name, &policy_name)?;
-            ("DeleteRolePolicy", Value::Null)
+        } => R::DeleteRolePolicy(role_policy(role_name, policy_name)),
+        C::ListRolePolicies { role_name } => {
+            R::ListRolePolicies(role_policy(role_name, String::new()))
         }
-        C::ListRolePolicies { role_name } => (
-            "ListRolePolicies",
-            json!({"PolicyNames": iam.list_policies(who, Role, &role_name)?}),
-        ),
     };
+    let op = req.name();
+    let out = ctx.services.iam(&ctx.request_context(), req)?;
     ctx.print(op, &out)
 }

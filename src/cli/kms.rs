@@ -4,6 +4,7 @@ use super::{Ctx, input};
 use crate::error::Result;
 use crate::kms::api::*;
 use crate::kms::model::Tag;
+use crate::service::kms::KmsRequest;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -407,14 +408,10 @@ where
     ctx.out.print(op, serde_json::json!({ result_key: all }))
 }
 
-fn value<T: serde::Serialize>(v: T) -> Value {
-    serde_json::to_value(v).expect("responses serialize")
-}
-
 pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
     use KmsCommand as C;
-    let kms = ctx.kms()?;
-    let who = &ctx.caller;
+    let rc = ctx.request_context();
+    let call = |r: KmsRequest| ctx.services.kms(&rc, r);
     let key = |k: &str| KeyIdRequest {
         key_id: k.to_string(),
     };
@@ -448,7 +445,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 },
                 multi_region: multi_region.then_some(true),
             };
-            exec!(ctx, "CreateKey", kms.create_key(who, req.clone()))
+            exec!(ctx, "CreateKey", call(KmsRequest::CreateKey(req.clone())))
         }
         C::DescribeKey {
             key_id,
@@ -458,22 +455,28 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 grant_tokens,
             };
-            exec!(ctx, "DescribeKey", kms.describe_key(who, req.clone()))
+            exec!(
+                ctx,
+                "DescribeKey",
+                call(KmsRequest::DescribeKey(req.clone()))
+            )
         }
         C::ListKeys { paging } => paginate(ctx, "ListKeys", &paging, "Keys", |limit, marker| {
             page(&|| {
-                kms.list_keys(
-                    who,
-                    ListRequest {
-                        limit,
-                        marker: marker.clone(),
-                    },
-                )
-                .map(value)
+                call(KmsRequest::ListKeys(ListRequest {
+                    limit,
+                    marker: marker.clone(),
+                }))
             })
         }),
-        C::EnableKey { key_id } => exec!(ctx, "EnableKey", kms.enable_key(who, key(&key_id))),
-        C::DisableKey { key_id } => exec!(ctx, "DisableKey", kms.disable_key(who, key(&key_id))),
+        C::EnableKey { key_id } => {
+            exec!(ctx, "EnableKey", call(KmsRequest::EnableKey(key(&key_id))))
+        }
+        C::DisableKey { key_id } => exec!(
+            ctx,
+            "DisableKey",
+            call(KmsRequest::DisableKey(key(&key_id)))
+        ),
         C::ScheduleKeyDeletion {
             key_id,
             pending_window_in_days,
@@ -485,14 +488,14 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             exec!(
                 ctx,
                 "ScheduleKeyDeletion",
-                kms.schedule_key_deletion(who, req.clone())
+                call(KmsRequest::ScheduleKeyDeletion(req.clone()))
             )
         }
         C::CancelKeyDeletion { key_id } => {
             exec!(
                 ctx,
                 "CancelKeyDeletion",
-                kms.cancel_key_deletion(who, key(&key_id))
+                call(KmsRequest::CancelKeyDeletion(key(&key_id)))
             )
         }
         C::UpdateKeyDescription {
@@ -506,7 +509,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             exec!(
                 ctx,
                 "UpdateKeyDescription",
-                kms.update_key_description(who, req.clone())
+                call(KmsRequest::UpdateKeyDescription(req.clone()))
             )
         }
         C::CreateAlias {
@@ -517,7 +520,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 alias_name,
                 target_key_id,
             };
-            exec!(ctx, "CreateAlias", kms.create_alias(who, req.clone()))
+            exec!(
+                ctx,
+                "CreateAlias",
+                call(KmsRequest::CreateAlias(req.clone()))
+            )
         }
         C::UpdateAlias {
             alias_name,
@@ -527,14 +534,22 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 alias_name,
                 target_key_id,
             };
-            exec!(ctx, "UpdateAlias", kms.update_alias(who, req.clone()))
+            exec!(
+                ctx,
+                "UpdateAlias",
+                call(KmsRequest::UpdateAlias(req.clone()))
+            )
         }
         C::DeleteAlias { alias_name } => {
             let req = AliasRequest {
                 alias_name,
                 target_key_id: String::new(),
             };
-            exec!(ctx, "DeleteAlias", kms.delete_alias(who, req.clone()))
+            exec!(
+                ctx,
+                "DeleteAlias",
+                call(KmsRequest::DeleteAlias(req.clone()))
+            )
         }
         C::ListAliases { key_id, paging } => {
             paginate(ctx, "ListAliases", &paging, "Aliases", |limit, marker| {
@@ -543,7 +558,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                page(&|| kms.list_aliases(who, req.clone()).map(value))
+                page(&|| call(KmsRequest::ListAliases(req.clone())))
             })
         }
         C::TagResource { key_id, tags } => {
@@ -551,11 +566,19 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 tags: input::structs("tags", &tags)?,
             };
-            exec!(ctx, "TagResource", kms.tag_resource(who, req.clone()))
+            exec!(
+                ctx,
+                "TagResource",
+                call(KmsRequest::TagResource(req.clone()))
+            )
         }
         C::UntagResource { key_id, tag_keys } => {
             let req = UntagResourceRequest { key_id, tag_keys };
-            exec!(ctx, "UntagResource", kms.untag_resource(who, req.clone()))
+            exec!(
+                ctx,
+                "UntagResource",
+                call(KmsRequest::UntagResource(req.clone()))
+            )
         }
         C::ListResourceTags { key_id, paging } => {
             paginate(ctx, "ListResourceTags", &paging, "Tags", |limit, marker| {
@@ -564,7 +587,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                page(&|| kms.list_resource_tags(who, req.clone()).map(value))
+                page(&|| call(KmsRequest::ListResourceTags(req.clone())))
             })
         }
         C::EnableKeyRotation {
@@ -578,28 +601,28 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             exec!(
                 ctx,
                 "EnableKeyRotation",
-                kms.enable_key_rotation(who, req.clone())
+                call(KmsRequest::EnableKeyRotation(req.clone()))
             )
         }
         C::DisableKeyRotation { key_id } => {
             exec!(
                 ctx,
                 "DisableKeyRotation",
-                kms.disable_key_rotation(who, key(&key_id))
+                call(KmsRequest::DisableKeyRotation(key(&key_id)))
             )
         }
         C::GetKeyRotationStatus { key_id } => {
             exec!(
                 ctx,
                 "GetKeyRotationStatus",
-                kms.get_key_rotation_status(who, key(&key_id))
+                call(KmsRequest::GetKeyRotationStatus(key(&key_id)))
             )
         }
         C::RotateKeyOnDemand { key_id } => {
             exec!(
                 ctx,
                 "RotateKeyOnDemand",
-                kms.rotate_key_on_demand(who, key(&key_id))
+                call(KmsRequest::RotateKeyOnDemand(key(&key_id)))
             )
         }
         C::ListKeyRotations {
@@ -618,7 +641,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                page(&|| kms.list_key_rotations(who, req.clone()).map(value))
+                page(&|| call(KmsRequest::ListKeyRotations(req.clone())))
             },
         ),
         C::PutKeyPolicy {
@@ -633,7 +656,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 policy: input::text("policy", &policy)?,
                 bypass_policy_lockout_safety_check,
             };
-            exec!(ctx, "PutKeyPolicy", kms.put_key_policy(who, req.clone()))
+            exec!(
+                ctx,
+                "PutKeyPolicy",
+                call(KmsRequest::PutKeyPolicy(req.clone()))
+            )
         }
         C::GetKeyPolicy {
             key_id,
@@ -643,12 +670,16 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 key_id,
                 policy_name,
             };
-            exec!(ctx, "GetKeyPolicy", kms.get_key_policy(who, req.clone()))
+            exec!(
+                ctx,
+                "GetKeyPolicy",
+                call(KmsRequest::GetKeyPolicy(req.clone()))
+            )
         }
         C::ListKeyPolicies { key_id } => exec!(
             ctx,
             "ListKeyPolicies",
-            kms.list_key_policies(who, key(&key_id))
+            call(KmsRequest::ListKeyPolicies(key(&key_id)))
         ),
         C::CreateGrant {
             key_id,
@@ -672,7 +703,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 name,
                 dry_run: dry.dry_run,
             };
-            exec!(ctx, "CreateGrant", kms.create_grant(who, req.clone()))
+            exec!(
+                ctx,
+                "CreateGrant",
+                call(KmsRequest::CreateGrant(req.clone()))
+            )
         }
         C::ListGrants {
             key_id,
@@ -687,7 +722,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 limit,
                 marker,
             };
-            page(&|| kms.list_grants(who, req.clone()).map(value))
+            page(&|| call(KmsRequest::ListGrants(req.clone())))
         }),
         C::ListRetirableGrants {
             retiring_principal,
@@ -703,7 +738,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                     limit,
                     marker,
                 };
-                page(&|| kms.list_retirable_grants(who, req.clone()).map(value))
+                page(&|| call(KmsRequest::ListRetirableGrants(req.clone())))
             },
         ),
         C::RetireGrant {
@@ -718,7 +753,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 grant_id,
                 dry_run: dry.dry_run,
             };
-            exec!(ctx, "RetireGrant", kms.retire_grant(who, req.clone()))
+            exec!(
+                ctx,
+                "RetireGrant",
+                call(KmsRequest::RetireGrant(req.clone()))
+            )
         }
         C::RevokeGrant {
             key_id,
@@ -730,7 +769,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 grant_id,
                 dry_run: dry.dry_run,
             };
-            exec!(ctx, "RevokeGrant", kms.revoke_grant(who, req.clone()))
+            exec!(
+                ctx,
+                "RevokeGrant",
+                call(KmsRequest::RevokeGrant(req.clone()))
+            )
         }
         C::Encrypt {
             key_id,
@@ -748,7 +791,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 encryption_algorithm,
                 dry_run: dry.dry_run,
             };
-            exec!(ctx, "Encrypt", kms.encrypt(who, req.clone()))
+            exec!(ctx, "Encrypt", call(KmsRequest::Encrypt(req.clone())))
         }
         C::Decrypt {
             ciphertext_blob,
@@ -770,7 +813,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 encryption_algorithm,
                 dry_run: dry.dry_run,
             };
-            exec!(ctx, "Decrypt", kms.decrypt(who, req.clone()))
+            exec!(ctx, "Decrypt", call(KmsRequest::Decrypt(req.clone())))
         }
         C::ReEncrypt {
             ciphertext_blob,
@@ -804,14 +847,14 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 grant_tokens,
                 dry_run: dry.dry_run,
             };
-            exec!(ctx, "ReEncrypt", kms.re_encrypt(who, req.clone()))
+            exec!(ctx, "ReEncrypt", call(KmsRequest::ReEncrypt(req.clone())))
         }
         C::GenerateDataKey { a } => {
             let req = a.request()?;
             exec!(
                 ctx,
                 "GenerateDataKey",
-                kms.generate_data_key(who, req.clone())
+                call(KmsRequest::GenerateDataKey(req.clone()))
             )
         }
         C::GenerateDataKeyWithoutPlaintext { a } => {
@@ -819,7 +862,7 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
             exec!(
                 ctx,
                 "GenerateDataKeyWithoutPlaintext",
-                kms.generate_data_key_without_plaintext(who, req.clone())
+                call(KmsRequest::GenerateDataKeyWithoutPlaintext(req.clone()))
             )
         }
         C::GenerateRandom {
@@ -830,7 +873,11 @@ pub fn run(ctx: &Ctx, cmd: KmsCommand) -> Result<()> {
                 number_of_bytes,
                 custom_key_store_id,
             };
-            exec!(ctx, "GenerateRandom", kms.generate_random(who, req.clone()))
+            exec!(
+                ctx,
+                "GenerateRandom",
+                call(KmsRequest::GenerateRandom(req.clone()))
+            )
         }
     }
 }

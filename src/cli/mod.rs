@@ -152,6 +152,8 @@ pub struct Ctx {
     pub caller: Caller,
     /// `--profile`, if given.
     pub profile: Option<String>,
+    /// The data root's services, which every operation goes through.
+    pub services: crate::service::Services,
 }
 
 impl Ctx {
@@ -194,11 +196,13 @@ impl Ctx {
         if max_attempts == 0 {
             return Err(Error::usage("--max-attempts must be at least 1"));
         }
+        let services = crate::service::Services::new(root.clone(), clock.clone());
         let caller = match principal.filter(|_| !configuring) {
             None => Caller::account_root(&config.account_id),
-            Some(arn) => caller_for(&root, &arn)?,
+            Some(arn) => services.caller_for(&arn)?,
         };
         Ok(Ctx {
+            services,
             profile: g.profile.clone(),
             caller,
             root,
@@ -214,6 +218,15 @@ impl Ctx {
                 ..Backoff::default()
             },
         })
+    }
+
+    /// The context of a request made from this command line.
+    pub fn request_context(&self) -> crate::service::RequestContext {
+        crate::service::RequestContext::new(
+            self.caller.clone(),
+            &self.region,
+            crate::service::Source::Cli,
+        )
     }
 
     pub fn kms(&self) -> Result<crate::kms::Kms> {
@@ -262,40 +275,6 @@ pub fn interrupted() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         flag
     })
     .clone()
-}
-
-/// The caller for `--principal ARN`: it must parse and, for users and roles, exist.
-fn caller_for(root: &DataRoot, arn: &str) -> Result<Caller> {
-    use crate::iam::{EntityKind, Iam, Principal};
-    let principal = Principal::parse(arn)?;
-    let entity = match &principal {
-        Principal::User { account, name, .. } => {
-            Some(Iam::open(root)?.get(account, EntityKind::User, name)?)
-        }
-        Principal::AssumedRole { account, role, .. } => {
-            Some(Iam::open(root)?.get(account, EntityKind::Role, role)?)
-        }
-        _ => None,
-    };
-    let principal_id = match (&principal, entity) {
-        (_, Some(None)) => {
-            return Err(Error::new(
-                ErrorKind::UnrecognizedClient,
-                format!(
-                    "The security token included in the request is invalid: {arn} does not exist (create it with ebsim iam create-user / create-role)"
-                ),
-            ));
-        }
-        (Principal::AssumedRole { session, .. }, Some(Some(e))) => {
-            Some(format!("{}:{session}", e.id))
-        }
-        (_, Some(Some(e))) => Some(e.id),
-        _ => None,
-    };
-    Ok(Caller {
-        principal_id,
-        ..Caller::new(principal)
-    })
 }
 
 /// `encrypt` → `Encrypt`, `re-encrypt` → `ReEncrypt`.

@@ -1,0 +1,179 @@
+//! The service layer: every front end (the CLI now, the HTTP server next) reaches
+//! the engines through here.
+//!
+//! - [`Services`] owns a data root's services — KMS per region, IAM — behind shared
+//!   handles, opened on first use.
+//! - Every operation has one shape: a [`RequestContext`] (who calls, in which
+//!   region, from where, with which request id) and the request in AWS's member
+//!   names, returning AWS's response shape (as JSON, ready for any front end) or a
+//!   typed error.
+//! - Each service has one table of its operations (`kms::KmsRequest`,
+//!   `iam::IamRequest`): an enum with one variant per operation, its AWS name, how
+//!   to read it from AWS's JSON, and the one place that runs it. A front end builds
+//!   a request (from arguments, or from a wire body) and calls [`Services::kms`],
+//!   [`Services::iam`]; it never holds an engine.
+//!
+//! What the CLI keeps for itself is what the AWS CLI does on the client side:
+//! argument parsing, `fileb://`, retries with backoff, pagination, output formats.
+
+pub mod iam;
+pub mod kms;
+
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::home::DataRoot;
+use crate::kms::Kms;
+use crate::kms::access::Caller;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Where a request came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The `ebsim` command line on this machine.
+    Cli,
+    /// A network client (the HTTP server): its address.
+    Network(String),
+}
+
+/// Who calls, where, and how: what every operation receives besides its request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The principal and, when an AWS service calls on its behalf, the service.
+    pub caller: Caller,
+    pub region: String,
+    /// The request's id, as AWS returns it (`x-amzn-RequestId`).
+    pub request_id: String,
+    pub source: Source,
+}
+
+impl RequestContext {
+    pub fn new(caller: Caller, region: &str, source: Source) -> Self {
+        RequestContext {
+            caller,
+            region: region.to_string(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            source,
+        }
+    }
+}
+
+/// A data root's services.
+pub struct Services {
+    root: DataRoot,
+    clock: Clock,
+    kms: Mutex<HashMap<String, Arc<Kms>>>,
+    iam: Mutex<Option<Arc<Mutex<crate::iam::Iam>>>>,
+}
+
+impl Services {
+    pub fn new(root: DataRoot, clock: Clock) -> Self {
+        Services {
+            root,
+            clock,
+            kms: Mutex::new(HashMap::new()),
+            iam: Mutex::new(None),
+        }
+    }
+
+    pub fn root(&self) -> &DataRoot {
+        &self.root
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The KMS of `region` (opened once, then shared).
+    pub fn kms_engine(&self, region: &str) -> Result<Arc<Kms>> {
+        let mut all = self.kms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = all.get(region) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(Kms::open(&self.root, region, self.clock.clone())?);
+        all.insert(region.to_string(), k.clone());
+        Ok(k)
+    }
+
+    /// The data root's IAM (global), opened once.
+    fn iam_engine(&self) -> Result<Arc<Mutex<crate::iam::Iam>>> {
+        let mut iam = self.iam.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = &*iam {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(Mutex::new(crate::iam::Iam::open(&self.root)?));
+        *iam = Some(i.clone());
+        Ok(i)
+    }
+
+    /// Runs one KMS operation; its response in AWS's shape (`null` for an empty one).
+    pub fn kms(&self, ctx: &RequestContext, req: kms::KmsRequest) -> Result<serde_json::Value> {
+        let engine = self.kms_engine(&ctx.region)?;
+        req.run(&engine, &ctx.caller)
+    }
+
+    /// Runs one IAM operation.
+    pub fn iam(&self, ctx: &RequestContext, req: iam::IamRequest) -> Result<serde_json::Value> {
+        let engine = self.iam_engine()?;
+        let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+        req.run(&engine, &ctx.caller, self.clock.now())
+    }
+
+    /// The caller for principal `arn`: it must parse and, for users and roles,
+    /// exist (AWS: the credentials are invalid).
+    pub fn caller_for(&self, arn: &str) -> Result<Caller> {
+        use crate::iam::{EntityKind, Principal};
+        let principal = Principal::parse(arn)?;
+        let lookup = |account: &str, kind: EntityKind, name: &str| -> Result<_> {
+            let iam = self.iam_engine()?;
+            let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
+            iam.get(account, kind, name)
+        };
+        let entity = match &principal {
+            Principal::User { account, name, .. } => Some(lookup(account, EntityKind::User, name)?),
+            Principal::AssumedRole { account, role, .. } => {
+                Some(lookup(account, EntityKind::Role, role)?)
+            }
+            _ => None,
+        };
+        let principal_id = match (&principal, entity) {
+            (_, Some(None)) => {
+                return Err(Error::new(
+                    ErrorKind::UnrecognizedClient,
+                    format!(
+                        "The security token included in the request is invalid: {arn} does not exist (create it with ebsim iam create-user / create-role)"
+                    ),
+                ));
+            }
+            (Principal::AssumedRole { session, .. }, Some(Some(e))) => {
+                Some(format!("{}:{session}", e.id))
+            }
+            (_, Some(Some(e))) => Some(e.id),
+            _ => None,
+        };
+        Ok(Caller {
+            principal_id,
+            ..Caller::new(principal)
+        })
+    }
+}
+
+/// AWS's error for an operation a service does not have.
+pub(crate) fn unknown_operation(service: &str, name: &str) -> Error {
+    Error::new(
+        ErrorKind::UnknownOperation,
+        format!("{service} has no operation {name}"),
+    )
+}
+
+/// AWS's error for a body that does not read as the operation's request.
+pub(crate) fn serialization_error(name: &str, e: serde_json::Error) -> Error {
+    Error::new(
+        ErrorKind::Serialization,
+        format!("{name}: the request body cannot be read: {e}"),
+    )
+}
+
+pub(crate) fn to_value<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).expect("responses serialize")
+}
