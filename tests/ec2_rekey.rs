@@ -1,5 +1,6 @@
 //! Re-keying a volume in place (ebsim extension), and its crash safety: killed at
-//! random points with SIGKILL, rerun, and the data verified after each round.
+//! every crash point (`EBSIM_FAULT`, src/fault.rs), rerun, and the data verified
+//! after each round.
 
 mod common;
 
@@ -8,7 +9,6 @@ use ebsim::ec2::Ec2;
 use ebsim::ec2::model::*;
 use ebsim::kms::api::*;
 use std::process::Command;
-use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
@@ -123,7 +123,7 @@ fn rekey_moves_a_volume_to_a_new_key_and_data_key() {
 }
 
 #[test]
-fn a_rekey_killed_at_random_points_loses_nothing_and_a_rerun_completes_it() {
+fn a_rekey_killed_at_every_crash_point_loses_nothing_and_a_rerun_completes_it() {
     let env = Env::new();
     let ec2 = ec2(&env);
     let keys = [env.create_key(), env.create_key()];
@@ -157,66 +157,76 @@ fn a_rekey_killed_at_random_points_loses_nothing_and_a_rerun_completes_it() {
             .unwrap();
         a.detach(&ec2).unwrap();
     }
-    let rekey = |to: &str| {
-        Command::new(env!("CARGO_BIN_EXE_ebsim"))
-            .args([
-                "ec2",
-                "rekey-volume",
-                "--volume-id",
-                &vol,
-                "--kms-key-id",
-                to,
-            ])
-            .env("EBSIM_HOME", env.root.path())
-            .env("EBSIM_REKEY_CHUNK_UNITS", "16")
-            .env_remove("EBSIM_NOW")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+    // `fault`: a crash point (src/fault.rs) where the process kills itself.
+    let rekey = |to: &str, fault: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ebsim"));
+        if let Some(f) = fault {
+            c.env("EBSIM_FAULT", f);
+        }
+        c.args([
+            "ec2",
+            "rekey-volume",
+            "--volume-id",
+            &vol,
+            "--kms-key-id",
+            to,
+        ])
+        .env("EBSIM_HOME", env.root.path())
+        .env("EBSIM_REKEY_CHUNK_UNITS", "16")
+        .env_remove("EBSIM_NOW")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
     };
-    let mut interrupted = 0;
-    for round in 0..12usize {
+    // 4 MiB in 16-unit (64 KiB) chunks: 60 chunks with data around one hole.
+    let kills = [
+        ("rekey:started", 1, true),
+        ("rekey:after-journal", 1, true),
+        ("rekey:after-data", 1, true),
+        ("rekey:after-boundary", 1, true),
+        ("rekey:after-journal", 9, true),
+        ("rekey:after-data", 31, true),
+        ("rekey:after-boundary", 33, true),
+        ("rekey:after-journal", 60, true),
+        ("rekey:before-final-header", 1, true),
+        ("rekey:after-final-header", 1, false),
+    ];
+    for (round, (point, nth, mid_way)) in kills.into_iter().enumerate() {
         let target = &keys[(round + 1) % 2];
-        let mut child = rekey(&target.arn);
-        let delay = u64::from(ebsim::crypto::random_bytes(1)[0]) % 120;
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
-        let status = child.wait().unwrap();
+        let fault = format!("{point}@{nth}");
+        let status = rekey(&target.arn, Some(&fault)).wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{fault}: the run was not killed at its crash point ({status})"
+        );
         let header = ebsim::volume::image::read_copies(&ec2.image_path(&vol)).unwrap()[0]
             .clone()
             .unwrap()
             .header;
+        assert_eq!(header.rekey.is_some(), mid_way, "{fault}");
         if let Some(r) = &header.rekey {
-            interrupted += 1;
             assert_eq!(r.kms_key_arn, target.arn);
             // Half-way, the volume cannot be attached, and says why.
             let e = ec2
                 .attach(&env.me, &vol, "i-0123456789abcdef0", "/dev/sdf")
                 .unwrap_err();
-            assert_eq!(e.code(), "IncorrectState", "round {round}");
+            assert_eq!(e.code(), "IncorrectState", "{fault}");
             assert!(e.message().contains("being re-keyed"), "{e}");
         }
-        // The rerun finishes it (or re-keys once more if the first run had finished).
-        let out = rekey(&target.arn).wait_with_output().unwrap();
+        // The rerun finishes it (after the final header: re-keys once more).
+        let out = rekey(&target.arn, None).wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "round {round} (killed: {status}): {}",
+            "{fault}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(key_of(&ec2, &vol), target.arn, "round {round}");
-        assert!(
-            read_all(&ec2, &env, &vol) == data,
-            "round {round}: data changed (killed after {delay} ms)"
-        );
+        assert_eq!(key_of(&ec2, &vol), target.arn, "{fault}");
+        assert!(read_all(&ec2, &env, &vol) == data, "{fault}: data changed");
         assert!(
             !ec2.image_path(&vol).with_extension("rekey").exists(),
-            "the journal is removed"
+            "{fault}: the journal is removed"
         );
     }
-    eprintln!("{interrupted} of 12 rounds were killed mid-way");
-    assert!(
-        interrupted >= 3,
-        "too few kills landed mid-way ({interrupted}) to test resuming"
-    );
 }

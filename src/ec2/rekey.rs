@@ -192,6 +192,7 @@ impl Ec2 {
                 });
                 image.set_header(next, &old_key)?;
                 let _ = std::fs::remove_file(&journal);
+                crate::fault::point("rekey:started");
                 key
             }
         };
@@ -288,6 +289,7 @@ impl Ec2 {
             }
             if let Some(sums) = &cur.journal {
                 write_journal(&journal_file, &journal, cur.start, sums)?;
+                crate::fault::point("rekey:after-journal");
             }
             let ahead = std::thread::scope(|scope| -> Result<Option<Prepared>> {
                 let ahead = scope.spawn(|| {
@@ -298,7 +300,9 @@ impl Ec2 {
                 let written = image
                     .write_stored(cur.start * DATA_UNIT, &cur.buf)
                     .and_then(|()| image.flush())
-                    .and_then(|()| self.move_boundary(&image, &old_key, cur.end));
+                    .map(|()| crate::fault::point("rekey:after-data"))
+                    .and_then(|()| self.move_boundary(&image, &old_key, cur.end))
+                    .map(|()| crate::fault::point("rekey:after-boundary"));
                 let ahead = ahead.join().expect("the read-ahead does not panic");
                 written?;
                 ahead
@@ -315,7 +319,9 @@ impl Ec2 {
         fin.kms_key_arn = r.kms_key_arn.clone();
         fin.wrapped_key = r.wrapped_key.clone();
         fin.rekey = None;
+        crate::fault::point("rekey:before-final-header");
         image.set_header(fin, &new_key)?;
+        crate::fault::point("rekey:after-final-header");
         image.reset_tracking(None)?;
         drop(image);
         drop(journal_file);
