@@ -34,6 +34,37 @@ fn create_key_defaults_match_aws() {
     assert_eq!(m.deletion_date, None);
 }
 
+/// The deprecated CustomerMasterKeySpec member works as KeySpec does; the response
+/// carries both with the same value.
+#[test]
+fn customer_master_key_spec_is_key_spec_by_its_old_name() {
+    let env = Env::new();
+    let m = env
+        .kms
+        .create_key(
+            &env.me,
+            CreateKeyRequest {
+                customer_master_key_spec: Some("SYMMETRIC_DEFAULT".into()),
+                key_usage: Some("ENCRYPT_DECRYPT".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata;
+    assert_eq!(m.key_spec, "SYMMETRIC_DEFAULT");
+    assert_eq!(m.customer_master_key_spec, "SYMMETRIC_DEFAULT");
+    assert_eq!(m.key_usage, "ENCRYPT_DECRYPT");
+    let json = serde_json::to_value(&m).unwrap();
+    for absent in [
+        "SigningAlgorithms",
+        "MacAlgorithms",
+        "KeyAgreementAlgorithms",
+        "MultiRegionConfiguration",
+    ] {
+        assert!(json.get(absent).is_none(), "{absent}");
+    }
+}
+
 #[test]
 fn create_key_validates_like_aws() {
     let env = Env::new();
@@ -44,13 +75,83 @@ fn create_key_validates_like_aws() {
     };
     let m = expect_err(mk(&|r| r.key_spec = Some("AES_999".into())), K::Validation);
     assert!(m.starts_with("1 validation error detected: Value 'AES_999' at 'keySpec' failed to satisfy constraint: Member must satisfy enum value set"), "{m}");
-    expect_err(
-        mk(&|r| r.key_spec = Some("RSA_2048".into())),
+    // Every spec but SYMMETRIC_DEFAULT needs an explicit KeyUsage that fits it,
+    // and is then refused as not implemented, naming what is.
+    let m = expect_err(mk(&|r| r.key_spec = Some("RSA_2048".into())), K::Validation);
+    assert_eq!(
+        m,
+        "You must specify a KeyUsage value when KeySpec is RSA_2048"
+    );
+    let m = expect_err(
+        mk(&|r| {
+            r.key_spec = Some("RSA_2048".into());
+            r.key_usage = Some("SIGN_VERIFY".into());
+        }),
         K::UnsupportedOperation,
     );
-    expect_err(
+    assert_eq!(
+        m,
+        "KeySpec RSA_2048 is not supported: ebsim implements symmetric encryption keys (SYMMETRIC_DEFAULT) only."
+    );
+    for (spec, usage) in [
+        ("HMAC_256", "GENERATE_VERIFY_MAC"),
+        ("ECC_NIST_P384", "KEY_AGREEMENT"),
+        ("ECC_NIST_EDWARDS25519", "SIGN_VERIFY"),
+        ("ML_DSA_65", "SIGN_VERIFY"),
+        ("SM2", "ENCRYPT_DECRYPT"),
+    ] {
+        expect_err(
+            mk(&|r| {
+                r.key_spec = Some(spec.into());
+                r.key_usage = Some(usage.into());
+            }),
+            K::UnsupportedOperation,
+        );
+    }
+    for (spec, usage) in [
+        ("HMAC_256", "ENCRYPT_DECRYPT"),
+        ("RSA_4096", "GENERATE_VERIFY_MAC"),
+        ("ECC_SECG_P256K1", "KEY_AGREEMENT"),
+        ("ML_DSA_44", "ENCRYPT_DECRYPT"),
+        ("SYMMETRIC_DEFAULT", "SIGN_VERIFY"),
+    ] {
+        let m = expect_err(
+            mk(&|r| {
+                r.key_spec = Some(spec.into());
+                r.key_usage = Some(usage.into());
+            }),
+            K::Validation,
+        );
+        assert_eq!(
+            m,
+            format!("KeyUsage {usage} is not compatible with KeySpec {spec}")
+        );
+    }
+    let m = expect_err(
         mk(&|r| r.key_usage = Some("SIGN_VERIFY".into())),
         K::Validation,
+    );
+    assert_eq!(
+        m,
+        "KeyUsage SIGN_VERIFY is not compatible with KeySpec SYMMETRIC_DEFAULT"
+    );
+    // The deprecated member's enum has no ML-DSA or Ed25519 specs.
+    let m = expect_err(
+        mk(&|r| r.customer_master_key_spec = Some("ML_DSA_44".into())),
+        K::Validation,
+    );
+    assert!(
+        m.starts_with("1 validation error detected: Value 'ML_DSA_44' at 'customerMasterKeySpec' failed to satisfy constraint: Member must satisfy enum value set: [RSA_2048,"),
+        "{m}"
+    );
+    assert!(m.ends_with(", SM2]"), "{m}");
+    let m = expect_err(
+        mk(&|r| r.key_spec = Some("ML_DSA_44".into())),
+        K::Validation,
+    );
+    assert_eq!(
+        m,
+        "You must specify a KeyUsage value when KeySpec is ML_DSA_44"
     );
     expect_err(mk(&|r| r.key_usage = Some("BOGUS".into())), K::Validation);
     expect_err(

@@ -153,12 +153,45 @@ pub struct KeyMetadata {
     pub key_manager: String,
     pub customer_master_key_spec: String,
     pub key_spec: String,
+    /// Present only for ENCRYPT_DECRYPT keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encryption_algorithms: Vec<String>,
+    /// Present only for SIGN_VERIFY keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_algorithms: Vec<String>,
+    /// Present only for KEY_AGREEMENT keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_agreement_algorithms: Vec<String>,
     pub multi_region: bool,
+    /// Present only when `multi_region` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_region_configuration: Option<MultiRegionConfiguration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
+    /// Present only for GENERATE_VERIFY_MAC keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mac_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
+}
+
+/// `MultiRegionConfiguration`: the primary and replicas of a multi-Region key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRegionConfiguration {
+    /// `PRIMARY` or `REPLICA`.
+    pub multi_region_key_type: String,
+    pub primary_key: MultiRegionKey,
+    /// Always present, possibly empty.
+    pub replica_keys: Vec<MultiRegionKey>,
+}
+
+/// `MultiRegionKey`: one key of a multi-Region key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRegionKey {
+    pub arn: String,
+    pub region: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

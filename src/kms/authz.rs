@@ -69,12 +69,16 @@ impl Kms {
     ) -> crate::policy::ConditionContext {
         let mut ctx = base_context(caller, &self.region);
         ctx.set("kms:KeyOrigin", key.origin.as_str())
-            .set("kms:KeySpec", SYMMETRIC_DEFAULT)
-            .set("kms:KeyUsage", "ENCRYPT_DECRYPT")
+            .set("kms:KeySpec", key.key_spec.as_str())
+            .set("kms:KeyUsage", key.key_usage.as_str())
+            .set("kms:MultiRegion", key.multi_region.to_string())
             .set(
                 "aws:CurrentTime",
                 crate::clock::cloudtrail_time(&self.clock.now()),
             );
+        if let Some(c) = &key.multi_region_config {
+            ctx.set("kms:MultiRegionKeyType", c.key_type.as_str());
+        }
         if let Some(ec) = authz.context {
             for (k, v) in ec {
                 ctx.set(&format!("kms:EncryptionContext:{k}"), v.clone());

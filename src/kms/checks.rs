@@ -56,6 +56,17 @@ pub(super) fn check_rotatable(k: &KeyRecord) -> Result<()> {
     if k.origin == Origin::External {
         return Err(external_unsupported(k));
     }
+    // Rotation makes a new symmetric backing key; AWS rotates only symmetric
+    // encryption keys.
+    if k.key_spec != KeySpec::SymmetricDefault {
+        return Err(Error::new(
+            ErrorKind::UnsupportedOperation,
+            format!(
+                "{} key spec is {} which is not valid for this operation.",
+                k.arn, k.key_spec
+            ),
+        ));
+    }
     match k.state {
         KeyState::Disabled => Err(Error::new(
             ErrorKind::Disabled,
@@ -93,15 +104,32 @@ pub(super) fn check_enum(value: &str, member: &str, set: &[&str]) -> Result<()> 
     }
 }
 
+/// An `EncryptionAlgorithm` member: one of AWS's values, and (every key ebsim
+/// serves being SYMMETRIC_DEFAULT) the symmetric one.
 pub(super) fn check_algorithm(alg: Option<&str>) -> Result<()> {
-    match alg {
-        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
-        Some(a) if ENCRYPTION_ALGORITHMS.contains(&a) => Err(Error::new(
+    let names = spec::EncryptionAlgorithm::NAMES;
+    match alg.map(|a| (a, spec::EncryptionAlgorithm::parse(a))) {
+        None | Some((_, Some(spec::EncryptionAlgorithm::SymmetricDefault))) => Ok(()),
+        Some((a, Some(_))) => Err(Error::new(
             ErrorKind::InvalidKeyUsage,
             format!("The encryption algorithm {a} is not valid for a SYMMETRIC_DEFAULT key."),
         )),
-        Some(a) => Err(enum_error(a, "encryptionAlgorithm", ENCRYPTION_ALGORITHMS)),
+        Some((a, None)) => Err(enum_error(a, "encryptionAlgorithm", names)),
     }
+}
+
+/// Key-usage gate of an operation: `operation` (`Encrypt`) needs a key of `usage`.
+pub(super) fn check_key_usage(k: &KeyRecord, usage: KeyUsage, operation: &str) -> Result<()> {
+    if k.key_usage == usage {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidKeyUsage,
+        format!(
+            "{} key usage is {} which is not valid for {operation}.",
+            k.arn, k.key_usage
+        ),
+    ))
 }
 
 pub(super) fn check_range(v: u32, member: &str, min: u32, max: u32) -> Result<()> {

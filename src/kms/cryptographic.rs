@@ -33,6 +33,7 @@ impl Kms {
         audit.resources.push(key.arn.clone());
         self.authorize(caller, action, &key, &grants, authz)?;
         check_usable(&key)?;
+        check_key_usage(&key, KeyUsage::EncryptDecrypt, operation_of(action))?;
         Ok(key)
     }
 
@@ -45,10 +46,25 @@ impl Kms {
         let (version, m) = key
             .current_material()
             .ok_or_else(|| invalid_state(key, "is pending import."))?;
+        let backing_key = m.secret.symmetric().ok_or_else(|| not_symmetric(key))?;
+        // Ciphertext v1 names its key by the 16 bytes of a UUID; a multi-Region
+        // key's `mrk-` id would come back as a UUID that names no key.
+        let key_id = key
+            .key_id_bytes()
+            .filter(|_| !key.multi_region && !ids::is_multi_region_key_id(&key.key_id))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnsupportedOperation,
+                    format!(
+                        "{} is a multi-Region key, which ebsim's ciphertext format cannot name yet.",
+                        key.arn
+                    ),
+                )
+            })?;
         let blob = ciphertext::seal(
-            &key.uuid(),
+            &uuid::Uuid::from_bytes(key_id),
             version,
-            m.secret.expose(),
+            backing_key.expose(),
             &canonical_bytes(ctx),
             plaintext,
         );
@@ -109,12 +125,14 @@ impl Kms {
         };
         self.authorize(caller, action, &key, &grants, &authz)?;
         check_usable(&key)?;
+        check_key_usage(&key, KeyUsage::EncryptDecrypt, operation_of(action))?;
         let m = key
             .materials
             .get(parsed.material_version as usize)
             .ok_or_else(invalid_ciphertext)?;
+        let backing_key = m.secret.symmetric().ok_or_else(invalid_ciphertext)?;
         let plaintext = parsed
-            .open(m.secret.expose(), &canonical_bytes(ctx))
+            .open(backing_key.expose(), &canonical_bytes(ctx))
             .map_err(|_| invalid_ciphertext())?;
         let material_id = m.id.clone();
         Ok((key, plaintext, material_id))
@@ -363,4 +381,27 @@ struct DataKey {
     blob: Vec<u8>,
     key: Arc<KeyRecord>,
     material: String,
+}
+
+/// The operation an action is checked for (`kms:ReEncryptFrom` → `ReEncrypt`), as
+/// InvalidKeyUsageException names it.
+fn operation_of(action: &str) -> &str {
+    let op = action.strip_prefix("kms:").unwrap_or(action);
+    if op.starts_with("ReEncrypt") {
+        "ReEncrypt"
+    } else {
+        op
+    }
+}
+
+/// A SYMMETRIC_DEFAULT key whose current material is of another kind: no code
+/// writes one, so a record that has it is damaged.
+fn not_symmetric(key: &KeyRecord) -> Error {
+    Error::new(
+        ErrorKind::Environment,
+        format!(
+            "{}: its key material is not a symmetric backing key; the KMS store is damaged.",
+            key.arn
+        ),
+    )
 }

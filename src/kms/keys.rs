@@ -12,50 +12,7 @@ impl Kms {
         self.call(caller, "CreateKey", CallKind::Mutation, &req, |audit| {
             let description = req.description.clone().unwrap_or_default();
             check_description(&description)?;
-            let usage = req.key_usage.as_deref().unwrap_or("ENCRYPT_DECRYPT");
-            check_enum(usage, "keyUsage", KEY_USAGES)?;
-            if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
-                return Err(Error::new(
-                    ErrorKind::Validation,
-                    "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
-                ));
-            }
-            let spec = req
-                .key_spec
-                .as_deref()
-                .or(req.customer_master_key_spec.as_deref())
-                .unwrap_or(SYMMETRIC_DEFAULT);
-            check_enum(spec, "keySpec", KEY_SPECS)?;
-            if spec != SYMMETRIC_DEFAULT {
-                return Err(Error::new(
-                    ErrorKind::UnsupportedOperation,
-                    format!("KeySpec {spec} is not supported: ebsim implements symmetric encryption keys (SYMMETRIC_DEFAULT) only."),
-                ));
-            }
-            if usage != "ENCRYPT_DECRYPT" {
-                return Err(Error::new(
-                    ErrorKind::Validation,
-                    format!("KeyUsage {usage} is not compatible with KeySpec {spec}"),
-                ));
-            }
-            let origin_s = req.origin.as_deref().unwrap_or("AWS_KMS");
-            check_enum(origin_s, "origin", ORIGINS)?;
-            let origin = match origin_s {
-                "AWS_KMS" => Origin::AwsKms,
-                "EXTERNAL" => Origin::External,
-                other => {
-                    return Err(Error::new(
-                        ErrorKind::UnsupportedOperation,
-                        format!("Origin {other} needs a custom key store, which ebsim does not implement."),
-                    ));
-                }
-            };
-            if req.multi_region == Some(true) {
-                return Err(Error::new(
-                    ErrorKind::UnsupportedOperation,
-                    "Multi-Region keys are not implemented by ebsim.",
-                ));
-            }
+            let shape = check_key_shape(&req)?;
             let parsed = req.policy.as_deref().map(|p| crate::policy::parse(p, crate::policy::PolicyKind::Key)).transpose()?;
             check_tags(&req.tags, &[])?;
             self.authorize_account_action(caller, "kms:CreateKey", "*")?;
@@ -72,7 +29,9 @@ impl Kms {
                         format!("The request would exceed the limit of {KEYS_PER_REGION} customer managed keys in {}.", self.region),
                     ));
                 }
-                let mut key = self.new_key_record(now, description.clone(), origin);
+                let mut key = self.new_key_record(now, description.clone(), shape.origin);
+                key.key_spec = shape.spec;
+                key.key_usage = shape.usage;
                 if let (Some(text), Some(doc)) = (&req.policy, &parsed) {
                     self.check_new_key_policy(caller, doc, &key, req.bypass_policy_lockout_safety_check)?;
                     key.policy = text.clone();
@@ -448,6 +407,95 @@ impl Kms {
             })
         })
     }
+}
+
+/// What CreateKey makes: spec, usage and origin.
+struct KeyShape {
+    spec: KeySpec,
+    usage: KeyUsage,
+    origin: Origin,
+}
+
+/// CreateKey's KeySpec, KeyUsage, Origin and MultiRegion, checked in AWS's order:
+/// each value against its enum (ValidationException with the enum's values), then
+/// the pair KeySpec/KeyUsage (ValidationException), then what ebsim does not
+/// implement yet (UnsupportedOperationException naming what it does).
+fn check_key_shape(req: &CreateKeyRequest) -> Result<KeyShape> {
+    let usage = req
+        .key_usage
+        .as_deref()
+        .map(|u| KeyUsage::parse(u).ok_or_else(|| enum_error(u, "keyUsage", KeyUsage::NAMES)))
+        .transpose()?;
+    let spec = match (
+        req.key_spec.as_deref(),
+        req.customer_master_key_spec.as_deref(),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
+            ));
+        }
+        (Some(s), None) => {
+            KeySpec::parse(s).ok_or_else(|| enum_error(s, "keySpec", KeySpec::NAMES))?
+        }
+        // The deprecated member's enum lacks the newer specs.
+        (None, Some(s)) => KeySpec::parse(s)
+            .filter(|k| k.is_customer_master_key_spec())
+            .ok_or_else(|| {
+                enum_error(
+                    s,
+                    "customerMasterKeySpec",
+                    &KeySpec::customer_master_key_spec_names(),
+                )
+            })?,
+        (None, None) => KeySpec::SymmetricDefault,
+    };
+    let origin = match req.origin.as_deref() {
+        None => Origin::AwsKms,
+        Some(o) => Origin::parse(o).ok_or_else(|| enum_error(o, "origin", Origin::NAMES))?,
+    };
+    let usage = match usage.or(spec.default_usage()) {
+        Some(u) => u,
+        None => {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                format!("You must specify a KeyUsage value when KeySpec is {spec}"),
+            ));
+        }
+    };
+    if spec.algorithms(usage).is_none() {
+        return Err(Error::new(
+            ErrorKind::Validation,
+            format!("KeyUsage {usage} is not compatible with KeySpec {spec}"),
+        ));
+    }
+    if !spec.is_served() {
+        return Err(Error::new(
+            ErrorKind::UnsupportedOperation,
+            format!(
+                "KeySpec {spec} is not supported: ebsim implements {} only.",
+                spec::SERVED_KEY_SPECS_IN_WORDS
+            ),
+        ));
+    }
+    if origin.is_custom_key_store() {
+        return Err(Error::new(
+            ErrorKind::UnsupportedOperation,
+            format!("Origin {origin} needs a custom key store, which ebsim does not implement."),
+        ));
+    }
+    if req.multi_region == Some(true) {
+        return Err(Error::new(
+            ErrorKind::UnsupportedOperation,
+            "Multi-Region keys are not implemented by ebsim.",
+        ));
+    }
+    Ok(KeyShape {
+        spec,
+        usage,
+        origin,
+    })
 }
 
 /// A key has exactly one policy, named `default`.

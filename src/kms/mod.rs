@@ -19,6 +19,7 @@ pub mod context;
 pub mod ids;
 pub mod model;
 pub mod quota;
+pub mod spec;
 pub mod store;
 
 mod aliases;
@@ -49,7 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use store::{Kind, RootKey, Store, Tx};
 
-/// The symmetric encryption algorithm, the only one ebsim's keys have.
+/// The symmetric encryption algorithm (and key spec), the only one ebsim's keys have today.
 pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 /// AWS's limit on RotateKeyOnDemand per key (2026 model).
 pub const ON_DEMAND_ROTATION_LIMIT: u32 = 25;
@@ -77,39 +78,6 @@ pub const PREDEFINED_AWS_ALIASES: &[&str] = &[
     "alias/aws/secretsmanager",
     "alias/aws/ssm",
     "alias/aws/xray",
-];
-
-const KEY_SPECS: &[&str] = &[
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "ECC_NIST_P256",
-    "ECC_NIST_P384",
-    "ECC_NIST_P521",
-    "ECC_SECG_P256K1",
-    "SYMMETRIC_DEFAULT",
-    "HMAC_224",
-    "HMAC_256",
-    "HMAC_384",
-    "HMAC_512",
-    "SM2",
-    "ML_DSA_44",
-    "ML_DSA_65",
-    "ML_DSA_87",
-    "ECC_NIST_EDWARDS25519",
-];
-const KEY_USAGES: &[&str] = &[
-    "SIGN_VERIFY",
-    "ENCRYPT_DECRYPT",
-    "GENERATE_VERIFY_MAC",
-    "KEY_AGREEMENT",
-];
-const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
-const ENCRYPTION_ALGORITHMS: &[&str] = &[
-    "SYMMETRIC_DEFAULT",
-    "RSAES_OAEP_SHA_1",
-    "RSAES_OAEP_SHA_256",
-    "SM2PKE",
 ];
 
 /// In-memory view of the store.
@@ -664,20 +632,27 @@ impl Kms {
         })
     }
 
+    /// A new single-Region SYMMETRIC_DEFAULT key of this account and region; callers
+    /// change what differs.
     fn new_key_record(&self, now: Timestamp, description: String, origin: Origin) -> KeyRecord {
-        let key_id = uuid::Uuid::new_v4().to_string();
+        let key_id = ids::new_key_id(false);
         KeyRecord {
             arn: key_arn(&self.region, &self.account_id, &key_id),
             key_id,
             account_id: self.account_id.clone(),
             creation_date: now,
             description,
+            // A key whose material is imported has none until the import.
             state: match origin {
-                Origin::AwsKms => KeyState::Enabled,
                 Origin::External => KeyState::PendingImport,
+                _ => KeyState::Enabled,
             },
             manager: KeyManager::Customer,
             origin,
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            multi_region: false,
+            multi_region_config: None,
             service: None,
             deletion_date: None,
             pending_window_days: None,
@@ -689,8 +664,8 @@ impl Kms {
                 next: None,
             },
             materials: match origin {
-                Origin::AwsKms => vec![new_material(now, None)],
                 Origin::External => Vec::new(),
+                _ => vec![new_material(now, None)],
             },
             on_demand_rotations: 0,
             aws_owned: false,
@@ -730,6 +705,7 @@ enum CallKind {
     Mutation,
 }
 
+/// New key material for a SYMMETRIC_DEFAULT key: a random 256-bit backing key.
 fn new_material(created: Timestamp, rotation: Option<RotationType>) -> KeyMaterial {
     let id: String = crate::crypto::random_bytes(32)
         .iter()
@@ -739,12 +715,22 @@ fn new_material(created: Timestamp, rotation: Option<RotationType>) -> KeyMateri
         id,
         created,
         rotation,
-        secret: SecretBytes::random(32),
+        secret: KeySecret::Symmetric(SecretBytes::random(32)),
     }
 }
 
-/// `KeyMetadata` for a key.
+/// `KeyMetadata` for a key, from its record: the algorithm lists are the ones
+/// AWS shows for the key's spec and usage ([`spec::KeySpec::algorithms`]), each
+/// present only for its usage, as in AWS's responses.
 pub fn metadata(k: &KeyRecord) -> KeyMetadata {
+    // A record whose spec does not allow its usage (none is written) lists nothing.
+    let a = k
+        .key_spec
+        .algorithms(k.key_usage)
+        .unwrap_or(spec::Algorithms::NONE);
+    fn names<T: Copy + std::fmt::Display>(list: &[T]) -> Vec<String> {
+        list.iter().map(|x| x.to_string()).collect()
+    }
     KeyMetadata {
         aws_account_id: k.account_id.clone(),
         key_id: k.key_id.clone(),
@@ -752,7 +738,7 @@ pub fn metadata(k: &KeyRecord) -> KeyMetadata {
         creation_date: Time(k.creation_date),
         enabled: k.state == KeyState::Enabled,
         description: k.description.clone(),
-        key_usage: "ENCRYPT_DECRYPT".into(),
+        key_usage: k.key_usage.as_str().into(),
         key_state: k.state.as_str().into(),
         deletion_date: k.deletion_date.map(Time),
         origin: k.origin.as_str().into(),
@@ -761,11 +747,26 @@ pub fn metadata(k: &KeyRecord) -> KeyMetadata {
             KeyManager::Aws => "AWS",
         }
         .into(),
-        customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
-        key_spec: SYMMETRIC_DEFAULT.into(),
-        encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
-        multi_region: false,
+        // AWS: "The KeySpec and CustomerMasterKeySpec fields have the same value."
+        customer_master_key_spec: k.key_spec.as_str().into(),
+        key_spec: k.key_spec.as_str().into(),
+        encryption_algorithms: names(a.encryption),
+        signing_algorithms: names(a.signing),
+        key_agreement_algorithms: names(a.key_agreement),
+        multi_region: k.multi_region,
+        multi_region_configuration: k.multi_region_config.as_ref().map(|c| {
+            let key = |region: &str| MultiRegionKey {
+                arn: key_arn(region, &k.account_id, &k.key_id),
+                region: region.to_string(),
+            };
+            MultiRegionConfiguration {
+                multi_region_key_type: c.key_type.as_str().into(),
+                primary_key: key(&c.primary_region),
+                replica_keys: c.replica_regions.iter().map(|r| key(r)).collect(),
+            }
+        }),
         pending_deletion_window_in_days: k.pending_window_days,
+        mac_algorithms: names(a.mac),
         current_key_material_id: k.current_material().map(|(_, m)| m.id.clone()),
     }
 }
@@ -838,6 +839,185 @@ mod tests {
         scan(&secrets);
         drop(kms);
         scan(&secrets);
+    }
+
+    /// Multi-Region ids resolve like any key id: by id, by ARN and through an alias
+    /// once such a key exists (only a later ebsim writes one: this test stores the
+    /// record directly), NotFoundException while it does not; nothing panics, and
+    /// the cryptographic operations refuse what ciphertext v1 cannot name.
+    #[test]
+    fn multi_region_ids_resolve_and_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DataRoot::open(dir.path()).unwrap();
+        let kms = Kms::open_with(
+            &root,
+            "us-west-2",
+            "111122223333",
+            Clock::manual(chrono::Utc::now()),
+            None,
+        )
+        .unwrap();
+        let me = Caller::account_root("111122223333");
+        let mrk = "mrk-1234abcd12ab34cd56ef1234567890ab";
+        let arn = key_arn("us-west-2", "111122223333", mrk);
+        let describe = |id: &str| {
+            kms.describe_key(
+                &me,
+                DescribeKeyRequest {
+                    key_id: id.into(),
+                    grant_tokens: vec![],
+                },
+            )
+        };
+        for id in [mrk.to_string(), arn.clone()] {
+            let e = describe(&id).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{id}");
+            assert_eq!(
+                e.to_string(),
+                format!("NotFoundException: Key '{arn}' does not exist")
+            );
+        }
+        let alias = |target: &str| {
+            kms.create_alias(
+                &me,
+                AliasRequest {
+                    alias_name: "alias/mrk".into(),
+                    target_key_id: target.into(),
+                },
+            )
+        };
+        assert_eq!(alias(mrk).unwrap_err().kind(), ErrorKind::NotFound);
+
+        let now = kms.clock.now();
+        kms.mutate(|cache, tx| {
+            let mut key = kms.new_key_record(now, "multi-Region".into(), Origin::AwsKms);
+            key.key_id = mrk.into();
+            key.arn = arn.clone();
+            key.multi_region = true;
+            key.multi_region_config = Some(MultiRegionConfig {
+                key_type: MultiRegionKeyType::Primary,
+                primary_region: "us-west-2".into(),
+                replica_regions: vec![],
+            });
+            cache.put_key(tx, key).map(|_| ())
+        })
+        .unwrap();
+        alias(&arn).unwrap();
+        let upper = format!("mrk-{}", mrk[4..].to_ascii_uppercase());
+        for id in [mrk, &arn, &upper, "alias/mrk"] {
+            let m = describe(id).unwrap().key_metadata;
+            assert_eq!(m.key_id, mrk, "{id}");
+            assert!(m.multi_region);
+            let c = m.multi_region_configuration.unwrap();
+            assert_eq!(c.multi_region_key_type, "PRIMARY");
+            assert_eq!(c.primary_key.arn, arn);
+            assert!(c.replica_keys.is_empty());
+        }
+        let other_region = key_arn("eu-west-1", "111122223333", mrk);
+        assert_eq!(
+            describe(&other_region).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let e = kms
+            .encrypt(
+                &me,
+                EncryptRequest {
+                    key_id: "alias/mrk".into(),
+                    plaintext: Blob::new(b"x".to_vec()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnsupportedOperation, "{e}");
+        // The store reopens with the record in it.
+        drop(kms);
+        let kms = Kms::open_with(
+            &root,
+            "us-west-2",
+            "111122223333",
+            Clock::manual(chrono::Utc::now()),
+            None,
+        )
+        .unwrap();
+        let m = kms
+            .describe_key(
+                &me,
+                DescribeKeyRequest {
+                    key_id: mrk.into(),
+                    grant_tokens: vec![],
+                },
+            )
+            .unwrap()
+            .key_metadata;
+        assert!(m.multi_region);
+    }
+
+    /// A key of another usage (which only a later ebsim creates: this test stores
+    /// the record directly) is refused by the symmetric operations with AWS's
+    /// InvalidKeyUsageException, and by rotation.
+    #[test]
+    fn keys_of_other_usages_are_refused_by_symmetric_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DataRoot::open(dir.path()).unwrap();
+        let kms = Kms::open_with(
+            &root,
+            "us-east-1",
+            "111122223333",
+            Clock::manual(chrono::Utc::now()),
+            None,
+        )
+        .unwrap();
+        let me = Caller::account_root("111122223333");
+        let now = kms.clock.now();
+        let key = kms
+            .mutate(|cache, tx| {
+                let mut key = kms.new_key_record(now, "hmac".into(), Origin::AwsKms);
+                key.key_spec = KeySpec::Hmac256;
+                key.key_usage = KeyUsage::GenerateVerifyMac;
+                cache.put_key(tx, key)
+            })
+            .unwrap();
+        let m = kms
+            .describe_key(
+                &me,
+                DescribeKeyRequest {
+                    key_id: key.key_id.clone(),
+                    grant_tokens: vec![],
+                },
+            )
+            .unwrap()
+            .key_metadata;
+        assert_eq!(m.key_usage, "GENERATE_VERIFY_MAC");
+        assert_eq!(m.mac_algorithms, ["HMAC_SHA_256"]);
+        assert!(m.encryption_algorithms.is_empty());
+        let e = kms
+            .encrypt(
+                &me,
+                EncryptRequest {
+                    key_id: key.key_id.clone(),
+                    plaintext: Blob::new(b"x".to_vec()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidKeyUsage);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "InvalidKeyUsageException: {} key usage is GENERATE_VERIFY_MAC which is not valid for Encrypt.",
+                key.arn
+            )
+        );
+        let e = kms
+            .enable_key_rotation(
+                &me,
+                EnableKeyRotationRequest {
+                    key_id: key.key_id.clone(),
+                    rotation_period_in_days: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnsupportedOperation, "{e}");
     }
 
     #[test]

@@ -39,8 +39,11 @@ t "ebsim kms cancel-key-deletion --key-id $KEY"
 # AccessDeniedException: AWS managed keys are not for direct use
 t 'ebsim kms describe-key --key-id alias/aws/ebs --query KeyMetadata.KeyManager'
 t 'ebsim kms encrypt --key-id alias/aws/ebs --plaintext fileb://p.bin'
-# UnsupportedOperationException, DryRunOperationException
+# ValidationException: a key spec other than SYMMETRIC_DEFAULT needs a KeyUsage that fits it
 t 'ebsim kms create-key --key-spec RSA_2048'
+t 'ebsim kms create-key --key-spec HMAC_256 --key-usage ENCRYPT_DECRYPT'
+# UnsupportedOperationException, DryRunOperationException
+t 'ebsim kms create-key --key-spec RSA_2048 --key-usage SIGN_VERIFY'
 t "ebsim kms enable-key --key-id $KEY"
 t "ebsim kms encrypt --key-id $KEY --plaintext fileb://p.bin --dry-run"
 # MalformedPolicyDocumentException
