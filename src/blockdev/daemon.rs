@@ -200,9 +200,9 @@ pub fn serve(
     // (PR_SET_IO_FLUSHER, which needs CAP_SYS_RESOURCE; without it the daemon
     // still works). Threads started later inherit it.
     if let Err(e) = rustix::process::configure_io_flusher_behavior(true) {
-        eprintln!(
-            "ebsim: PR_SET_IO_FLUSHER not set ({e}); a loop device over this volume may stall under memory pressure"
-        );
+        super::log(&format!(
+            "PR_SET_IO_FLUSHER not set ({e}); a loop device over this volume may stall under memory pressure"
+        ));
     }
     let device = device
         .map(str::to_string)
@@ -297,7 +297,9 @@ pub fn serve(
     let listener = match listener {
         Ok(l) => Some(l),
         Err(e) => {
-            eprintln!("ebsim: {e}; snapshots of this attachment are unavailable");
+            super::log(&format!(
+                "{e}; snapshots of this attachment are unavailable"
+            ));
             None
         }
     };
@@ -326,13 +328,13 @@ pub fn serve(
     if let Some(session) = session {
         let dir = dir.as_ref().expect("a session has a dir");
         if unmounted_outside {
-            eprintln!(
-                "ebsim: {} was unmounted; detaching {volume_id}",
+            super::log(&format!(
+                "{} was unmounted; detaching {volume_id}",
                 dir.display()
-            );
+            ));
             let _ = session.join();
         } else if let Err(e) = session.umount_and_join() {
-            eprintln!("ebsim: unmounting {}: {e}", dir.display());
+            super::log(&format!("unmounting {}: {e}", dir.display()));
         }
     }
     attachment.detach(ec2)

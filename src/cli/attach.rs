@@ -163,6 +163,8 @@ pub fn attach_volume(
             .print("AttachVolume", attachment_json(volume_id, &a, "attached"));
     }
     let instance = instance_id.unwrap_or_else(default_instance_id);
+    // The attachment process's messages go to its stderr (its log file).
+    crate::blockdev::set_log(|m| eprintln!("ebsim: {m}"));
     // Every error until readiness, opening the region included, goes to the parent.
     let result = attachment_service(ctx).and_then(|ec2| {
         let control = control_socket(ctx, volume_id)?;
