@@ -775,19 +775,25 @@ pub fn metadata(k: &KeyRecord) -> KeyMetadata {
 mod tests {
     use super::*;
 
-    /// The backing keys (and the root key outside root.key) never appear in any file.
-    #[test]
-    fn backing_keys_are_never_stored_in_the_clear() {
+    /// A KMS of `region` on a fresh data root, with a manual clock and no quota.
+    fn test_kms(region: &str) -> (tempfile::TempDir, DataRoot, Kms) {
         let dir = tempfile::tempdir().unwrap();
         let root = DataRoot::open(dir.path()).unwrap();
         let kms = Kms::open_with(
             &root,
-            "us-east-1",
+            region,
             "111122223333",
             Clock::manual(chrono::Utc::now()),
             None,
         )
         .unwrap();
+        (dir, root, kms)
+    }
+
+    /// The backing keys (and the root key outside root.key) never appear in any file.
+    #[test]
+    fn backing_keys_are_never_stored_in_the_clear() {
+        let (dir, _root, kms) = test_kms("us-east-1");
         let me = Caller::account_root("111122223333");
         for _ in 0..3 {
             let k = kms
@@ -847,16 +853,7 @@ mod tests {
     /// the cryptographic operations refuse what ciphertext v1 cannot name.
     #[test]
     fn multi_region_ids_resolve_and_never_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = DataRoot::open(dir.path()).unwrap();
-        let kms = Kms::open_with(
-            &root,
-            "us-west-2",
-            "111122223333",
-            Clock::manual(chrono::Utc::now()),
-            None,
-        )
-        .unwrap();
+        let (_dir, root, kms) = test_kms("us-west-2");
         let me = Caller::account_root("111122223333");
         let mrk = "mrk-1234abcd12ab34cd56ef1234567890ab";
         let arn = key_arn("us-west-2", "111122223333", mrk);
@@ -957,16 +954,7 @@ mod tests {
     /// InvalidKeyUsageException, and by rotation.
     #[test]
     fn keys_of_other_usages_are_refused_by_symmetric_operations() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = DataRoot::open(dir.path()).unwrap();
-        let kms = Kms::open_with(
-            &root,
-            "us-east-1",
-            "111122223333",
-            Clock::manual(chrono::Utc::now()),
-            None,
-        )
-        .unwrap();
+        let (_dir, _root, kms) = test_kms("us-east-1");
         let me = Caller::account_root("111122223333");
         let now = kms.clock.now();
         let key = kms
