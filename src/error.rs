@@ -45,6 +45,9 @@ pub enum ErrorKind {
     InvalidZoneNotFound,
     /// EC2's dry-run answer (KMS's is `DryRunOperationException`).
     Ec2DryRun,
+    /// EC2's denial (`UnauthorizedOperation`, HTTP 403): no identity policy allows
+    /// the action, or one denies it (src/ec2/authz.rs).
+    UnauthorizedOperation,
     // --- errors common to every AWS API ---
     AccessDenied,
     /// The caller's identity is not known (AWS: the credentials are invalid).
@@ -120,6 +123,7 @@ impl ErrorKind {
         ErrorKind::MissingParameter,
         ErrorKind::InvalidZoneNotFound,
         ErrorKind::Ec2DryRun,
+        ErrorKind::UnauthorizedOperation,
         ErrorKind::AccessDenied,
         ErrorKind::UnrecognizedClient,
         ErrorKind::Throttling,
@@ -176,6 +180,7 @@ impl ErrorKind {
             InvalidVolumeIdMalformed => "InvalidVolumeID.Malformed",
             InvalidSnapshotNotFound => "InvalidSnapshot.NotFound",
             Ec2DryRun => "DryRunOperation",
+            UnauthorizedOperation => "UnauthorizedOperation",
             VolumeInUse => "VolumeInUse",
             IncorrectState => "IncorrectState",
             InvalidParameterValue => "InvalidParameterValue",

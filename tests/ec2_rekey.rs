@@ -27,10 +27,13 @@ fn read_all(ec2: &Ec2, env: &Env, vol: &str) -> Vec<u8> {
 }
 
 fn key_of(ec2: &Ec2, vol: &str) -> String {
-    ec2.describe_volumes(DescribeVolumesRequest {
-        volume_ids: vec![vol.into()],
-        ..Default::default()
-    })
+    ec2.describe_volumes(
+        &ebsim::kms::access::Caller::account_root(ACCOUNT),
+        DescribeVolumesRequest {
+            volume_ids: vec![vol.into()],
+            ..Default::default()
+        },
+    )
     .unwrap()
     .volumes[0]
         .kms_key_id
@@ -102,7 +105,7 @@ fn rekey_moves_a_volume_to_a_new_key_and_data_key() {
     let s2 = ec2.create_snapshot(&env.me, &vol, "after", vec![]).unwrap();
     assert_ne!(s2.data_encryption_key_id, snap.data_encryption_key_id);
     assert!(
-        ec2.list_changed_blocks(&snap.snapshot_id, &s2.snapshot_id)
+        ec2.list_changed_blocks(&env.me, &snap.snapshot_id, &s2.snapshot_id)
             .is_err()
     );
 

@@ -113,7 +113,7 @@ fn snapshots_are_incremental_through_changed_block_tracking() {
         "only the two changed blocks were stored"
     );
     let changed = ec2
-        .list_changed_blocks(&s1.snapshot_id, &s2.snapshot_id)
+        .list_changed_blocks(&env.me, &s1.snapshot_id, &s2.snapshot_id)
         .unwrap();
     let idx: Vec<u64> = changed
         .changed_blocks
@@ -127,20 +127,20 @@ fn snapshots_are_incremental_through_changed_block_tracking() {
     let s3 = snapshot(&ec2, &env, &vol);
     assert_eq!(block_files(&env), 5);
     assert!(
-        ec2.list_changed_blocks(&s2.snapshot_id, &s3.snapshot_id)
+        ec2.list_changed_blocks(&env.me, &s2.snapshot_id, &s3.snapshot_id)
             .unwrap()
             .changed_blocks
             .is_empty()
     );
 
     // Deleting a snapshot frees only blocks no other snapshot uses.
-    ec2.delete_snapshot(&s1.snapshot_id).unwrap();
+    ec2.delete_snapshot(&env.me, &s1.snapshot_id).unwrap();
     assert_eq!(
         block_files(&env),
         4,
         "block 5's first version was s1's alone"
     );
-    let e = ec2.delete_snapshot(&s1.snapshot_id).unwrap_err();
+    let e = ec2.delete_snapshot(&env.me, &s1.snapshot_id).unwrap_err();
     assert_eq!(e.code(), "InvalidSnapshot.NotFound");
     let restored = restore(&ec2, &env, &s3.snapshot_id);
     assert_eq!(read_all(&ec2, &env, &restored), read_all(&ec2, &env, &vol));
@@ -227,7 +227,7 @@ fn volumes_from_snapshots_share_the_data_key_only_under_the_same_kms_key() {
         read_all(&ec2, &env, &other.volume_id)[MIB as usize..2 * MIB as usize],
         data[..]
     );
-    let snaps = ec2.describe_snapshots(&[], &[]).unwrap().snapshots;
+    let snaps = ec2.describe_snapshots(&env.me, &[], &[]).unwrap().snapshots;
     let dek_of_snapshot = snaps[0].data_encryption_key_id.clone().unwrap();
     let s_same = snapshot(&ec2, &env, &same.volume_id);
     let s_other = snapshot(&ec2, &env, &other.volume_id);
@@ -425,7 +425,11 @@ fn copy_snapshot_follows_ebs_rules_and_a_cross_region_copy_is_independent() {
         &read_all(&west, &env, &there.volume_id)[..data.len()],
         &data[..]
     );
-    let snaps_before = west.describe_snapshots(&[], &[]).unwrap().snapshots.len();
+    let snaps_before = west
+        .describe_snapshots(&env.me, &[], &[])
+        .unwrap()
+        .snapshots
+        .len();
     let files_before = block_files(&env);
     let e = west
         .copy_snapshot(
@@ -440,7 +444,10 @@ fn copy_snapshot_follows_ebs_rules_and_a_cross_region_copy_is_independent() {
         .unwrap_err();
     assert_eq!(e.code(), "DisabledException");
     assert_eq!(
-        west.describe_snapshots(&[], &[]).unwrap().snapshots.len(),
+        west.describe_snapshots(&env.me, &[], &[])
+            .unwrap()
+            .snapshots
+            .len(),
         snaps_before
     );
     assert_eq!(block_files(&env), files_before);
@@ -593,7 +600,7 @@ fn a_failing_copy_never_collects_the_blocks_of_a_copy_beside_it() {
     assert_eq!(copy.state, "completed");
     // The failed copy left no snapshot record behind.
     let states: Vec<(String, String)> = good_service
-        .describe_snapshots(&[], &[])
+        .describe_snapshots(&env.me, &[], &[])
         .unwrap()
         .snapshots
         .into_iter()
@@ -607,7 +614,7 @@ fn a_failing_copy_never_collects_the_blocks_of_a_copy_beside_it() {
     // Once nothing runs, the failed copy's blocks are collected, and only they:
     // what stays is the two sources' blocks and the good copy's.
     let before = list_digests(&env, "us-east-1").len();
-    let c = good_service.cleanup().unwrap();
+    let c = good_service.cleanup(&env.me).unwrap();
     assert_eq!(c.block_collection, "done");
     let after = list_digests(&env, "us-east-1").len();
     assert_eq!(after, 3 * 32, "{c:?}");

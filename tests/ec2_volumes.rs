@@ -102,7 +102,7 @@ fn create_describe_and_delete_follow_ec2() {
     assert_eq!(last["userAgent"], "AWS Internal");
 
     let all = ec2
-        .describe_volumes(DescribeVolumesRequest::default())
+        .describe_volumes(&env.me, DescribeVolumesRequest::default())
         .unwrap();
     assert_eq!(all.volumes.len(), 2);
     assert!(all.volumes.iter().all(|v| v.attachments == Some(vec![])));
@@ -120,19 +120,31 @@ fn create_describe_and_delete_follow_ec2() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(ec2.describe_volumes(f("encrypted", "true")).unwrap()),
+        ids(ec2
+            .describe_volumes(&env.me, f("encrypted", "true"))
+            .unwrap()),
         vec![enc.volume_id.clone()]
     );
     assert_eq!(
-        ids(ec2.describe_volumes(f("tag:Name", "d*")).unwrap()),
+        ids(ec2.describe_volumes(&env.me, f("tag:Name", "d*")).unwrap()),
         vec![enc.volume_id.clone()]
     );
     assert_eq!(
-        ids(ec2.describe_volumes(f("status", "available")).unwrap()).len(),
+        ids(ec2
+            .describe_volumes(&env.me, f("status", "available"))
+            .unwrap())
+        .len(),
         2
     );
-    assert!(ids(ec2.describe_volumes(f("status", "in-use")).unwrap()).is_empty());
-    let e = ec2.describe_volumes(f("colour", "blue")).unwrap_err();
+    assert!(
+        ids(ec2
+            .describe_volumes(&env.me, f("status", "in-use"))
+            .unwrap())
+        .is_empty()
+    );
+    let e = ec2
+        .describe_volumes(&env.me, f("colour", "blue"))
+        .unwrap_err();
     assert_eq!(
         (e.code(), e.message()),
         ("InvalidParameterValue", "The filter 'colour' is invalid")
@@ -140,29 +152,39 @@ fn create_describe_and_delete_follow_ec2() {
 
     // Paging.
     let page = ec2
-        .describe_volumes(DescribeVolumesRequest {
-            max_results: Some(5),
-            ..Default::default()
-        })
+        .describe_volumes(
+            &env.me,
+            DescribeVolumesRequest {
+                max_results: Some(5),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert!(page.next_token.is_none());
 
-    ec2.delete_volume(&plain.volume_id, false).unwrap();
+    ec2.delete_volume(&env.me, &plain.volume_id, false).unwrap();
     assert!(!ec2.image_path(&plain.volume_id).exists());
-    let e = ec2.delete_volume(&plain.volume_id, false).unwrap_err();
+    let e = ec2
+        .delete_volume(&env.me, &plain.volume_id, false)
+        .unwrap_err();
     assert_eq!(e.code(), "InvalidVolume.NotFound");
     assert_eq!(
         e.message(),
         format!("The volume '{}' does not exist.", plain.volume_id)
     );
     let e = ec2
-        .describe_volumes(DescribeVolumesRequest {
-            volume_ids: vec!["vol-12".into()],
-            ..Default::default()
-        })
+        .describe_volumes(
+            &env.me,
+            DescribeVolumesRequest {
+                volume_ids: vec!["vol-12".into()],
+                ..Default::default()
+            },
+        )
         .unwrap_err();
     assert_eq!(e.code(), "InvalidVolumeID.Malformed");
-    let e = ec2.delete_volume(&enc.volume_id, true).unwrap_err();
+    let e = ec2
+        .delete_volume(&env.me, &enc.volume_id, true)
+        .unwrap_err();
     assert_eq!(e.code(), "DryRunOperation");
     assert!(ec2.image_path(&enc.volume_id).exists());
 }
@@ -276,7 +298,7 @@ fn bad_parameters_are_refused_with_ec2_codes_and_leave_nothing() {
         assert_eq!(e.code(), code, "{req:?}: {e}");
     }
     assert!(
-        ec2.describe_volumes(Default::default())
+        ec2.describe_volumes(&env.me, Default::default())
             .unwrap()
             .volumes
             .is_empty()
@@ -322,7 +344,7 @@ fn an_unusable_key_fails_creation_at_once_with_the_kms_error() {
     let e = create(&ec2, &env, true, Some(&k2.key_id)).unwrap_err();
     assert_eq!(e.code(), "KMSInvalidStateException");
     assert!(
-        ec2.describe_volumes(Default::default())
+        ec2.describe_volumes(&env.me, Default::default())
             .unwrap()
             .volumes
             .is_empty()
@@ -334,18 +356,18 @@ fn encryption_by_default_uses_the_regions_default_key() {
     let env = Env::new();
     let ec2 = ec2(&env);
     assert!(
-        !ec2.get_ebs_encryption_by_default()
+        !ec2.get_ebs_encryption_by_default(&env.me)
             .unwrap()
             .ebs_encryption_by_default
     );
     assert_eq!(
-        ec2.get_ebs_default_kms_key_id().unwrap().kms_key_id,
+        ec2.get_ebs_default_kms_key_id(&env.me).unwrap().kms_key_id,
         "alias/aws/ebs"
     );
     let v = create(&ec2, &env, false, None).unwrap();
     assert!(!v.encrypted);
 
-    ec2.set_ebs_encryption_by_default(true).unwrap();
+    ec2.set_ebs_encryption_by_default(&env.me, true).unwrap();
     let v = create(&ec2, &env, false, None).unwrap();
     assert!(
         v.encrypted,
@@ -373,7 +395,7 @@ fn encryption_by_default_uses_the_regions_default_key() {
         .unwrap();
     assert_eq!(set.kms_key_id, mine.arn);
     assert_eq!(
-        ec2.get_ebs_default_kms_key_id().unwrap().kms_key_id,
+        ec2.get_ebs_default_kms_key_id(&env.me).unwrap().kms_key_id,
         mine.arn
     );
     let v = create(&ec2, &env, false, None).unwrap();
@@ -389,12 +411,12 @@ fn encryption_by_default_uses_the_regions_default_key() {
     let west = Ec2::new(&env.root, env.region("us-west-2")).unwrap();
     assert!(
         !west
-            .get_ebs_encryption_by_default()
+            .get_ebs_encryption_by_default(&env.me)
             .unwrap()
             .ebs_encryption_by_default
     );
     assert_eq!(
-        west.get_ebs_default_kms_key_id().unwrap().kms_key_id,
+        west.get_ebs_default_kms_key_id(&env.me).unwrap().kms_key_id,
         "alias/aws/ebs"
     );
     let e = west
@@ -402,13 +424,13 @@ fn encryption_by_default_uses_the_regions_default_key() {
         .unwrap_err();
     assert_eq!(e.code(), "InvalidParameterValue");
 
-    let reset = ec2.reset_ebs_default_kms_key_id().unwrap();
+    let reset = ec2.reset_ebs_default_kms_key_id(&env.me).unwrap();
     assert_eq!(reset.kms_key_id, managed.key_metadata.arn);
     assert_eq!(
-        ec2.get_ebs_default_kms_key_id().unwrap().kms_key_id,
+        ec2.get_ebs_default_kms_key_id(&env.me).unwrap().kms_key_id,
         "alias/aws/ebs"
     );
-    ec2.set_ebs_encryption_by_default(false).unwrap();
+    ec2.set_ebs_encryption_by_default(&env.me, false).unwrap();
     assert!(!create(&ec2, &env, false, None).unwrap().encrypted);
 }
 
@@ -457,22 +479,43 @@ fn attach_grants_decrypts_and_detach_retires() {
     assert_eq!(cg.last().unwrap()["userAgent"], "AWS Internal");
     let dec = events(&env, "Decrypt");
     let dec = dec.last().unwrap();
-    assert_eq!(dec["userIdentity"]["type"], "AWSService");
-    assert_eq!(dec["userIdentity"]["invokedBy"], "ec2.amazonaws.com");
+    // As CloudTrail shows EBS's Decrypt at attach (KMS developer guide, "Amazon
+    // EC2 example two"): a session of the role aws:ec2-infrastructure named after
+    // the instance, the grantee principal as its principalId.
+    let id = &dec["userIdentity"];
+    assert_eq!(id["type"], "AssumedRole");
     assert_eq!(
-        dec["userIdentity"]["arn"],
+        id["arn"],
+        "arn:aws:sts::111122223333:assumed-role/aws:ec2-infrastructure/i-0123456789abcdef0"
+    );
+    assert_eq!(
+        id["principalId"],
         "111122223333:aws:ec2-infrastructure:i-0123456789abcdef0"
     );
+    assert_eq!(id["accountId"], "111122223333");
+    assert_eq!(id["sessionContext"]["sessionIssuer"]["type"], "Role");
+    assert_eq!(
+        id["sessionContext"]["sessionIssuer"]["arn"],
+        "arn:aws:iam::111122223333:role/aws:ec2-infrastructure"
+    );
+    assert_eq!(
+        id["sessionContext"]["sessionIssuer"]["userName"],
+        "aws:ec2-infrastructure"
+    );
+    assert!(id.get("invokedBy").is_none());
     assert_eq!(
         dec["requestParameters"]["encryptionContext"]["aws:ebs:id"],
         v.volume_id.as_str()
     );
 
     let d = ec2
-        .describe_volumes(DescribeVolumesRequest {
-            volume_ids: vec![v.volume_id.clone()],
-            ..Default::default()
-        })
+        .describe_volumes(
+            &env.me,
+            DescribeVolumesRequest {
+                volume_ids: vec![v.volume_id.clone()],
+                ..Default::default()
+            },
+        )
         .unwrap();
     let vol = &d.volumes[0];
     assert_eq!(vol.state, "in-use");
@@ -491,7 +534,7 @@ fn attach_grants_decrypts_and_detach_retires() {
         .attach(&env.me, &v.volume_id, "i-0000000000000000f", "/dev/sdg")
         .unwrap_err();
     assert_eq!(e.code(), "VolumeInUse");
-    let e = ec2.delete_volume(&v.volume_id, false).unwrap_err();
+    let e = ec2.delete_volume(&env.me, &v.volume_id, false).unwrap_err();
     assert_eq!(e.code(), "VolumeInUse");
     assert_eq!(
         env.kms
@@ -541,10 +584,13 @@ fn attach_grants_decrypts_and_detach_retires() {
     assert_eq!(retired.len(), 1);
     assert!(retired[0].get("errorCode").is_none(), "{}", retired[0]);
     let d = ec2
-        .describe_volumes(DescribeVolumesRequest {
-            volume_ids: vec![v.volume_id.clone()],
-            ..Default::default()
-        })
+        .describe_volumes(
+            &env.me,
+            DescribeVolumesRequest {
+                volume_ids: vec![v.volume_id.clone()],
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(d.volumes[0].state, "available");
     assert_eq!(d.volumes[0].attachments, Some(vec![]));
@@ -559,7 +605,10 @@ fn attach_grants_decrypts_and_detach_retires() {
     assert!(e.message().contains(&key.arn));
     assert!(std::fs::read(&path).unwrap() == before);
     assert_eq!(
-        ec2.describe_volumes(Default::default()).unwrap().volumes[0].state,
+        ec2.describe_volumes(&env.me, Default::default())
+            .unwrap()
+            .volumes[0]
+            .state,
         "available"
     );
 
@@ -607,7 +656,7 @@ fn a_dropped_attachment_is_repaired_and_the_volume_reattaches() {
         .unwrap();
     a.image().write(0, b"kept", true).unwrap();
     drop(a); // as if the attaching process died: the lock is gone, the record stays
-    let d = ec2.describe_volumes(Default::default()).unwrap();
+    let d = ec2.describe_volumes(&env.me, Default::default()).unwrap();
     assert_eq!(d.volumes[0].state, "available");
     assert!(
         env.kms
@@ -665,7 +714,10 @@ fn a_tampered_header_fails_attach_and_leaves_no_grant() {
             .is_empty()
     );
     assert_eq!(
-        ec2.describe_volumes(Default::default()).unwrap().volumes[0].state,
+        ec2.describe_volumes(&env.me, Default::default())
+            .unwrap()
+            .volumes[0]
+            .state,
         "available"
     );
 }
@@ -713,7 +765,10 @@ fn modify_volume_grows_detached_volumes_only() {
     assert!(got[4..].iter().all(|&b| b == 0));
     a.detach(&ec2).unwrap();
     assert_eq!(
-        ec2.describe_volumes(Default::default()).unwrap().volumes[0].size_bytes,
+        ec2.describe_volumes(&env.me, Default::default())
+            .unwrap()
+            .volumes[0]
+            .size_bytes,
         8 << 20
     );
 }

@@ -227,53 +227,69 @@ fn control_socket(ctx: &Ctx, volume_id: &str) -> Result<PathBuf> {
 }
 
 /// CreateSnapshot of a volume attached through a daemon: the daemon holds the
-/// writes for the cut. None when the volume is not attached that way.
+/// writes for the cut (the call was authorized by this process, which records
+/// it). None when the volume is not attached that way.
 pub fn snapshot_via_daemon(
     ctx: &Ctx,
-    volume_id: &str,
+    v: &crate::ec2::model::VolumeRecord,
     description: &str,
     tags: &[crate::ec2::model::Tag],
-) -> Result<Option<serde_json::Value>> {
-    let ec2 = ctx.ec2()?;
-    match ec2.attachment(volume_id)? {
+) -> Result<Option<crate::ec2::model::Snapshot>> {
+    match &v.attachment {
         Some(a) if a.fuse_dir.is_some() || a.nbd_uri.is_some() => {
             let req = json!({ "op": "create-snapshot", "description": description, "tags": tags });
             let cancel = super::interrupted();
-            daemon::control_request(&control_socket(ctx, volume_id)?, &req, Some(&cancel)).map(Some)
+            let reply =
+                daemon::control_request(&control_socket(ctx, &v.volume_id)?, &req, Some(&cancel))?;
+            serde_json::from_value(reply).map(Some).map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("bad reply from the attachment process: {e}"),
+                )
+            })
         }
         _ => Ok(None),
     }
 }
 
-/// `ebsim ec2 detach-volume`.
+/// `ebsim ec2 detach-volume`: DetachVolume is authorized (and recorded) here,
+/// before the attachment process is told to stop; that process detaches.
 pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
     let ec2 = ctx.ec2()?;
-    let a = ec2.attachment(volume_id)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::IncorrectState,
-            format!("Volume '{volume_id}' is in the 'available' state."),
-        )
+    let a = ec2.detach_volume(&ctx.caller, volume_id, force, |a| {
+        stop_attachment(ctx, &ec2, volume_id, a, force)
     })?;
+    ctx.out
+        .print("DetachVolume", attachment_json(volume_id, &a, "detached"))
+}
+
+/// Ends attachment `a` of `volume_id`: refuses while it is in use (unless
+/// `force`), releases what the host holds, stops the attachment process.
+fn stop_attachment(
+    ctx: &Ctx,
+    ec2: &crate::ec2::Ec2,
+    volume_id: &str,
+    a: &AttachmentRecord,
+    force: bool,
+) -> Result<()> {
     if !ec2.attached_now(volume_id) {
         // The attachment process died and something still holds what it served
         // (otherwise reading the record would have settled it).
-        let holders = crate::blockdev::host::holders(volume_id, &a);
+        let holders = crate::blockdev::host::holders(volume_id, a);
         if !force {
             return Err(Error::new(
                 ErrorKind::VolumeInUse,
-                crate::blockdev::host::stale_message(volume_id, &a, &holders),
+                crate::blockdev::host::stale_message(volume_id, a, &holders),
             ));
         }
-        crate::blockdev::host::release(volume_id, &a, true)?;
+        crate::blockdev::host::release(volume_id, a, true)?;
         ec2.update_attachment(volume_id, |r| {
             r.loop_device = None;
             r.mounted_at = None;
         })?;
         // Nothing holds it now: reading it settles the record and the grant.
         ec2.attachment(volume_id)?;
-        return ctx
-            .out
-            .print("DetachVolume", attachment_json(volume_id, &a, "detached"));
+        return Ok(());
     }
     if a.fuse_dir.is_none() && a.nbd_uri.is_none() {
         return Err(Error::new(
@@ -327,7 +343,7 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
     if force {
         // What holds the FUSE file (ebsim mount's filesystem, loop devices) goes
         // first, or the attachment process could not unmount it.
-        crate::blockdev::host::release(volume_id, &a, false)?;
+        crate::blockdev::host::release(volume_id, a, false)?;
         if a.mounted_at.is_some() {
             ec2.update_attachment(volume_id, |r| {
                 r.loop_device = None;
@@ -335,11 +351,10 @@ pub fn detach_volume(ctx: &Ctx, volume_id: &str, force: bool) -> Result<()> {
             })?;
         }
     }
-    daemon::stop_daemon(&a, STOP_TIMEOUT)?;
+    daemon::stop_daemon(a, STOP_TIMEOUT)?;
     // The daemon detached (or died): the record is repaired either way.
     ec2.attachment(volume_id)?;
-    ctx.out
-        .print("DetachVolume", attachment_json(volume_id, &a, "detached"))
+    Ok(())
 }
 
 fn need_root(what: &str) -> Result<()> {
@@ -382,10 +397,9 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
     }
     let target = daemon::check_fuse_dir(dir)?;
     let ec2 = ctx.ec2()?;
-    ec2.describe_volumes(crate::ec2::model::DescribeVolumesRequest {
-        volume_ids: vec![volume_id.to_string()],
-        ..Default::default()
-    })?;
+    // The volume must exist (InvalidVolume.NotFound); the attachment process
+    // authorizes AttachVolume.
+    ec2.attachment(volume_id)?;
     let fuse_dir = attachments_dir(ctx)?.join(volume_id);
     crate::fsutil::ensure_private_dir(&fuse_dir)?;
     // The daemon re-reads our command line: give it attach-volume's.
@@ -436,10 +450,14 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
 }
 
 /// Runs `ebsim ec2 attach-volume --volume-id V --fuse DIR` as a child, with this
-/// command's global options.
+/// command's global options and caller.
 fn spawn_attach(ctx: &Ctx, volume_id: &str, fuse_dir: &Path) -> Result<AttachmentRecord> {
     let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the ebsim binary", e))?;
-    let out = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if !ctx.caller.is_root() {
+        cmd.args(["--principal", ctx.caller.arn()]);
+    }
+    let out = cmd
         .args(["--home"])
         .arg(ctx.root.path())
         .args([
@@ -494,27 +512,31 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
                 format!("no volume is mounted on {target_s} by ebsim mount"),
             )
         })?;
-    if daemon::is_mount_point(&target) {
-        run_tool("umount", &[&target_s]).map_err(|e| {
-            Error::new(
-                ErrorKind::VolumeInUse,
-                format!("{target_s} is busy, nothing was changed: {}", e.message()),
-            )
+    // DetachVolume, authorized and recorded; nothing is changed if refused.
+    ec2.detach_volume(&ctx.caller, &volume_id, false, |a| {
+        if daemon::is_mount_point(&target) {
+            run_tool("umount", &[&target_s]).map_err(|e| {
+                Error::new(
+                    ErrorKind::VolumeInUse,
+                    format!("{target_s} is busy, nothing was changed: {}", e.message()),
+                )
+            })?;
+        }
+        // Every loop device on the volume's FUSE file (the one ebsim mount made, and
+        // any other), then the record, then the attachment process.
+        crate::blockdev::host::release(&volume_id, a, false)?;
+        ec2.update_attachment(&volume_id, |r| {
+            r.loop_device = None;
+            r.mounted_at = None;
         })?;
-    }
-    // Every loop device on the volume's FUSE file (the one ebsim mount made, and
-    // any other), then the record, then the attachment process.
-    crate::blockdev::host::release(&volume_id, &a, false)?;
-    ec2.update_attachment(&volume_id, |r| {
-        r.loop_device = None;
-        r.mounted_at = None;
+        // A process that is gone is not signalled (its pid may be another's now):
+        // reading the record settles the attachment, the grant and its FUSE mount.
+        if ec2.attached_now(&volume_id) {
+            daemon::stop_daemon(a, STOP_TIMEOUT)?;
+        }
+        ec2.attachment(&volume_id)?;
+        Ok(())
     })?;
-    // A process that is gone is not signalled (its pid may be another's now):
-    // reading the record settles the attachment, the grant and its FUSE mount.
-    if ec2.attached_now(&volume_id) {
-        daemon::stop_daemon(&a, STOP_TIMEOUT)?;
-    }
-    ec2.attachment(&volume_id)?;
     ctx.out
         .print("Unmount", attachment_json(&volume_id, &a, "detached"))
 }

@@ -1,4 +1,5 @@
-//! `ebsim cloudtrail lookup-events`: CloudTrail's LookupEvents over the region's audit log.
+//! `ebsim cloudtrail lookup-events`: CloudTrail's LookupEvents over the region's audit log
+//! (the KMS's and EC2's records; src/kms/audit.rs).
 
 use super::{Ctx, input};
 use crate::clock::parse_time;
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 #[derive(Subcommand, Debug)]
 pub enum CloudTrailCommand {
-    /// Looks up KMS events (newest first) by one attribute and a time range
+    /// Looks up KMS and EC2 management events (newest first) by one attribute and a time range
     LookupEvents {
         /// AttributeKey=EventName,AttributeValue=Decrypt (keys: EventId, EventName,
         /// ReadOnly, Username, ResourceType, ResourceName, EventSource, AccessKeyId)

@@ -289,13 +289,17 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 max_results,
                 next_token,
             };
-            exec!(ctx, "DescribeVolumes", ec2.describe_volumes(req.clone()))
+            exec!(
+                ctx,
+                "DescribeVolumes",
+                ec2.describe_volumes(who, req.clone())
+            )
         }
         C::DeleteVolume { volume_id, dry_run } => {
             exec!(
                 ctx,
                 "DeleteVolume",
-                ec2.delete_volume(&volume_id, dry_run.dry_run)
+                ec2.delete_volume(who, &volume_id, dry_run.dry_run)
             )
         }
         C::ModifyVolume {
@@ -319,7 +323,7 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             exec!(ctx, "ModifyVolume", ec2.modify_volume(who, req.clone()))
         }
         C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
-        C::Cleanup => ctx.print("Cleanup", &ec2.cleanup()?),
+        C::Cleanup => ctx.print("Cleanup", &ec2.cleanup(who)?),
         C::RekeyVolume {
             volume_id,
             kms_key_id,
@@ -337,14 +341,15 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             tag_specifications,
         } => {
             let tags = snapshot_tags(&tag_specifications)?;
-            match super::attach::snapshot_via_daemon(ctx, &volume_id, &description, &tags)? {
-                Some(s) => ctx.print("CreateSnapshot", &s),
-                None => exec!(
-                    ctx,
-                    "CreateSnapshot",
-                    ec2.create_snapshot(who, &volume_id, &description, tags.clone())
-                ),
-            }
+            // A volume attached through FUSE or NBD is snapshotted by its
+            // attachment process; this one authorizes and records the call.
+            exec!(
+                ctx,
+                "CreateSnapshot",
+                ec2.create_snapshot_via(who, &volume_id, &description, tags.clone(), |v| {
+                    super::attach::snapshot_via_daemon(ctx, v, &description, &tags)
+                })
+            )
         }
         C::DescribeSnapshots {
             snapshot_ids,
@@ -359,11 +364,15 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             exec!(
                 ctx,
                 "DescribeSnapshots",
-                ec2.describe_snapshots(&snapshot_ids, &filters)
+                ec2.describe_snapshots(who, &snapshot_ids, &filters)
             )
         }
         C::DeleteSnapshot { snapshot_id } => {
-            exec!(ctx, "DeleteSnapshot", ec2.delete_snapshot(&snapshot_id))
+            exec!(
+                ctx,
+                "DeleteSnapshot",
+                ec2.delete_snapshot(who, &snapshot_id)
+            )
         }
         C::CopySnapshot {
             source_region,
@@ -402,22 +411,22 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
         C::EnableEbsEncryptionByDefault => exec!(
             ctx,
             "EnableEbsEncryptionByDefault",
-            ec2.set_ebs_encryption_by_default(true)
+            ec2.set_ebs_encryption_by_default(who, true)
         ),
         C::DisableEbsEncryptionByDefault => exec!(
             ctx,
             "DisableEbsEncryptionByDefault",
-            ec2.set_ebs_encryption_by_default(false)
+            ec2.set_ebs_encryption_by_default(who, false)
         ),
         C::GetEbsEncryptionByDefault => exec!(
             ctx,
             "GetEbsEncryptionByDefault",
-            ec2.get_ebs_encryption_by_default()
+            ec2.get_ebs_encryption_by_default(who)
         ),
         C::GetEbsDefaultKmsKeyId => exec!(
             ctx,
             "GetEbsDefaultKmsKeyId",
-            ec2.get_ebs_default_kms_key_id()
+            ec2.get_ebs_default_kms_key_id(who)
         ),
         C::ModifyEbsDefaultKmsKeyId { kms_key_id } => exec!(
             ctx,
@@ -427,7 +436,7 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
         C::ResetEbsDefaultKmsKeyId => exec!(
             ctx,
             "ResetEbsDefaultKmsKeyId",
-            ec2.reset_ebs_default_kms_key_id()
+            ec2.reset_ebs_default_kms_key_id(who)
         ),
     }
 }
@@ -521,7 +530,7 @@ pub fn run_ebs(ctx: &Ctx, cmd: EbsCommand) -> Result<()> {
         } => exec!(
             ctx,
             "ListChangedBlocks",
-            ec2.list_changed_blocks(&first_snapshot_id, &second_snapshot_id)
+            ec2.list_changed_blocks(&ctx.caller, &first_snapshot_id, &second_snapshot_id)
         ),
     }
 }

@@ -2,8 +2,15 @@
 //!
 //! - `model.rs`: request/response shapes with AWS's names, and the stored record.
 //! - `store.rs`: `regions/<region>/ec2.db` (volume records, EBS account settings).
+//! - `authz.rs`: every call authorized by IAM identity policies with EC2's action
+//!   names, resource ARNs and condition keys (UnauthorizedOperation otherwise).
+//! - `trail.rs`: every call's CloudTrail record (`ec2.amazonaws.com`).
 //! - this file: CreateVolume, DescribeVolumes, DeleteVolume, ModifyVolume, the
 //!   encryption-by-default settings, and attach / detach.
+//!
+//! Each public operation takes the caller and follows the KMS's pattern: one
+//! `call` wrapper for the audit record; inside, validate → resolve the resources
+//! → authorize → state checks → DryRun → work.
 //!
 //! KMS calls are made by the volume service on the caller's behalf
 //! (`Caller::via("ec2", region)`, so `kms:ViaService` is `ec2.<region>.amazonaws.com`):
@@ -12,11 +19,13 @@
 //! `kms:GrantIsForAWSResource`) and Decrypt by that instance's infrastructure
 //! principal at attach; RetireGrant at detach.
 
+pub mod authz;
 pub mod model;
 pub mod pending;
 mod rekey;
 mod snapshots;
 pub mod store;
+mod trail;
 
 use crate::clock::Timestamp;
 use crate::crypto::secret::SecretBytes;
@@ -30,7 +39,9 @@ use crate::kms::api::{
 };
 use crate::volume::header::{Cipher, DATA_UNIT, Header, ZERO_UNIT_IS_HOLE};
 use crate::volume::image::{self, Image};
+use authz::Target;
 use model::*;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -58,6 +69,10 @@ pub struct Ec2 {
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// What opening the region settled (interrupted operations, temporary files).
     recovered: pending::Recovered,
+    /// The region's audit log (the KMS's file): EC2's own calls.
+    trail: crate::kms::audit::AuditLog,
+    /// IAM, opened on the first call by a principal that has identity policies.
+    iam: Mutex<Option<crate::iam::Iam>>,
 }
 
 /// Reports progress of long operations: (what, done, total). Called from several
@@ -144,6 +159,7 @@ impl Ec2 {
         let store = store::Store::open(root, kms.region())?;
         let blocks =
             crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
+        let trail = crate::kms::audit::AuditLog::open(kms.audit_log_path())?;
         let mut ec2 = Ec2 {
             kms,
             store: Mutex::new(store),
@@ -153,6 +169,8 @@ impl Ec2 {
             progress: None,
             cancel: None,
             recovered: Default::default(),
+            trail,
+            iam: Mutex::new(None),
         };
         ec2.recovered = ec2.recover()?;
         if ec2.block_collection_requested()? {
@@ -325,26 +343,71 @@ impl Ec2 {
             == Some("true"))
     }
 
-    pub fn get_ebs_encryption_by_default(&self) -> Result<EbsEncryptionByDefault> {
-        Ok(EbsEncryptionByDefault {
-            ebs_encryption_by_default: self.by_default()?,
-            sse_type: Some("sse-ebs".into()),
-        })
+    pub fn get_ebs_encryption_by_default(&self, caller: &Caller) -> Result<EbsEncryptionByDefault> {
+        let name = "GetEbsEncryptionByDefault";
+        let request = trail::wrapped_request(name, json!({}));
+        self.call(
+            caller,
+            name,
+            request,
+            |_| {
+                self.authorize(caller, "ec2:GetEbsEncryptionByDefault", &[Target::any()])?;
+                Ok(EbsEncryptionByDefault {
+                    ebs_encryption_by_default: self.by_default()?,
+                    sse_type: Some("sse-ebs".into()),
+                })
+            },
+            |_| Value::Null,
+        )
     }
 
-    pub fn set_ebs_encryption_by_default(&self, on: bool) -> Result<EbsEncryptionByDefault> {
-        self.write(|tx| tx.put_setting(BY_DEFAULT, Some(if on { "true" } else { "false" })))?;
-        Ok(EbsEncryptionByDefault {
-            ebs_encryption_by_default: on,
-            sse_type: None,
-        })
+    /// EnableEbsEncryptionByDefault (`on`) or DisableEbsEncryptionByDefault.
+    pub fn set_ebs_encryption_by_default(
+        &self,
+        caller: &Caller,
+        on: bool,
+    ) -> Result<EbsEncryptionByDefault> {
+        let name = if on {
+            "EnableEbsEncryptionByDefault"
+        } else {
+            "DisableEbsEncryptionByDefault"
+        };
+        self.call(
+            caller,
+            name,
+            trail::wrapped_request(name, json!({})),
+            |_| {
+                self.authorize(caller, &format!("ec2:{name}"), &[Target::any()])?;
+                self.write(|tx| tx.put_setting(BY_DEFAULT, Some(if on { "true" } else { "false" })))?;
+                Ok(EbsEncryptionByDefault {
+                    ebs_encryption_by_default: on,
+                    sse_type: None,
+                })
+            },
+            |r| json!({ format!("{name}Response"): { "ebsEncryptionByDefault": r.ebs_encryption_by_default } }),
+        )
     }
 
-    pub fn get_ebs_default_kms_key_id(&self) -> Result<EbsDefaultKmsKeyId> {
+    /// The region's default key as stored (`alias/aws/ebs` until one is chosen).
+    fn default_key_id(&self) -> Result<String> {
         let k = self.store.lock().expect("ec2 store").setting(DEFAULT_KEY)?;
-        Ok(EbsDefaultKmsKeyId {
-            kms_key_id: k.unwrap_or_else(|| DEFAULT_KEY_ALIAS.into()),
-        })
+        Ok(k.unwrap_or_else(|| DEFAULT_KEY_ALIAS.into()))
+    }
+
+    pub fn get_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
+        let name = "GetEbsDefaultKmsKeyId";
+        self.call(
+            caller,
+            name,
+            trail::wrapped_request(name, json!({})),
+            |_| {
+                self.authorize(caller, "ec2:GetEbsDefaultKmsKeyId", &[Target::any()])?;
+                Ok(EbsDefaultKmsKeyId {
+                    kms_key_id: self.default_key_id()?,
+                })
+            },
+            |_| Value::Null,
+        )
     }
 
     /// Sets the region's default key for EBS encryption; the key must exist in this
@@ -354,16 +417,36 @@ impl Ec2 {
         caller: &Caller,
         key_id: &str,
     ) -> Result<EbsDefaultKmsKeyId> {
-        let arn = self.resolve_key(caller, key_id)?;
-        self.write(|tx| tx.put_setting(DEFAULT_KEY, Some(&arn)))?;
-        Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
+        let name = "ModifyEbsDefaultKmsKeyId";
+        self.call(
+            caller,
+            name,
+            trail::wrapped_request(name, json!({ "KmsKeyId": key_id })),
+            |_| {
+                self.authorize(caller, "ec2:ModifyEbsDefaultKmsKeyId", &[Target::any()])?;
+                let arn = self.resolve_key(caller, key_id)?;
+                self.write(|tx| tx.put_setting(DEFAULT_KEY, Some(&arn)))?;
+                Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
+            },
+            |r| json!({ "ModifyEbsDefaultKmsKeyIdResponse": { "kmsKeyId": r.kms_key_id } }),
+        )
     }
 
     /// Back to the AWS managed key `alias/aws/ebs` (created on first use).
-    pub fn reset_ebs_default_kms_key_id(&self) -> Result<EbsDefaultKmsKeyId> {
-        let arn = self.kms.aws_managed_key("ebs")?.arn;
-        self.write(|tx| tx.put_setting(DEFAULT_KEY, None))?;
-        Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
+    pub fn reset_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
+        let name = "ResetEbsDefaultKmsKeyId";
+        self.call(
+            caller,
+            name,
+            trail::wrapped_request(name, json!({})),
+            |_| {
+                self.authorize(caller, "ec2:ResetEbsDefaultKmsKeyId", &[Target::any()])?;
+                let arn = self.kms.aws_managed_key("ebs")?.arn;
+                self.write(|tx| tx.put_setting(DEFAULT_KEY, None))?;
+                Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
+            },
+            |r| json!({ "ResetEbsDefaultKmsKeyIdResponse": { "kmsKeyId": r.kms_key_id } }),
+        )
     }
 
     /// A key id, alias or ARN → the key's ARN, as the caller sees it through EC2.
@@ -411,11 +494,27 @@ impl Ec2 {
     // ---- CreateVolume -----------------------------------------------------
 
     pub fn create_volume(&self, caller: &Caller, req: CreateVolumeRequest) -> Result<Volume> {
-        let region = self.region().to_string();
         let zone = req
             .availability_zone
             .clone()
-            .unwrap_or_else(|| format!("{region}a"));
+            .unwrap_or_else(|| format!("{}a", self.region()));
+        self.call(
+            caller,
+            "CreateVolume",
+            trail::create_volume_request(&req, &zone),
+            |t| self.create_volume_op(caller, req, zone, t),
+            trail::volume_response,
+        )
+    }
+
+    fn create_volume_op(
+        &self,
+        caller: &Caller,
+        req: CreateVolumeRequest,
+        zone: String,
+        trail: &mut trail::Trail,
+    ) -> Result<Volume> {
+        let region = self.region().to_string();
         let zone_ok = zone
             .strip_prefix(region.as_str())
             .is_some_and(|l| l.len() == 1 && ("a"..="f").contains(&l));
@@ -429,6 +528,11 @@ impl Ec2 {
             Some(id) => Some(self.snapshot_record(id)?),
             None => None,
         };
+        if let Some(sn) = &snap {
+            trail
+                .resources
+                .push(authz::snapshot_arn(&region, &sn.snapshot_id));
+        }
         let size_bytes = match (req.size, req.size_bytes) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -517,6 +621,27 @@ impl Ec2 {
         // Encryption is never removed: a volume of an encrypted snapshot is encrypted,
         // under the snapshot's key unless another is given.
         let encrypted = req.encrypted == Some(true) || by_default || snap_encrypted;
+        // Authorized before any KMS call: the snapshot it starts from, the volume it
+        // makes (with what it will be: ec2:Encrypted is the outcome, so encryption
+        // by default counts), then its tags.
+        let new_volume = self.new_volume_target(&authz::NewVolume {
+            size_bytes,
+            volume_type: &volume_type,
+            iops,
+            throughput,
+            encrypted,
+            kms_key_id: req.kms_key_id.as_deref(),
+            zone: &zone,
+            snapshot: snap.as_ref(),
+            tags: &tags,
+        });
+        let mut targets: Vec<Target> = snap
+            .iter()
+            .map(|sn| self.snapshot_target(&region, sn))
+            .collect();
+        targets.push(new_volume.clone());
+        self.authorize(caller, "ec2:CreateVolume", &targets)?;
+        self.authorize_tags(caller, "CreateVolume", &new_volume, &tags)?;
         let key_arn = if encrypted {
             let key = match (&req.kms_key_id, &snap) {
                 (Some(k), _) => k.clone(),
@@ -524,7 +649,7 @@ impl Ec2 {
                     .kms_key_arn
                     .clone()
                     .expect("encrypted snapshots have a key"),
-                _ => self.get_ebs_default_kms_key_id()?.kms_key_id,
+                _ => self.default_key_id()?,
             };
             Some(self.resolve_key(caller, &key)?)
         } else {
@@ -532,6 +657,7 @@ impl Ec2 {
         };
         dry_run(req.dry_run)?;
         let volume_id = new_volume_id();
+        trail.resources.push(self.volume_arn(&volume_id));
         let now = self.kms.clock().now();
         let source = match &snap {
             Some(sn) => Some(self.restore_source(caller, sn, key_arn.as_deref(), &volume_id)?),
@@ -694,7 +820,30 @@ impl Ec2 {
 
     // ---- DescribeVolumes --------------------------------------------------
 
-    pub fn describe_volumes(&self, req: DescribeVolumesRequest) -> Result<DescribeVolumesResponse> {
+    pub fn describe_volumes(
+        &self,
+        caller: &Caller,
+        req: DescribeVolumesRequest,
+    ) -> Result<DescribeVolumesResponse> {
+        let request = json!({
+            "volumeSet": trail::id_set("volumeId", &req.volume_ids),
+            "filterSet": trail::filter_set(&req.filters),
+            "maxResults": req.max_results,
+            "nextToken": req.next_token,
+        });
+        self.call(
+            caller,
+            "DescribeVolumes",
+            request,
+            |_| {
+                self.authorize(caller, "ec2:DescribeVolumes", &[Target::any()])?;
+                self.describe_volumes_op(req)
+            },
+            |_| Value::Null,
+        )
+    }
+
+    fn describe_volumes_op(&self, req: DescribeVolumesRequest) -> Result<DescribeVolumesResponse> {
         for id in &req.volume_ids {
             check_volume_id(id)?;
         }
@@ -759,9 +908,28 @@ impl Ec2 {
 
     // ---- DeleteVolume -----------------------------------------------------
 
-    pub fn delete_volume(&self, volume_id: &str, dry: bool) -> Result<()> {
+    pub fn delete_volume(&self, caller: &Caller, volume_id: &str, dry: bool) -> Result<()> {
+        let request = json!({ "volumeId": volume_id, "dryRun": dry.then_some(true) });
+        self.call(
+            caller,
+            "DeleteVolume",
+            request,
+            |t| self.delete_volume_op(caller, volume_id, dry, t),
+            |_| json!({ "_return": true }),
+        )
+    }
+
+    fn delete_volume_op(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        dry: bool,
+        trail: &mut trail::Trail,
+    ) -> Result<()> {
         let mut v = self.record(volume_id)?;
+        trail.resources.push(self.volume_arn(volume_id));
         self.repair(&mut v)?;
+        self.authorize(caller, "ec2:DeleteVolume", &[self.volume_target(&v)])?;
         if let Some(a) = &v.attachment {
             return Err(err(
                 ErrorKind::VolumeInUse,
@@ -857,8 +1025,37 @@ impl Ec2 {
         caller: &Caller,
         req: ModifyVolumeRequest,
     ) -> Result<ModifyVolumeResponse> {
+        let request = trail::wrapped_request(
+            "ModifyVolume",
+            json!({
+                "VolumeId": req.volume_id,
+                "Size": req.size,
+                "SizeBytes": req.size_bytes,
+                "VolumeType": req.volume_type,
+                "Iops": req.iops,
+                "Throughput": req.throughput,
+                "DryRun": req.dry_run.then_some(true),
+            }),
+        );
+        self.call(
+            caller,
+            "ModifyVolume",
+            request,
+            |t| self.modify_volume_op(caller, req, t),
+            |r| trail::modification_response(&r.volume_modification),
+        )
+    }
+
+    fn modify_volume_op(
+        &self,
+        caller: &Caller,
+        req: ModifyVolumeRequest,
+        trail: &mut trail::Trail,
+    ) -> Result<ModifyVolumeResponse> {
         let mut v = self.record(&req.volume_id)?;
+        trail.resources.push(self.volume_arn(&v.volume_id));
         self.repair(&mut v)?;
+        self.authorize(caller, "ec2:ModifyVolume", &[self.volume_target(&v)])?;
         let new_size = match (req.size, req.size_bytes) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -1094,7 +1291,33 @@ impl Ec2 {
         instance_id: &str,
         device: &str,
     ) -> Result<Attachment> {
+        let request = json!({ "volumeId": volume_id, "instanceId": instance_id, "device": device });
+        self.call(
+            caller,
+            "AttachVolume",
+            request,
+            |t| self.attach_op(caller, volume_id, instance_id, device, t),
+            |a| trail::attachment_response(volume_id, a.record(), "attached"),
+        )
+    }
+
+    fn attach_op(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+        trail: &mut trail::Trail,
+    ) -> Result<Attachment> {
         let v = self.record(volume_id)?;
+        trail.resources.push(self.volume_arn(volume_id));
+        let instance = self.instance_target(instance_id);
+        trail.resources.push(instance.arn.clone());
+        self.authorize(
+            caller,
+            "ec2:AttachVolume",
+            &[instance, self.volume_target(&v)],
+        )?;
         if let Some(a) = &v.attachment {
             if self.attached_now(volume_id) {
                 return Err(err(
@@ -1169,6 +1392,45 @@ impl Ec2 {
 }
 
 impl Ec2 {
+    /// DetachVolume: authorizes `ec2:DetachVolume` on the attachment's instance and
+    /// the volume, then `detach` ends the attachment (the attachment process is
+    /// told to stop, and detaches: src/cli/attach.rs), and the call is recorded.
+    /// Returns the attachment that ended. IncorrectState when the volume is not
+    /// attached.
+    pub fn detach_volume(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        force: bool,
+        detach: impl FnOnce(&AttachmentRecord) -> Result<()>,
+    ) -> Result<AttachmentRecord> {
+        let request = json!({ "volumeId": volume_id, "force": force.then_some(true) });
+        self.call(
+            caller,
+            "DetachVolume",
+            request,
+            |t| {
+                let mut v = self.record(volume_id)?;
+                t.resources.push(self.volume_arn(volume_id));
+                self.repair(&mut v)?;
+                let a = v
+                    .attachment
+                    .clone()
+                    .ok_or_else(|| not_attached(volume_id))?;
+                let instance = self.instance_target(&a.instance_id);
+                t.resources.push(instance.arn.clone());
+                self.authorize(
+                    caller,
+                    "ec2:DetachVolume",
+                    &[instance, self.volume_target(&v)],
+                )?;
+                detach(&a)?;
+                Ok(a)
+            },
+            |a| trail::attachment_response(volume_id, a, "detached"),
+        )
+    }
+
     /// Changes the recorded attachment of `volume_id` (front ends record where they
     /// serve it). Fails with IncorrectState when the volume is not attached.
     pub fn update_attachment(

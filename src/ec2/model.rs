@@ -325,7 +325,7 @@ pub struct Snapshot {
     pub volume_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_encryption_key_id: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
     pub storage_tier: String,
     /// ebsim's own members: the exact size, and how many 512 KiB blocks it stores.

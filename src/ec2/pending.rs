@@ -536,7 +536,31 @@ impl Ec2 {
     /// Settles interrupted operations (as opening the region does), collects
     /// unreferenced snapshot blocks, removes old temporary files of the data root
     /// and the region, and lists images without a record.
-    pub fn cleanup(&self) -> Result<Cleanup> {
+    ///
+    /// An ebsim extension, authorized as `ec2:Cleanup` on `*` and recorded as
+    /// `Cleanup`.
+    pub fn cleanup(&self, caller: &crate::kms::access::Caller) -> Result<Cleanup> {
+        self.call(
+            caller,
+            "Cleanup",
+            serde_json::json!({}),
+            |_| {
+                self.authorize(caller, "ec2:Cleanup", &[super::authz::Target::any()])?;
+                self.cleanup_op()
+            },
+            |c| {
+                serde_json::json!({
+                    "abandonedOperations": c.recovered.abandoned_operations.len(),
+                    "removedFiles": c.recovered.removed_files.len(),
+                    "collectedBlocks": c.collected_blocks,
+                    "collectedBytes": c.collected_bytes,
+                    "unrecordedImages": c.unrecorded_images.len(),
+                })
+            },
+        )
+    }
+
+    fn cleanup_op(&self) -> Result<Cleanup> {
         let mut out = Cleanup {
             recovered: self.recovered.clone(),
             ..Default::default()

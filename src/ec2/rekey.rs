@@ -15,7 +15,7 @@
 use super::{Ec2, err, new_data_key_id};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
-use crate::ec2::model::Volume;
+use crate::ec2::model::{Volume, VolumeRecord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kms::access::Caller;
 use crate::kms::api::{Blob, DecryptRequest};
@@ -146,8 +146,34 @@ impl Ec2 {
         kms_key_id: &str,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Volume> {
-        let mut v = self.record(volume_id)?;
-        self.repair(&mut v)?;
+        let request = serde_json::json!({ "volumeId": volume_id, "kmsKeyId": kms_key_id });
+        self.call(
+            caller,
+            "RekeyVolume",
+            request,
+            |t| {
+                let mut v = self.record(volume_id)?;
+                t.resources.push(self.volume_arn(volume_id));
+                self.repair(&mut v)?;
+                // ebsim's own action: ec2:RekeyVolume on the volume, with the key
+                // it moves to as ec2:KmsKeyId (as the request gave it).
+                let target = self.volume_target(&v).key("ec2:KmsKeyId", kms_key_id);
+                self.authorize(caller, "ec2:RekeyVolume", &[target])?;
+                self.rekey_volume_op(caller, v, kms_key_id, progress)
+            },
+            super::trail::volume_response,
+        )
+    }
+
+    fn rekey_volume_op(
+        &self,
+        caller: &Caller,
+        v: VolumeRecord,
+        kms_key_id: &str,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Volume> {
+        let volume_id = v.volume_id.clone();
+        let volume_id = volume_id.as_str();
         if v.attachment.is_some() {
             return Err(err(
                 ErrorKind::VolumeInUse,

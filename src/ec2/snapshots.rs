@@ -3,8 +3,9 @@
 //! region), ListChangedBlocks, and CreateVolume from a snapshot
 //! (shared/reference/kms-ebs.md §2.1, §2.4, §2.5).
 
+use super::authz::{NewSnapshot, Target, snapshot_arn};
 use super::model::*;
-use super::{Ec2, err, new_data_key_id, new_id};
+use super::{Ec2, err, new_data_key_id, new_id, trail};
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
@@ -14,6 +15,7 @@ use crate::snapshot::{BLOCK, BlockStore};
 use crate::volume::DATA_UNIT;
 use crate::volume::image::Image;
 use rayon::prelude::*;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -268,8 +270,67 @@ impl Ec2 {
         description: &str,
         tags: Vec<Tag>,
     ) -> Result<Snapshot> {
-        let mut v = self.record(volume_id)?;
-        self.repair(&mut v)?;
+        self.create_snapshot_via(caller, volume_id, description, tags, |_| Ok(None))
+    }
+
+    /// CreateSnapshot, authorized and recorded here; `elsewhere` is asked first
+    /// whether another process takes it (the attachment process of a volume
+    /// attached through FUSE or NBD holds its writes for the cut): None = take it
+    /// here, which needs the volume detached.
+    pub fn create_snapshot_via(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        description: &str,
+        tags: Vec<Tag>,
+        elsewhere: impl FnOnce(&VolumeRecord) -> Result<Option<Snapshot>>,
+    ) -> Result<Snapshot> {
+        let request = json!({
+            "volumeId": volume_id,
+            "description": description,
+            "tagSpecificationSet": trail::tag_specifications("snapshot", &tags),
+        });
+        self.call(
+            caller,
+            "CreateSnapshot",
+            request,
+            |t| {
+                let mut v = self.record(volume_id)?;
+                t.resources.push(self.volume_arn(volume_id));
+                self.repair(&mut v)?;
+                let new = self.new_snapshot_target(&NewSnapshot {
+                    size_bytes: v.size_bytes,
+                    encrypted: v.encrypted,
+                    parent_volume: Some(self.volume_arn(volume_id)),
+                    parent_snapshot: None,
+                    tags: &tags,
+                });
+                self.authorize(
+                    caller,
+                    "ec2:CreateSnapshot",
+                    &[self.volume_target(&v), new.clone()],
+                )?;
+                self.authorize_tags(caller, "CreateSnapshot", &new, &tags)?;
+                let s = match elsewhere(&v)? {
+                    Some(s) => s,
+                    None => self.create_snapshot_here(caller, v, description, tags)?,
+                };
+                t.resources
+                    .push(snapshot_arn(self.region(), &s.snapshot_id));
+                Ok(s)
+            },
+            trail::snapshot_response,
+        )
+    }
+
+    fn create_snapshot_here(
+        &self,
+        caller: &Caller,
+        v: VolumeRecord,
+        description: &str,
+        tags: Vec<Tag>,
+    ) -> Result<Snapshot> {
+        let volume_id = v.volume_id.as_str();
         if let Some(a) = &v.attachment {
             return Err(err(
                 ErrorKind::IncorrectState,
@@ -463,6 +524,28 @@ impl Ec2 {
 
     pub fn describe_snapshots(
         &self,
+        caller: &Caller,
+        snapshot_ids: &[String],
+        filters: &[Filter],
+    ) -> Result<DescribeSnapshotsResponse> {
+        let request = json!({
+            "snapshotSet": trail::id_set("snapshotId", snapshot_ids),
+            "filterSet": trail::filter_set(filters),
+        });
+        self.call(
+            caller,
+            "DescribeSnapshots",
+            request,
+            |_| {
+                self.authorize(caller, "ec2:DescribeSnapshots", &[Target::any()])?;
+                self.describe_snapshots_op(snapshot_ids, filters)
+            },
+            |_| Value::Null,
+        )
+    }
+
+    fn describe_snapshots_op(
+        &self,
         snapshot_ids: &[String],
         filters: &[Filter],
     ) -> Result<DescribeSnapshotsResponse> {
@@ -529,8 +612,26 @@ impl Ec2 {
     /// if no snapshot, copy or restore is running, else at the next collection).
     /// A snapshot still being written is refused; one that ended in `error` (its
     /// process was killed) can be deleted.
-    pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        self.snapshot_record(snapshot_id)?;
+    pub fn delete_snapshot(&self, caller: &Caller, snapshot_id: &str) -> Result<()> {
+        self.call(
+            caller,
+            "DeleteSnapshot",
+            json!({ "snapshotId": snapshot_id }),
+            |t| {
+                let s = self.snapshot_record(snapshot_id)?;
+                t.resources.push(snapshot_arn(self.region(), snapshot_id));
+                self.authorize(
+                    caller,
+                    "ec2:DeleteSnapshot",
+                    &[self.snapshot_target(self.region(), &s)],
+                )?;
+                self.delete_snapshot_op(snapshot_id)
+            },
+            |_| json!({ "_return": true }),
+        )
+    }
+
+    fn delete_snapshot_op(&self, snapshot_id: &str) -> Result<()> {
         let live = self.live_resources()?;
         self.write(|tx| {
             let cur = tx
@@ -610,6 +711,36 @@ impl Ec2 {
     /// snapshots of one lineage (same data key).
     pub fn list_changed_blocks(
         &self,
+        caller: &Caller,
+        first: &str,
+        second: &str,
+    ) -> Result<ListChangedBlocksResponse> {
+        let request = json!({ "firstSnapshotId": first, "secondSnapshotId": second });
+        self.call(
+            caller,
+            "ListChangedBlocks",
+            request,
+            |t| {
+                let a = self.snapshot_record(first)?;
+                let b = self.snapshot_record(second)?;
+                t.resources.push(snapshot_arn(self.region(), first));
+                t.resources.push(snapshot_arn(self.region(), second));
+                self.authorize(
+                    caller,
+                    "ebs:ListChangedBlocks",
+                    &[
+                        self.snapshot_target(self.region(), &a),
+                        self.snapshot_target(self.region(), &b),
+                    ],
+                )?;
+                self.list_changed_blocks_op(first, second)
+            },
+            |_| Value::Null,
+        )
+    }
+
+    fn list_changed_blocks_op(
+        &self,
         first: &str,
         second: &str,
     ) -> Result<ListChangedBlocksResponse> {
@@ -655,7 +786,8 @@ impl Ec2 {
 
     // ---- CopySnapshot -----------------------------------------------------
 
-    /// CopySnapshot into this (the destination) region.
+    /// CopySnapshot into this (the destination) region, authorized on the source
+    /// snapshot and the copy, recorded in this region.
     #[allow(clippy::too_many_arguments)]
     pub fn copy_snapshot(
         &self,
@@ -667,6 +799,47 @@ impl Ec2 {
         description: Option<&str>,
         tags: Vec<Tag>,
     ) -> Result<Snapshot> {
+        let request = json!({
+            "sourceRegion": source_region,
+            "sourceSnapshotId": source_snapshot_id,
+            "destinationRegion": self.region(),
+            "description": description,
+            "encrypted": encrypted,
+            "kmsKeyId": kms_key_id,
+            "tagSpecificationSet": trail::tag_specifications("snapshot", &tags),
+        });
+        self.call(
+            caller,
+            "CopySnapshot",
+            request,
+            |t| {
+                self.copy_snapshot_op(
+                    caller,
+                    source_region,
+                    source_snapshot_id,
+                    encrypted,
+                    kms_key_id,
+                    description,
+                    tags,
+                    t,
+                )
+            },
+            |s| json!({ "snapshotId": s.snapshot_id }),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_snapshot_op(
+        &self,
+        caller: &Caller,
+        source_region: &str,
+        source_snapshot_id: &str,
+        encrypted: Option<bool>,
+        kms_key_id: Option<&str>,
+        description: Option<&str>,
+        tags: Vec<Tag>,
+        trail: &mut trail::Trail,
+    ) -> Result<Snapshot> {
         crate::home::validate_region(source_region)?;
         let other;
         let source: &Ec2 = if source_region == self.region() {
@@ -676,6 +849,24 @@ impl Ec2 {
             other = Ec2::new(&self.root, kms)?;
             &other
         };
+        let s = source.snapshot_record(source_snapshot_id)?;
+        trail
+            .resources
+            .push(snapshot_arn(source_region, source_snapshot_id));
+        let by_default = self.by_default()?;
+        let new = self.new_snapshot_target(&NewSnapshot {
+            size_bytes: s.size_bytes,
+            encrypted: s.encrypted || encrypted == Some(true) || by_default,
+            parent_volume: None,
+            parent_snapshot: Some(snapshot_arn(source_region, source_snapshot_id)),
+            tags: &tags,
+        });
+        self.authorize(
+            caller,
+            "ec2:CopySnapshot",
+            &[self.snapshot_target(source_region, &s), new.clone()],
+        )?;
+        self.authorize_tags(caller, "CopySnapshot", &new, &tags)?;
         let s = source.completed_snapshot(source_snapshot_id)?;
         if s.encrypted && encrypted == Some(false) {
             return Err(err(
@@ -685,7 +876,6 @@ impl Ec2 {
                 ),
             ));
         }
-        let by_default = self.by_default()?;
         if kms_key_id.is_some() && encrypted != Some(true) {
             return Err(err(
                 ErrorKind::InvalidParameterCombination,
@@ -701,13 +891,16 @@ impl Ec2 {
                     .kms_key_arn
                     .clone()
                     .expect("encrypted snapshots have a key"),
-                (None, false) => self.get_ebs_default_kms_key_id()?.kms_key_id,
+                (None, false) => self.default_key_id()?,
             };
             Some(self.resolve_key(caller, &k)?)
         } else {
             None
         };
         let snapshot_id = new_id("snap");
+        trail
+            .resources
+            .push(snapshot_arn(self.region(), &snapshot_id));
         let via = caller.via("ec2", self.region());
         let mut record = SnapshotRecord {
             snapshot_id: snapshot_id.clone(),

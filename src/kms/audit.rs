@@ -1,5 +1,10 @@
-//! The audit log: one CloudTrail-shaped JSON record per KMS call, success or
+//! The audit log: one CloudTrail-shaped JSON record per API call, success or
 //! failure, appended to `<region>/cloudtrail.jsonl`; and `LookupEvents` over it.
+//!
+//! The KMS writes its records here ([`AuditLog::record`]); so does the volume
+//! service for EC2's own calls (`ec2.amazonaws.com`) and the EBS direct API
+//! (`ebs.amazonaws.com`, data events) through [`AuditLog::record_service`]: one
+//! file, one record format, the event source telling them apart.
 //!
 //! Records carry the request parameters as CloudTrail does (encryption context in
 //! the clear, never plaintext or key material: [`super::api::Audited`] sees to
@@ -31,9 +36,36 @@ pub struct Event<'a> {
     pub read_only: bool,
     pub request: Value,
     pub response: Value,
+    /// ARNs of the resources the call touched (KMS keys, EC2 volumes, snapshots,
+    /// instances); each record's `type` follows from its ARN.
     pub resources: &'a [String],
     pub error: Option<&'a Error>,
 }
+
+/// The service a record comes from, and CloudTrail's category for its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// `eventSource`: `kms.amazonaws.com`, `ec2.amazonaws.com`, `ebs.amazonaws.com`.
+    pub event_source: &'static str,
+    /// Management events are what LookupEvents (CloudTrail's Event history) shows;
+    /// data events (the EBS direct API's block calls) are only in the log.
+    pub management: bool,
+}
+
+pub const KMS: Source = Source {
+    event_source: "kms.amazonaws.com",
+    management: true,
+};
+pub const EC2: Source = Source {
+    event_source: "ec2.amazonaws.com",
+    management: true,
+};
+/// The EBS direct API's ListChangedBlocks, ListSnapshotBlocks, GetSnapshotBlock
+/// and PutSnapshotBlock are data events.
+pub const EBS_DATA: Source = Source {
+    event_source: "ebs.amazonaws.com",
+    management: false,
+};
 
 impl AuditLog {
     pub fn open(path: &Path) -> Result<Self> {
@@ -53,49 +85,61 @@ impl AuditLog {
         &self.path
     }
 
+    /// Appends a KMS call's record.
     pub fn record(&self, ev: &Event<'_>) -> Result<()> {
+        self.record_service(KMS, uuid::Uuid::new_v4(), None, ev)
+    }
+
+    /// Appends the record of a call to `source`. `request_id` is the record's
+    /// `requestID` (EC2 repeats it in its response elements); `error_code`, when
+    /// given, is how this service's records name the error (EC2 writes
+    /// `Client.UnauthorizedOperation` where its API says `UnauthorizedOperation`).
+    pub fn record_service(
+        &self,
+        source: Source,
+        request_id: uuid::Uuid,
+        error_code: Option<&str>,
+        ev: &Event<'_>,
+    ) -> Result<()> {
         let c = ev.caller;
-        let invoked_by = c.via_service.as_deref().map(|via| {
-            let service = via.split('.').next().unwrap_or(via);
-            format!("{service}.amazonaws.com")
-        });
+        let event_time = cloudtrail_time(&ev.time);
         let rec = Record {
             event_version: "1.08",
-            user_identity: Identity {
-                kind: c.identity_type(),
-                principal_id: c.principal_id.as_deref().unwrap_or(c.account_id()),
-                arn: c.arn(),
-                account_id: c.account_id(),
-                user_name: matches!(c.principal, crate::iam::Principal::User { .. })
-                    .then(|| c.user_name()),
-                invoked_by: invoked_by.as_deref(),
-            },
-            event_time: cloudtrail_time(&ev.time),
-            event_source: "kms.amazonaws.com",
+            user_identity: identity(c, &event_time),
+            event_time: event_time.clone(),
+            event_source: source.event_source,
             event_name: ev.event_name,
             aws_region: ev.region,
             source_ip_address: &c.source_ip,
             user_agent: &c.user_agent,
-            error_code: ev.error.map(|e| e.code()),
+            error_code: ev.error.map(|e| error_code.unwrap_or(e.code())),
             error_message: ev.error.map(|e| e.message()),
             request_parameters: &ev.request,
             response_elements: &ev.response,
-            request_id: uuid::Uuid::new_v4(),
+            request_id,
             event_id: uuid::Uuid::new_v4(),
             read_only: ev.read_only,
             resources: ev
                 .resources
                 .iter()
                 .map(|arn| Resource {
-                    account_id: arn.split(':').nth(4).unwrap_or_default(),
-                    kind: "AWS::KMS::Key",
+                    // Snapshot ARNs name no account: a snapshot is the caller's.
+                    account_id: match arn.split(':').nth(4) {
+                        Some(a) if !a.is_empty() => a,
+                        _ => c.account_id(),
+                    },
+                    kind: resource_type(arn),
                     arn,
                 })
                 .collect(),
             event_type: "AwsApiCall",
-            management_event: true,
+            management_event: source.management,
             recipient_account_id: c.account_id(),
-            event_category: "Management",
+            event_category: if source.management {
+                "Management"
+            } else {
+                "Data"
+            },
         };
         let mut line = Vec::with_capacity(1024);
         serde_json::to_writer(&mut line, &rec).expect("records serialize");
@@ -110,12 +154,74 @@ impl AuditLog {
     }
 }
 
+/// CloudTrail's `resources[].type` for an ARN.
+fn resource_type(arn: &str) -> &'static str {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+    match (arn.split(':').nth(2), resource.split('/').next()) {
+        (Some("ec2"), Some("volume")) => "AWS::EC2::Volume",
+        (Some("ec2"), Some("snapshot")) => "AWS::EC2::Snapshot",
+        (Some("ec2"), Some("instance")) => "AWS::EC2::Instance",
+        _ => "AWS::KMS::Key",
+    }
+}
+
+/// `userIdentity` for a caller. EC2's infrastructure acting for an instance
+/// (`ACCOUNT:aws:ec2-infrastructure:i-…`, the grantee of an attachment's grant)
+/// appears as CloudTrail shows it: an `AssumedRole` session of the role
+/// `aws:ec2-infrastructure` named after the instance
+/// (`arn:aws:sts::ACCOUNT:assumed-role/aws:ec2-infrastructure/i-…`), with its
+/// session issuer; the grantee principal is its `principalId`.
+fn identity(c: &Caller, event_time: &str) -> Identity {
+    if let crate::iam::Principal::Service { name, account } = &c.principal
+        && let [acct, "aws", role, session] = name.split(':').collect::<Vec<_>>()[..]
+        && acct == account
+        && role.ends_with("-infrastructure")
+    {
+        return Identity {
+            kind: "AssumedRole".into(),
+            principal_id: name.clone(),
+            arn: format!("arn:aws:sts::{account}:assumed-role/aws:{role}/{session}"),
+            account_id: account.clone(),
+            user_name: None,
+            session_context: Some(json!({
+                "sessionIssuer": {
+                    "type": "Role",
+                    "principalId": format!("{account}:aws:{role}"),
+                    "arn": format!("arn:aws:iam::{account}:role/aws:{role}"),
+                    "accountId": account,
+                    "userName": format!("aws:{role}"),
+                },
+                "attributes": {
+                    "creationDate": event_time,
+                    "mfaAuthenticated": "false",
+                },
+            })),
+            invoked_by: None,
+        };
+    }
+    Identity {
+        kind: c.identity_type().into(),
+        principal_id: c
+            .principal_id
+            .clone()
+            .unwrap_or_else(|| c.account_id().to_string()),
+        arn: c.arn().to_string(),
+        account_id: c.account_id().to_string(),
+        user_name: matches!(c.principal, crate::iam::Principal::User { .. }).then(|| c.user_name()),
+        session_context: None,
+        invoked_by: c.via_service.as_deref().map(|via| {
+            let service = via.split('.').next().unwrap_or(via);
+            format!("{service}.amazonaws.com")
+        }),
+    }
+}
+
 /// One CloudTrail record, field for field (serialized in this order).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Record<'a> {
     event_version: &'static str,
-    user_identity: Identity<'a>,
+    user_identity: Identity,
     event_time: String,
     event_source: &'static str,
     event_name: &'a str,
@@ -143,16 +249,18 @@ struct Record<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Identity<'a> {
+struct Identity {
     #[serde(rename = "type")]
-    kind: &'a str,
-    principal_id: &'a str,
-    arn: &'a str,
-    account_id: &'a str,
+    kind: String,
+    principal_id: String,
+    arn: String,
+    account_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    invoked_by: Option<&'a str>,
+    session_context: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoked_by: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -206,10 +314,26 @@ fn matches(rec: &Value, attr: &LookupAttribute) -> bool {
         "ResourceType" => rec["resources"]
             .as_array()
             .is_some_and(|r| r.iter().any(|x| x["type"] == want)),
-        "ResourceName" => rec["resources"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| x["ARN"] == want)),
+        "ResourceName" => rec["resources"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|x| x["ARN"] == want || resource_name(x) == want)
+        }),
         _ => false,
+    }
+}
+
+/// LookupEvents' `ResourceName` of a record's resource: the ARN of a KMS key, the
+/// id of an EC2 resource (`vol-…`, `snap-…`, `i-…`), as CloudTrail lists them.
+/// A lookup by ResourceName matches either.
+fn resource_name(x: &Value) -> String {
+    let arn = x["ARN"].as_str().unwrap_or_default();
+    if x["type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("AWS::EC2::"))
+    {
+        arn.rsplit('/').next().unwrap_or(arn).to_string()
+    } else {
+        arn.to_string()
     }
 }
 
@@ -228,7 +352,8 @@ fn username(rec: &Value) -> String {
     }
 }
 
-/// CloudTrail `LookupEvents` over one region's log: newest first, at most one
+/// CloudTrail `LookupEvents` over one region's log: management events (data
+/// events are not in CloudTrail's Event history), newest first, at most one
 /// attribute, a time range, `MaxResults` 1–50 (default 50) and a `NextToken`.
 pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
     if q.attributes.len() > 1 {
@@ -281,7 +406,9 @@ pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
                 let line =
                     line.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
                 // A torn last line (a crash mid-append) is skipped, not fatal.
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["eventCategory"] != "Data"
+                {
                     records.push(v);
                 }
             }
@@ -317,7 +444,7 @@ pub fn lookup(path: &Path, q: &LookupQuery) -> Result<Value> {
                 "EventSource": r["eventSource"],
                 "Username": username(r),
                 "Resources": r["resources"].as_array().map(|rs| rs.iter().map(|x| json!({
-                    "ResourceType": x["type"], "ResourceName": x["ARN"]
+                    "ResourceType": x["type"], "ResourceName": resource_name(x)
                 })).collect::<Vec<_>>()).unwrap_or_default(),
                 "CloudTrailEvent": r.to_string(),
             })
