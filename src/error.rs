@@ -1,6 +1,10 @@
-//! One error type for the whole crate: a stable [`ErrorKind`] (which maps to the
-//! AWS error code a caller sees and to the CLI's exit code), a message written the
-//! way AWS writes it, and an optional source.
+//! One error type for the whole crate: a stable [`ErrorKind`] (named after the AWS
+//! error code a caller sees), a message written the way AWS writes it, structured
+//! context ([`Field`]: the volume id, key ARN, offset, file the error is about) and
+//! an optional source.
+//!
+//! What a kind becomes outside the core is decided at the edges: the CLI's exit
+//! code in `cli::exit`, the HTTP status in `server::status`.
 
 use std::fmt;
 
@@ -220,8 +224,8 @@ impl ErrorKind {
         ) && !self.is_damage()
     }
 
-    /// Damage to what the data root holds (images, snapshot blocks): like a
-    /// damaged store, exit code 253, with the kind's code printed.
+    /// Damage to what the data root holds (images, snapshot blocks): reported like
+    /// a damaged store ([`ErrorKind::Environment`]), with the kind's code.
     pub fn is_damage(self) -> bool {
         matches!(
             self,
@@ -233,82 +237,119 @@ impl ErrorKind {
         )
     }
 
-    /// Exit code of the `ebsim` binary, the same numbers the AWS CLI v2 uses (and
-    /// 130 for an interrupted operation, as a shell reports SIGINT).
-    pub fn exit_code(self) -> i32 {
-        match self {
-            ErrorKind::Usage => exit::USAGE,
-            ErrorKind::Environment => exit::ENVIRONMENT,
-            k if k.is_damage() => exit::ENVIRONMENT,
-            ErrorKind::Interrupted => exit::INTERRUPTED,
-            ErrorKind::Internal | ErrorKind::VolumeImage | ErrorKind::OutOfRange => exit::OTHER,
-            _ => exit::SERVICE,
-        }
-    }
-
     /// Errors worth retrying with backoff (AWS SDKs' "throttling" and "transient" classes).
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Throttling)
     }
 }
 
-/// Exit codes of the `ebsim` binary (the AWS CLI v2's return codes).
-///
-/// 253 covers every kind of damage to the data root: a store, the root key, a
-/// volume image or a snapshot block.
-pub mod exit {
-    /// The command succeeded.
-    pub const OK: i32 = 0;
-    /// The command line could not be parsed, or a parameter was invalid before any call.
-    pub const USAGE: i32 = 252;
-    /// The data root or configuration is missing or corrupt.
-    pub const ENVIRONMENT: i32 = 253;
-    /// The service returned an error (the AWS error code is printed).
-    pub const SERVICE: i32 = 254;
-    /// Anything else (an I/O failure).
-    pub const OTHER: i32 = 255;
-    /// The operation was interrupted (Ctrl-C) and undone (128 + SIGINT).
-    pub const INTERRUPTED: i32 = 130;
+/// What an error is about, as structured context beside its message (the message
+/// already names it for people; the fields are for programs: logs, the server, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    VolumeId,
+    SnapshotId,
+    /// A KMS key's ARN (or, before it is resolved, the key id the caller gave).
+    KeyArn,
+    GrantId,
+    /// A byte offset in a volume or image.
+    Offset,
+    /// A length in bytes.
+    Length,
+    /// A file on this machine (an image, a store, a snapshot block).
+    File,
+    Region,
+    Principal,
 }
 
-/// The crate's error: kind, message, optional source.
+impl Field {
+    /// The field's name in logs (`volume_id=vol-…`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::VolumeId => "volume_id",
+            Field::SnapshotId => "snapshot_id",
+            Field::KeyArn => "key_arn",
+            Field::GrantId => "grant_id",
+            Field::Offset => "offset",
+            Field::Length => "length",
+            Field::File => "file",
+            Field::Region => "region",
+            Field::Principal => "principal",
+        }
+    }
+}
+
+/// The crate's error: kind, message, structured context, optional source. Boxed,
+/// so a `Result` stays one pointer wide on the error side.
+pub struct Error(Box<Inner>);
+
 #[derive(Debug)]
-pub struct Error {
+struct Inner {
     kind: ErrorKind,
     message: String,
+    fields: Vec<(Field, String)>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
+            fields: Vec::new(),
             source: None,
+        }))
+    }
+
+    /// Records what the error is about (the first value of a field wins: the
+    /// innermost layer knows it best).
+    pub fn with(mut self, field: Field, value: impl fmt::Display) -> Self {
+        if self.field(field).is_none() {
+            self.0.fields.push((field, value.to_string()));
         }
+        self
+    }
+
+    /// The value of `field`, if the error carries it.
+    pub fn field(&self, field: Field) -> Option<&str> {
+        self.0.fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every field, in the order they were added.
+    pub fn fields(&self) -> &[(Field, String)] {
+        &self.0.fields
     }
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
     /// Puts `what` (a snapshot id, a block) in front of the message.
     pub fn context(mut self, what: impl fmt::Display) -> Self {
-        self.message = format!("{what}: {}", self.message);
+        self.0.message = format!("{what}: {}", self.0.message);
         self
     }
 
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     pub fn code(&self) -> &'static str {
-        self.kind.code()
+        self.0.kind.code()
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// AWS's `1 validation error detected: …` message for one constraint.
@@ -333,21 +374,26 @@ impl Error {
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
         Error::new(ErrorKind::Internal, format!("{what}: {err}")).with_source(err)
     }
+
+    /// An I/O error on file `path` (its path also kept as [`Field::File`]).
+    pub fn io_file(path: &std::path::Path, err: std::io::Error) -> Self {
+        Error::io(path.display(), err).with(Field::File, path.display())
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kind.is_service_error() {
-            write!(f, "{}: {}", self.kind.code(), self.message)
+        if self.0.kind.is_service_error() {
+            write!(f, "{}: {}", self.0.kind.code(), self.0.message)
         } else {
-            f.write_str(&self.message)
+            f.write_str(&self.0.message)
         }
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
@@ -355,7 +401,7 @@ impl std::error::Error for Error {
 
 impl From<rusqlite::Error> for Error {
     /// A SQLite error without its file; stores add it with [`Error::in_store`]. A
-    /// corrupt database is a damaged data root (exit code 253).
+    /// corrupt database is a damaged data root ([`ErrorKind::Environment`]).
     fn from(e: rusqlite::Error) -> Self {
         let kind = match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {

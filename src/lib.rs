@@ -33,6 +33,7 @@ pub mod iam;
 pub mod kms;
 pub mod nbd;
 pub mod policy;
+pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod volume;

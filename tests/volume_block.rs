@@ -139,6 +139,15 @@ fn out_of_range_requests_name_the_volume_and_offset() {
             e.message(),
             "vol-0123456789abcdef0: read of 10 bytes at offset 1048571 is past the end of the volume (1048576 bytes)"
         );
+        use ebsim::error::Field;
+        let fields: Vec<_> = [Field::VolumeId, Field::Offset, Field::Length]
+            .iter()
+            .map(|f| e.field(*f))
+            .collect();
+        assert_eq!(
+            fields,
+            [Some("vol-0123456789abcdef0"), Some("1048571"), Some("10")]
+        );
         assert!(img.write(u64::MAX - 2, &buf, false).is_err());
         assert!(img.trim(1 << 20, 1).is_err());
         assert!(img.allocation(0, (1 << 20) + 1).is_err());

@@ -157,7 +157,7 @@ fn torn_header_writes_always_leave_a_valid_copy() {
     let before = sha(&t.path);
     let e = open_with(&t.path, &t.key).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ImageCorrupt);
-    assert_eq!(e.kind().exit_code(), 253);
+    assert_eq!(ebsim::cli::exit::code(e.kind()), 253);
     assert!(
         e.message()
             .starts_with(&format!("{VOL}: no valid header: copy A: ")),
@@ -181,9 +181,10 @@ fn wrong_key_tampering_truncation_and_unknown_features_are_refused_without_chang
         }
         let e = open_with(&t.path, &wrong).unwrap_err();
         assert_eq!(e.kind(), kind, "{what}: {e}");
-        assert_eq!(e.kind().exit_code(), 253, "{what}: {e}");
+        assert_eq!(ebsim::cli::exit::code(e.kind()), 253, "{what}: {e}");
         assert!(e.message().contains(want), "{what}: {e}");
         assert!(e.message().starts_with(VOL), "{what}: {e}");
+        assert_eq!(e.field(ebsim::error::Field::VolumeId), Some(VOL), "{what}");
         assert_eq!(sha(&t.path), before, "{what} changed the image");
     };
     check(

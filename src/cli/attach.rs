@@ -94,8 +94,8 @@ fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
         // A process that died before it could report still says, by its exit
         // code, what kind of failure it was (253: a damaged data root).
         let kind = match status.and_then(|s| s.code()) {
-            Some(crate::error::exit::ENVIRONMENT) => ErrorKind::Environment,
-            Some(crate::error::exit::USAGE) => ErrorKind::Usage,
+            Some(super::exit::ENVIRONMENT) => ErrorKind::Environment,
+            Some(super::exit::USAGE) => ErrorKind::Usage,
             _ => ErrorKind::Internal,
         };
         let tail: String = std::fs::read_to_string(&log_path)

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod cloudtrail;
 pub mod configure;
 pub mod ec2;
+pub mod exit;
 pub mod iam;
 pub mod input;
 pub mod kms;
@@ -24,7 +25,7 @@ pub mod output;
 pub mod progress;
 
 use crate::clock::{Clock, parse_time};
-use crate::error::{Error, ErrorKind, Result, exit};
+use crate::error::{Error, ErrorKind, Result};
 use crate::home::{DEFAULT_REGION, DataRoot};
 use crate::kms::access::Caller;
 use crate::kms::quota::Backoff;
@@ -321,7 +322,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(()) => exit::OK,
         Err(e) => {
             report(&e, &operation);
-            e.kind().exit_code()
+            exit::code(e.kind())
         }
     }
 }

@@ -89,6 +89,7 @@ fn not_found(id: &str) -> Error {
         ErrorKind::InvalidVolumeNotFound,
         format!("The volume '{id}' does not exist."),
     )
+    .with(crate::error::Field::VolumeId, id)
 }
 
 /// `vol-` and 8 or 17 hex digits, as EC2 accepts.

@@ -46,6 +46,7 @@ fn snapshot_not_found(id: &str) -> Error {
         ErrorKind::InvalidSnapshotNotFound,
         format!("The snapshot '{id}' does not exist."),
     )
+    .with(crate::error::Field::SnapshotId, id)
 }
 
 fn check_snapshot_id(id: &str) -> Result<()> {

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn invalid_state(k: &KeyRecord, what: &str) -> Error {
-    Error::new(ErrorKind::KmsInvalidState, format!("{} {what}", k.arn))
+    Error::new(ErrorKind::KmsInvalidState, format!("{} {what}", k.arn)).with(Field::KeyArn, &k.arn)
 }
 
 pub(super) fn invalid_ciphertext() -> Error {
@@ -28,7 +28,8 @@ pub(super) fn check_usable(k: &KeyRecord) -> Result<()> {
         KeyState::Disabled => Err(Error::new(
             ErrorKind::Disabled,
             format!("{} is disabled.", k.arn),
-        )),
+        )
+        .with(Field::KeyArn, &k.arn)),
         KeyState::PendingDeletion => Err(invalid_state(k, "is pending deletion.")),
         KeyState::PendingImport => Err(invalid_state(k, "is pending import.")),
     }
@@ -71,7 +72,8 @@ pub(super) fn check_rotatable(k: &KeyRecord) -> Result<()> {
         KeyState::Disabled => Err(Error::new(
             ErrorKind::Disabled,
             format!("{} is disabled.", k.arn),
-        )),
+        )
+        .with(Field::KeyArn, &k.arn)),
         KeyState::PendingDeletion => Err(invalid_state(k, "is pending deletion.")),
         _ => Ok(()),
     }

@@ -1,6 +1,6 @@
 //! Key identifiers as callers write them: key id, key ARN, alias name, alias ARN.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Field, Result};
 
 /// A parsed `KeyId` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +95,10 @@ pub fn parse_key_ref(input: &str) -> Result<KeyRef> {
         let (region, account) = (Some(region.to_string()), Some(account.to_string()));
         if let Some(id) = resource.strip_prefix("key/") {
             if !is_key_id(id) {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("Invalid keyId {input}"),
-                ));
+                return Err(
+                    Error::new(ErrorKind::NotFound, format!("Invalid keyId {input}"))
+                        .with(Field::KeyArn, input),
+                );
             }
             return Ok(KeyRef::Key {
                 id: id.to_ascii_lowercase(),
@@ -129,10 +129,10 @@ pub fn parse_key_ref(input: &str) -> Result<KeyRef> {
             account: None,
         });
     }
-    Err(Error::new(
-        ErrorKind::NotFound,
-        format!("Invalid keyId {input}"),
-    ))
+    Err(
+        Error::new(ErrorKind::NotFound, format!("Invalid keyId {input}"))
+            .with(Field::KeyArn, input),
+    )
 }
 
 /// Checks an alias name: `alias/` then 1–250 of `[A-Za-z0-9/_-]`, not `alias/aws/…`.
@@ -213,6 +213,11 @@ mod tests {
             ErrorKind::InvalidArn
         );
         assert_eq!(parse_key_ref("").unwrap_err().kind(), ErrorKind::Validation);
+        // The key the caller named travels with the error as structured context.
+        assert_eq!(
+            parse_key_ref("nope").unwrap_err().field(Field::KeyArn),
+            Some("nope")
+        );
     }
 
     const MRK: &str = "mrk-1234abcd12ab34cd56ef1234567890ab";

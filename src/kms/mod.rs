@@ -37,7 +37,7 @@ use checks::*;
 
 use crate::clock::{Clock, Timestamp};
 use crate::crypto::SecretBytes;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Field, Result};
 use crate::home::DataRoot;
 use access::Caller;
 use api::*;

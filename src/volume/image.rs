@@ -12,7 +12,7 @@ use super::header::{
 };
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Field, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -66,11 +66,11 @@ impl std::fmt::Debug for Image {
 }
 
 fn image_error(id: &str, what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::ImageCorrupt, format!("{id}: {what}"))
+    Error::new(ErrorKind::ImageCorrupt, format!("{id}: {what}")).with(Field::VolumeId, id)
 }
 
 fn image_error_of(kind: ErrorKind, id: &str, what: impl std::fmt::Display) -> Error {
-    Error::new(kind, format!("{id}: {what}"))
+    Error::new(kind, format!("{id}: {what}")).with(Field::VolumeId, id)
 }
 
 thread_local! {
@@ -187,6 +187,7 @@ impl Image {
                         volume_id,
                         format!("the image file {} is missing", path.display()),
                     )
+                    .with(Field::File, path.display())
                 } else {
                     Error::io(format!("cannot open {}", path.display()), e)
                 }
@@ -283,7 +284,8 @@ impl Image {
                     ErrorKind::ImageTruncated,
                     volume_id,
                     format!("the image is truncated: {len} bytes, expected {want}"),
-                ));
+                )
+                .with(Field::File, path.display()));
             }
             let xts = match &key {
                 Some(k) => Some(
@@ -348,7 +350,10 @@ impl Image {
                     "{}: {what} of {len} bytes at offset {offset} is past the end of the volume ({size} bytes)",
                     self.volume_id()
                 ),
-            )),
+            )
+            .with(Field::VolumeId, self.volume_id())
+            .with(Field::Offset, offset)
+            .with(Field::Length, len)),
         }
     }
 
@@ -765,7 +770,10 @@ impl Image {
                     "stored writes are whole 4096-byte units, not {} bytes at {offset}",
                     buf.len()
                 ),
-            ));
+            )
+            .with(Field::VolumeId, self.volume_id())
+            .with(Field::Offset, offset)
+            .with(Field::Length, buf.len()));
         }
         let _cut = self.cut.read().expect("cut lock");
         self.mark(offset, buf.len() as u64)?;
