@@ -3,7 +3,8 @@
 //! The KMS and (later) the volume code build on these; nothing here knows about AWS.
 
 pub mod aead;
-#[doc(hidden)]
+/// Test support (`test-support` feature): finding key copies in a process.
+#[cfg(any(test, feature = "test-support"))]
 pub mod memscan;
 pub mod secret;
 pub mod stack;

@@ -233,7 +233,7 @@ fn scrub_keyed<const DEPTH: usize>() {
 }
 
 /// The windows locked on this thread, for tests.
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub fn locked_windows() -> Vec<(usize, usize)> {
     WINDOWS.with(|w| w.borrow().ranges.clone())
 }

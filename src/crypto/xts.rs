@@ -102,7 +102,7 @@ impl Xts {
 
     /// The same cipher without the VAES path, whatever the CPU: for tests and
     /// benchmarks that compare the two.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-support"))]
     pub fn portable(key: &[u8]) -> Result<Self, XtsError> {
         Self::build(key, false)
     }

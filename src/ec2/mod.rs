@@ -1738,7 +1738,8 @@ fn decode_token(t: &str) -> Result<String> {
         })
 }
 
-/// Bytes of a volume's image file that hold its data area (for tests and tools).
+/// Bytes of a volume's image file that hold its data area (for tests).
+#[cfg(any(test, feature = "test-support"))]
 pub fn data_area(path: &Path) -> Result<Vec<u8>> {
     let all =
         std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
