@@ -202,20 +202,21 @@ impl Ec2Request {
 }
 
 /// RekeyVolume, its progress reported as `re-keying <volume>` through the engine's
-/// reporter; a re-key that fails part way ends its report too (a terminal's bar is
-/// cleared either way).
+/// reporter. The re-key reports its end more than once, and nothing when it fails
+/// part way; the reporter hears of the end once, after the call, either way (a
+/// terminal's bar closes when its work is done).
 fn rekey_volume(ec2: &Ec2, caller: &Caller, r: RekeyVolumeRequest) -> Result<Value> {
     let what = format!("re-keying {}", r.volume_id);
     let report = ec2.progress_reporter();
     let last_total = std::cell::Cell::new(None);
     let progress = |done: u64, total: u64| {
         last_total.set(Some(total));
-        if let Some(p) = &report {
+        if let Some(p) = report.as_deref().filter(|_| done < total) {
             p(&what, done, total);
         }
     };
     let out = ec2.rekey_volume(caller, &r.volume_id, &r.kms_key_id, &progress);
-    if let (Err(_), Some(total), Some(p)) = (&out, last_total.get(), &report) {
+    if let (Some(p), Some(total)) = (report.as_deref(), last_total.get()) {
         p(&what, total, total);
     }
     out.map(to_value)
