@@ -295,3 +295,61 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidParameterValue);
     }
 }
+
+#[cfg(test)]
+mod services_tests {
+    use crate::clock::Clock;
+    use crate::home::DataRoot;
+    use crate::kms::access::Caller;
+    use crate::service::{Ec2Hooks, RequestContext, Services, Source};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Requests read from EC2's member names run on one engine per region, opened
+    /// once with the front end's hooks.
+    #[test]
+    fn services_run_ec2_requests_on_one_engine_per_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DataRoot::open(dir.path()).unwrap();
+        let account = root.config().unwrap().account_id;
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counted = opened.clone();
+        let services =
+            Services::new(root, Clock::manual(chrono::Utc::now())).with_ec2_hooks(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                Ec2Hooks::default()
+            });
+        let ctx =
+            |region: &str| RequestContext::new(Caller::account_root(&account), region, Source::Cli);
+        let east = ctx("us-east-1");
+        let run = |ctx: &RequestContext, name: &str, body| {
+            services.ec2(ctx, super::Ec2Request::from_json(name, body).unwrap())
+        };
+        let v = run(&east, "CreateVolume", json!({"SizeBytes": 1 << 20})).unwrap();
+        let id = v["VolumeId"].as_str().unwrap().to_string();
+        assert_eq!(v["Encrypted"], false);
+        let d = run(&east, "DescribeVolumes", json!({"VolumeIds": [id]})).unwrap();
+        assert_eq!(d["Volumes"][0]["State"], "available");
+        assert_eq!(
+            run(
+                &east,
+                "DeleteVolume",
+                json!({"VolumeId": id, "DryRun": true})
+            )
+            .unwrap_err()
+            .kind(),
+            crate::ErrorKind::Ec2DryRun
+        );
+        assert_eq!(
+            run(&east, "DeleteVolume", json!({"VolumeId": id})).unwrap(),
+            json!(null)
+        );
+        assert_eq!(opened.load(Ordering::Relaxed), 1);
+        // Another region: its own engine, and none of the first one's volumes.
+        let west = ctx("us-west-2");
+        let d = run(&west, "DescribeVolumes", json!({})).unwrap();
+        assert_eq!(d["Volumes"], json!([]));
+        assert_eq!(opened.load(Ordering::Relaxed), 2);
+    }
+}
