@@ -91,6 +91,12 @@ pub struct Services {
     ec2_hooks: Option<Box<Ec2HooksFn>>,
 }
 
+// A network front end shares one `Services` between its connections' threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Services>();
+};
+
 impl Services {
     pub fn new(root: DataRoot, clock: Clock) -> Self {
         Services {
