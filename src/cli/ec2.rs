@@ -3,6 +3,7 @@
 use super::{Ctx, input};
 use crate::ec2::model::*;
 use crate::error::Result;
+use crate::service::ec2::*;
 use clap::{Args, Subcommand};
 
 /// EC2's `--dry-run | --no-dry-run`.
@@ -227,12 +228,13 @@ pub enum Ec2Command {
 
 pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
     use Ec2Command as C;
+    use Ec2Request as R;
     if let C::AttachVolume { .. } | C::DetachVolume { .. } = cmd {
         // These do not open the volume service up front (the daemon does).
         return run_attach(ctx, cmd);
     }
-    let ec2 = ctx.ec2()?;
-    let who = &ctx.caller;
+    let rc = ctx.request_context();
+    let call = |r: Ec2Request| ctx.services.ec2(&rc, r);
     match cmd {
         C::CreateVolume {
             availability_zone,
@@ -252,26 +254,16 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 availability_zone,
                 size,
                 size_bytes,
-                encrypted: if encrypted {
-                    Some(true)
-                } else if no_encrypted {
-                    Some(false)
-                } else {
-                    None
-                },
+                encrypted: flag(encrypted, no_encrypted),
                 kms_key_id,
                 snapshot_id,
                 volume_type,
                 iops,
                 throughput,
-                tag_specifications: if tag_specifications.is_empty() {
-                    vec![]
-                } else {
-                    input::tag_specifications("tag-specifications", &tag_specifications)?
-                },
+                tag_specifications: tag_specifications_of(&tag_specifications)?,
                 dry_run: dry_run.dry_run,
             };
-            exec!(ctx, "CreateVolume", ec2.create_volume(who, req.clone()))
+            exec!(ctx, "CreateVolume", call(R::CreateVolume(req.clone())))
         }
         C::DescribeVolumes {
             volume_ids,
@@ -281,26 +273,22 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
         } => {
             let req = DescribeVolumesRequest {
                 volume_ids,
-                filters: if filters.is_empty() {
-                    vec![]
-                } else {
-                    input::filters("filters", &filters)?
-                },
+                filters: filters_of(&filters)?,
                 max_results,
                 next_token,
             };
             exec!(
                 ctx,
                 "DescribeVolumes",
-                ec2.describe_volumes(who, req.clone())
+                call(R::DescribeVolumes(req.clone()))
             )
         }
         C::DeleteVolume { volume_id, dry_run } => {
-            exec!(
-                ctx,
-                "DeleteVolume",
-                ec2.delete_volume(who, &volume_id, dry_run.dry_run)
-            )
+            let req = DeleteVolumeRequest {
+                volume_id,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(ctx, "DeleteVolume", call(R::DeleteVolume(req.clone())))
         }
         C::ModifyVolume {
             volume_id,
@@ -320,29 +308,32 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 throughput,
                 dry_run: dry_run.dry_run,
             };
-            exec!(ctx, "ModifyVolume", ec2.modify_volume(who, req.clone()))
+            exec!(ctx, "ModifyVolume", call(R::ModifyVolume(req.clone())))
         }
         C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
-        C::Cleanup => ctx.print("Cleanup", &ec2.cleanup(who)?),
+        C::Cleanup => ctx.print("Cleanup", &call(R::Cleanup(EmptyRequest {}))?),
         C::RekeyVolume {
             volume_id,
             kms_key_id,
         } => {
-            let bar = super::progress::Bar::new(&format!("re-keying {volume_id}"));
-            let r = ec2.rekey_volume(who, &volume_id, &kms_key_id, &|done, total| {
-                bar.set(done, total)
-            });
-            bar.finish();
-            ctx.print("RekeyVolume", &r?)
+            // Not retried: a re-key resumes where it stopped when run again.
+            let req = RekeyVolumeRequest {
+                volume_id,
+                kms_key_id,
+            };
+            ctx.print("RekeyVolume", &call(R::RekeyVolume(req))?)
         }
         C::CreateSnapshot {
             volume_id,
             description,
             tag_specifications,
         } => {
-            let tags = snapshot_tags(&tag_specifications)?;
-            // A volume attached through FUSE or NBD is snapshotted by its
-            // attachment process; this one authorizes and records the call.
+            // Not through the table yet: a volume attached through FUSE or NBD is
+            // snapshotted by its attachment process; this one authorizes and
+            // records the call.
+            let ec2 = ctx.ec2()?;
+            let who = &ctx.caller;
+            let tags = snapshot_tags(tag_specifications_of(&tag_specifications)?)?;
             exec!(
                 ctx,
                 "CreateSnapshot",
@@ -354,25 +345,22 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
         C::DescribeSnapshots {
             snapshot_ids,
             filters,
-            owner_ids: _,
+            owner_ids,
         } => {
-            let filters = if filters.is_empty() {
-                vec![]
-            } else {
-                input::filters("filters", &filters)?
+            let req = DescribeSnapshotsRequest {
+                snapshot_ids,
+                filters: filters_of(&filters)?,
+                owner_ids,
             };
             exec!(
                 ctx,
                 "DescribeSnapshots",
-                ec2.describe_snapshots(who, &snapshot_ids, &filters)
+                call(R::DescribeSnapshots(req.clone()))
             )
         }
         C::DeleteSnapshot { snapshot_id } => {
-            exec!(
-                ctx,
-                "DeleteSnapshot",
-                ec2.delete_snapshot(who, &snapshot_id)
-            )
+            let req = DeleteSnapshotRequest { snapshot_id };
+            exec!(ctx, "DeleteSnapshot", call(R::DeleteSnapshot(req.clone())))
         }
         C::CopySnapshot {
             source_region,
@@ -383,61 +371,78 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             description,
             tag_specifications,
         } => {
-            let tags = snapshot_tags(&tag_specifications)?;
-            let enc = if encrypted {
-                Some(true)
-            } else if no_encrypted {
-                Some(false)
-            } else {
-                None
+            let req = CopySnapshotRequest {
+                source_region,
+                source_snapshot_id,
+                encrypted: flag(encrypted, no_encrypted),
+                kms_key_id,
+                description,
+                tag_specifications: tag_specifications_of(&tag_specifications)?,
             };
-            let r = ctx.backoff.run(|| {
-                ec2.copy_snapshot(
-                    who,
-                    &source_region,
-                    &source_snapshot_id,
-                    enc,
-                    kms_key_id.as_deref(),
-                    description.as_deref(),
-                    tags.clone(),
-                )
-            })?;
-            // CopySnapshot answers with the new id only.
-            ctx.print(
-                "CopySnapshot",
-                &serde_json::json!({ "SnapshotId": r.snapshot_id }),
-            )
+            exec!(ctx, "CopySnapshot", call(R::CopySnapshot(req.clone())))
         }
         C::EnableEbsEncryptionByDefault => exec!(
             ctx,
             "EnableEbsEncryptionByDefault",
-            ec2.set_ebs_encryption_by_default(who, true)
+            call(R::EnableEbsEncryptionByDefault(EmptyRequest {}))
         ),
         C::DisableEbsEncryptionByDefault => exec!(
             ctx,
             "DisableEbsEncryptionByDefault",
-            ec2.set_ebs_encryption_by_default(who, false)
+            call(R::DisableEbsEncryptionByDefault(EmptyRequest {}))
         ),
         C::GetEbsEncryptionByDefault => exec!(
             ctx,
             "GetEbsEncryptionByDefault",
-            ec2.get_ebs_encryption_by_default(who)
+            call(R::GetEbsEncryptionByDefault(EmptyRequest {}))
         ),
         C::GetEbsDefaultKmsKeyId => exec!(
             ctx,
             "GetEbsDefaultKmsKeyId",
-            ec2.get_ebs_default_kms_key_id(who)
+            call(R::GetEbsDefaultKmsKeyId(EmptyRequest {}))
         ),
-        C::ModifyEbsDefaultKmsKeyId { kms_key_id } => exec!(
-            ctx,
-            "ModifyEbsDefaultKmsKeyId",
-            ec2.modify_ebs_default_kms_key_id(who, &kms_key_id)
-        ),
+        C::ModifyEbsDefaultKmsKeyId { kms_key_id } => {
+            let req = ModifyEbsDefaultKmsKeyIdRequest { kms_key_id };
+            exec!(
+                ctx,
+                "ModifyEbsDefaultKmsKeyId",
+                call(R::ModifyEbsDefaultKmsKeyId(req.clone()))
+            )
+        }
         C::ResetEbsDefaultKmsKeyId => exec!(
             ctx,
             "ResetEbsDefaultKmsKeyId",
-            ec2.reset_ebs_default_kms_key_id(who)
+            call(R::ResetEbsDefaultKmsKeyId(EmptyRequest {}))
         ),
+    }
+}
+
+/// `--x` → Some(true), `--no-x` → Some(false), neither → None.
+fn flag(yes: bool, no: bool) -> Option<bool> {
+    if yes {
+        Some(true)
+    } else if no {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `--tag-specifications`, read (none given: none).
+fn tag_specifications_of(specs: &[String]) -> Result<Vec<TagSpecification>> {
+    if specs.is_empty() {
+        Ok(vec![])
+    } else {
+        input::tag_specifications("tag-specifications", specs)
+    }
+}
+
+/// `--filters`, read (none given: none).
+fn filters_of(filters: &[String]) -> Result<Vec<Filter>> {
+    if filters.is_empty() {
+        Ok(vec![])
+    } else {
+        input::filters("filters", filters)
     }
 }
 
@@ -489,27 +494,6 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
     }
 }
 
-/// Tags from `--tag-specifications` whose resource type is `snapshot`.
-fn snapshot_tags(specs: &[String]) -> Result<Vec<Tag>> {
-    if specs.is_empty() {
-        return Ok(vec![]);
-    }
-    let mut tags = Vec::new();
-    for spec in input::tag_specifications("tag-specifications", specs)? {
-        if spec.resource_type != "snapshot" {
-            return Err(crate::Error::new(
-                crate::ErrorKind::InvalidParameterValue,
-                format!(
-                    "'{}' is not a valid taggable resource type for this operation.",
-                    spec.resource_type
-                ),
-            ));
-        }
-        tags.extend(spec.tags);
-    }
-    Ok(tags)
-}
-
 #[derive(Subcommand, Debug)]
 pub enum EbsCommand {
     /// The 512 KiB blocks that differ between two snapshots of one volume lineage
@@ -522,15 +506,22 @@ pub enum EbsCommand {
 }
 
 pub fn run_ebs(ctx: &Ctx, cmd: EbsCommand) -> Result<()> {
-    let ec2 = ctx.ec2()?;
     match cmd {
         EbsCommand::ListChangedBlocks {
             first_snapshot_id,
             second_snapshot_id,
-        } => exec!(
-            ctx,
-            "ListChangedBlocks",
-            ec2.list_changed_blocks(&ctx.caller, &first_snapshot_id, &second_snapshot_id)
-        ),
+        } => {
+            let req = ListChangedBlocksRequest {
+                first_snapshot_id,
+                second_snapshot_id,
+            };
+            let rc = ctx.request_context();
+            exec!(
+                ctx,
+                "ListChangedBlocks",
+                ctx.services
+                    .ec2(&rc, Ec2Request::ListChangedBlocks(req.clone()))
+            )
+        }
     }
 }

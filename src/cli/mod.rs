@@ -197,7 +197,13 @@ impl Ctx {
         if max_attempts == 0 {
             return Err(Error::usage("--max-attempts must be at least 1"));
         }
-        let services = crate::service::Services::new(root.clone(), clock.clone());
+        let services =
+            crate::service::Services::new(root.clone(), clock.clone()).with_ec2_hooks(|| {
+                crate::service::Ec2Hooks {
+                    cancel: Some(interrupted()),
+                    progress: progress::reporter(),
+                }
+            });
         let caller = match principal.filter(|_| !configuring) {
             None => Caller::account_root(&config.account_id),
             Some(arn) => services.caller_for(&arn)?,

@@ -218,6 +218,12 @@ impl Ec2 {
         self.progress = Some(p);
     }
 
+    /// The reporter [`Ec2::set_progress`] installed, for operations that report
+    /// progress through a callback of their own (RekeyVolume).
+    pub fn progress_reporter(&self) -> Option<Progress> {
+        self.progress.clone()
+    }
+
     /// A counter for one long operation over `total` items; `cancel` stops it too.
     pub(crate) fn progress<'a>(
         &'a self,

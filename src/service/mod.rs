@@ -1,30 +1,39 @@
 //! The service layer: every front end (the CLI now, the HTTP server next) reaches
 //! the engines through here.
 //!
-//! - [`Services`] owns a data root's services — KMS per region, IAM — behind shared
-//!   handles, opened on first use.
+//! - [`Services`] owns a data root's services — KMS and EC2 per region, IAM —
+//!   behind shared handles, opened on first use.
 //! - Every operation has one shape: a [`RequestContext`] (who calls, in which
 //!   region, from where, with which request id) and the request in AWS's member
 //!   names, returning AWS's response shape (as JSON, ready for any front end) or a
 //!   typed error.
 //! - Each service has one table of its operations (`kms::KmsRequest`,
-//!   `iam::IamRequest`): an enum with one variant per operation, its AWS name, how
-//!   to read it from AWS's JSON, and the one place that runs it. A front end builds
-//!   a request (from arguments, or from a wire body) and calls [`Services::kms`],
-//!   [`Services::iam`]; it never holds an engine.
+//!   `iam::IamRequest`, `ec2::Ec2Request`): an enum with one variant per operation,
+//!   its AWS name, how to read it from AWS's JSON, and the one place that runs it. A
+//!   front end builds a request (from arguments, or from a wire body) and calls
+//!   [`Services::kms`], [`Services::iam`], [`Services::ec2`]; it never holds an
+//!   engine.
+//! - EC2's long operations (snapshots, copies, restores, re-keys) stop when a flag
+//!   is set and report progress; both belong to the front end (the CLI's Ctrl-C
+//!   flag and its terminal's bars), which lends them as [`Ec2Hooks`] when it builds
+//!   the [`Services`]. They are asked for when a region's EC2 is first opened, so a
+//!   command that never reaches EC2 installs no signal handler.
 //!
 //! What the CLI keeps for itself is what the AWS CLI does on the client side:
 //! argument parsing, `fileb://`, retries with backoff, pagination, output formats.
 
+pub mod ec2;
 pub mod iam;
 pub mod kms;
 
 use crate::clock::Clock;
+use crate::ec2::{Ec2, Progress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::home::DataRoot;
 use crate::kms::Kms;
 use crate::kms::access::Caller;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// Where a request came from.
@@ -58,13 +67,35 @@ impl RequestContext {
     }
 }
 
+/// What a front end lends the EC2 engines it opens.
+#[derive(Clone, Default)]
+pub struct Ec2Hooks {
+    /// Once set, long operations stop at their next block, undo what they did and
+    /// fail with `ErrorKind::Interrupted`.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Where long operations report progress.
+    pub progress: Option<Progress>,
+}
+
+type Ec2HooksFn = dyn Fn() -> Ec2Hooks + Send + Sync;
+
 /// A data root's services.
 pub struct Services {
     root: DataRoot,
     clock: Clock,
     kms: Mutex<HashMap<String, Arc<Kms>>>,
     iam: Mutex<Option<Arc<Mutex<crate::iam::Iam>>>>,
+    /// Shared: the engine's operations take `&self` (its store and IAM are behind
+    /// its own locks), so calls to one region need not wait for each other.
+    ec2: Mutex<HashMap<String, Arc<Ec2>>>,
+    ec2_hooks: Option<Box<Ec2HooksFn>>,
 }
+
+// A network front end shares one `Services` between its connections' threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Services>();
+};
 
 impl Services {
     pub fn new(root: DataRoot, clock: Clock) -> Self {
@@ -73,7 +104,16 @@ impl Services {
             clock,
             kms: Mutex::new(HashMap::new()),
             iam: Mutex::new(None),
+            ec2: Mutex::new(HashMap::new()),
+            ec2_hooks: None,
         }
+    }
+
+    /// `hooks` is called when a region's EC2 is first opened; what it returns
+    /// stays with that engine.
+    pub fn with_ec2_hooks(mut self, hooks: impl Fn() -> Ec2Hooks + Send + Sync + 'static) -> Self {
+        self.ec2_hooks = Some(Box::new(hooks));
+        self
     }
 
     pub fn root(&self) -> &DataRoot {
@@ -93,6 +133,29 @@ impl Services {
         let k = Arc::new(Kms::open(&self.root, region, self.clock.clone())?);
         all.insert(region.to_string(), k.clone());
         Ok(k)
+    }
+
+    /// The EC2 of `region` (opened once — which settles what interrupted
+    /// operations left — then shared), with the front end's hooks.
+    pub fn ec2_engine(&self, region: &str) -> Result<Arc<Ec2>> {
+        let mut all = self.ec2.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = all.get(region) {
+            return Ok(e.clone());
+        }
+        // Its own KMS handle: the engine owns the KMS it calls on the caller's
+        // behalf.
+        let kms = Kms::open(&self.root, region, self.clock.clone())?;
+        let mut ec2 = Ec2::new(&self.root, kms)?;
+        let hooks = self.ec2_hooks.as_ref().map(|h| h()).unwrap_or_default();
+        if let Some(p) = hooks.progress {
+            ec2.set_progress(p);
+        }
+        if let Some(c) = hooks.cancel {
+            ec2.set_cancel(c);
+        }
+        let ec2 = Arc::new(ec2);
+        all.insert(region.to_string(), ec2.clone());
+        Ok(ec2)
     }
 
     /// The data root's IAM (global), opened once.
@@ -117,6 +180,12 @@ impl Services {
         let engine = self.iam_engine()?;
         let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
         req.run(&engine, &ctx.caller, self.clock.now())
+    }
+
+    /// Runs one EC2 operation in the context's region.
+    pub fn ec2(&self, ctx: &RequestContext, req: ec2::Ec2Request) -> Result<serde_json::Value> {
+        let engine = self.ec2_engine(&ctx.region)?;
+        req.run(&engine, &ctx.caller)
     }
 
     /// The caller for principal `arn`: it must parse and, for users and roles,
