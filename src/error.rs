@@ -318,7 +318,8 @@ impl Error {
 
     /// The value of `field`, if the error carries it.
     pub fn field(&self, field: Field) -> Option<&str> {
-        self.0.fields
+        self.0
+            .fields
             .iter()
             .find(|(f, _)| *f == field)
             .map(|(_, v)| v.as_str())
@@ -393,7 +394,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }

@@ -4,7 +4,7 @@
 use super::{Ctx, input};
 use crate::clock::parse_time;
 use crate::error::Result;
-use crate::kms::audit::{LookupAttribute, LookupQuery, lookup};
+use crate::service::cloudtrail::{CloudTrailRequest, LookupEventsRequest};
 use clap::Subcommand;
 use serde_json::Value;
 
@@ -37,26 +37,30 @@ pub fn run(ctx: &Ctx, cmd: CloudTrailCommand) -> Result<()> {
             max_results,
             next_token,
         } => {
-            let attributes: Vec<LookupAttribute> = if lookup_attributes.is_empty() {
+            let attributes = if lookup_attributes.is_empty() {
                 Vec::new()
             } else {
                 input::structs("lookup-attributes", &lookup_attributes)?
             };
-            let path = ctx.root.region_dir(&ctx.region)?.join("cloudtrail.jsonl");
-            let mut q = LookupQuery {
-                attributes,
+            let mut q = LookupEventsRequest {
+                lookup_attributes: attributes,
                 start_time: start_time.map(|t| parse_time(&t)).transpose()?,
                 end_time: end_time.map(|t| parse_time(&t)).transpose()?,
                 max_results,
                 next_token,
             };
+            let rc = ctx.request_context();
+            let lookup = |q: &LookupEventsRequest| {
+                ctx.services
+                    .cloudtrail(&rc, CloudTrailRequest::LookupEvents(q.clone()))
+            };
             if max_results.is_some() || q.next_token.is_some() {
-                return ctx.out.print("LookupEvents", lookup(&path, &q)?);
+                return ctx.out.print("LookupEvents", lookup(&q)?);
             }
             // Auto-paginate, as the AWS CLI does.
             let mut all = Vec::new();
             loop {
-                let mut page = lookup(&path, &q)?;
+                let mut page = lookup(&q)?;
                 if let Some(Value::Array(ev)) = page.get_mut("Events").map(Value::take) {
                     all.extend(ev);
                 }

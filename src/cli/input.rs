@@ -7,7 +7,7 @@
 //! - Lists of structures: shorthand `TagKey=a,TagValue=b` per item, or a JSON list.
 
 use crate::error::{Error, Result};
-use crate::kms::context::EncryptionContext;
+use crate::kms::api::EncryptionContext;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn tag_lists() {
-        use crate::kms::model::Tag;
+        use crate::kms::api::Tag;
         let t: Vec<Tag> = structs(
             "tags",
             &["TagKey=a,TagValue=1".into(), "TagKey=b,TagValue=2".into()],

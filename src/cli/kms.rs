@@ -2,8 +2,8 @@
 
 use super::{Ctx, input};
 use crate::error::Result;
+use crate::kms::api::Tag;
 use crate::kms::api::*;
-use crate::kms::model::Tag;
 use crate::service::kms::KmsRequest;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -363,7 +363,7 @@ pub struct DataKeyArgs {
     dry: DryRun,
 }
 
-fn ctx_param(name: &str, v: &Option<String>) -> Result<crate::kms::context::EncryptionContext> {
+fn ctx_param(name: &str, v: &Option<String>) -> Result<crate::kms::api::EncryptionContext> {
     v.as_deref()
         .map(|v| input::map(name, v))
         .transpose()

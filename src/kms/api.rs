@@ -5,8 +5,8 @@
 //! serialize as the AWS CLI prints them (ISO 8601). Plaintext never reaches the
 //! audit log: audit parameters come from [`Audited`], which leaves it out.
 
-use super::context::EncryptionContext;
-use super::model::Tag;
+pub use super::context::EncryptionContext;
+pub use super::model::Tag;
 use crate::clock::{Timestamp, iso8601};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

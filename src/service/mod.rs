@@ -22,16 +22,21 @@
 //! What the CLI keeps for itself is what the AWS CLI does on the client side:
 //! argument parsing, `fileb://`, retries with backoff, pagination, output formats.
 
+pub mod cloudtrail;
 pub mod ec2;
 pub mod iam;
 pub mod kms;
+
+/// The principal a request runs as (and the services calling on its behalf).
+pub use crate::kms::access::Caller;
+/// Client-side retries of throttled calls, as AWS SDKs do them.
+pub use crate::kms::quota::Backoff;
 
 use crate::clock::Clock;
 use crate::ec2::{Ec2, Progress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::home::DataRoot;
 use crate::kms::Kms;
-use crate::kms::access::Caller;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -173,6 +178,16 @@ impl Services {
     pub fn kms(&self, ctx: &RequestContext, req: kms::KmsRequest) -> Result<serde_json::Value> {
         let engine = self.kms_engine(&ctx.region)?;
         req.run(&engine, &ctx.caller)
+    }
+
+    /// Runs one CloudTrail operation over the context's region's audit log.
+    pub fn cloudtrail(
+        &self,
+        ctx: &RequestContext,
+        req: cloudtrail::CloudTrailRequest,
+    ) -> Result<serde_json::Value> {
+        let log = self.root.region_dir(&ctx.region)?.join("cloudtrail.jsonl");
+        req.run(&log)
     }
 
     /// Runs one IAM operation.
