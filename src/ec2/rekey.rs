@@ -381,10 +381,10 @@ impl Ec2 {
         wrapped: &[u8],
     ) -> Result<SecretBytes> {
         self.kms.decrypt_locked(
-            &caller.via("ec2", self.region()),
+            &self.via(caller),
             DecryptRequest {
                 ciphertext_blob: Blob::new(wrapped.to_vec()),
-                encryption_context: [("aws:ebs:id".to_string(), volume_id.to_string())].into(),
+                encryption_context: self.context(volume_id),
                 key_id: Some(key_arn.to_string()),
                 ..Default::default()
             },

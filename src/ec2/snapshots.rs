@@ -62,10 +62,6 @@ fn check_snapshot_id(id: &str) -> Result<()> {
     }
 }
 
-fn ctx(id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("aws:ebs:id".to_string(), id.to_string())])
-}
-
 /// Decrypts, in place, the units of `buf` that are not holes.
 fn decrypt_stored(xts: &Xts, first_unit: u64, buf: &mut [u8]) {
     for (i, unit) in buf.chunks_exact_mut(U).enumerate() {
@@ -136,10 +132,10 @@ impl Ec2 {
     /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
     fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
         self.kms.decrypt_locked(
-            &caller.via("ec2", self.region()),
+            &self.via(caller),
             DecryptRequest {
                 ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                encryption_context: ctx(s.key_context_id.as_deref().unwrap_or_default()),
+                encryption_context: self.context(s.key_context_id.as_deref().unwrap_or_default()),
                 key_id: s.kms_key_arn.clone(),
                 ..Default::default()
             },
@@ -154,7 +150,7 @@ impl Ec2 {
         key_arn: Option<&str>,
         volume_id: &str,
     ) -> Result<RestoreSource> {
-        let via = caller.via("ec2", self.region());
+        let via = self.via(caller);
         match key_arn {
             Some(arn) if s.encrypted && s.kms_key_arn.as_deref() == Some(arn) => {
                 // Same key: the same data key, re-wrapped for the new volume's context.
@@ -162,13 +158,11 @@ impl Ec2 {
                     &via,
                     ReEncryptRequest {
                         ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                        source_encryption_context: ctx(s
-                            .key_context_id
-                            .as_deref()
-                            .unwrap_or_default()),
+                        source_encryption_context: self
+                            .context(s.key_context_id.as_deref().unwrap_or_default()),
                         source_key_id: Some(arn.to_string()),
                         destination_key_id: arn.to_string(),
-                        destination_encryption_context: ctx(volume_id),
+                        destination_encryption_context: self.context(volume_id),
                         ..Default::default()
                     },
                 )?;
@@ -176,7 +170,7 @@ impl Ec2 {
                     &via,
                     DecryptRequest {
                         ciphertext_blob: re.ciphertext_blob.clone(),
-                        encryption_context: ctx(volume_id),
+                        encryption_context: self.context(volume_id),
                         key_id: Some(re.key_id.clone()),
                         ..Default::default()
                     },
@@ -901,7 +895,7 @@ impl Ec2 {
         trail
             .resources
             .push(snapshot_arn(self.region(), &snapshot_id));
-        let via = caller.via("ec2", self.region());
+        let via = self.via(caller);
         let mut record = SnapshotRecord {
             snapshot_id: snapshot_id.clone(),
             volume_id: "vol-ffffffff".into(),
@@ -938,13 +932,11 @@ impl Ec2 {
                     &via,
                     ReEncryptRequest {
                         ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                        source_encryption_context: ctx(s
-                            .key_context_id
-                            .as_deref()
-                            .unwrap_or_default()),
+                        source_encryption_context: self
+                            .context(s.key_context_id.as_deref().unwrap_or_default()),
                         source_key_id: Some(arn.clone()),
                         destination_key_id: arn.clone(),
-                        destination_encryption_context: ctx(&snapshot_id),
+                        destination_encryption_context: self.context(&snapshot_id),
                         ..Default::default()
                     },
                 )?;

@@ -7,6 +7,8 @@
 //! - `image.rs`: an open image — header selection, the exclusive lock, and the
 //!   block API (read / write at any offset and length, flush, trim, write-zeroes,
 //!   allocation) that every front end uses.
+//! - `owner.rs`: whose volumes these are ([`VolumeOwner`]): the encryption-context
+//!   key, default key alias and `kms:ViaService` the owning service uses.
 //!
 //! This layer knows nothing of KMS or EC2: opening an encrypted image takes a
 //! callback that produces the plaintext data key. `crate::ec2` supplies it with
@@ -15,6 +17,8 @@
 pub mod cbt;
 pub mod header;
 pub mod image;
+pub mod owner;
 
 pub use header::{Cipher, DATA_OFFSET, DATA_UNIT, Header};
 pub use image::{Extent, Image};
+pub use owner::VolumeOwner;
