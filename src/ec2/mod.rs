@@ -65,7 +65,8 @@ pub struct Ec2 {
     store: Mutex<store::Store>,
     dir: PathBuf,
     root: DataRoot,
-    blocks: crate::snapshot::LocalStore,
+    /// Snapshot blocks (the data root's local store today).
+    blocks: std::sync::Arc<dyn crate::snapshot::BlockStore>,
     progress: Option<Progress>,
     /// Set (by a signal handler, or a control client that went away) to stop long
     /// operations; they clean up and fail with ErrorKind::Interrupted.
@@ -156,8 +157,9 @@ impl Ec2 {
         let dir = region_dir.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
         let store = store::Store::open(root, kms.region())?;
-        let blocks =
-            crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
+        let blocks = std::sync::Arc::new(crate::snapshot::LocalStore::open(
+            &region_dir.join("snapshots").join("blocks"),
+        )?);
         let trail = crate::kms::audit::AuditLog::open(kms.audit_log_path())?;
         let mut ec2 = Ec2 {
             kms,
