@@ -222,3 +222,222 @@ pub fn collect(
     settle()?;
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::secret::SecretBytes;
+    use crate::snapshot::{LocalStore, MemoryManifests};
+    use crate::volume::header::{Cipher, Header, ZERO_UNIT_IS_HOLE};
+    use crate::volume::image;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const VOL: &str = "vol-0123456789abcdef0";
+    const SIZE: u64 = 4 * BLOCK;
+
+    /// Counts steps; fails once `stop_after` steps were taken.
+    #[derive(Default)]
+    struct Steps {
+        total: AtomicU64,
+        done: AtomicU64,
+        stop_after: Option<u64>,
+    }
+
+    impl Progress for Steps {
+        fn start(&self, total: u64) {
+            self.total.store(total, Ordering::Relaxed);
+        }
+
+        fn step(&self) -> Result<()> {
+            let n = self.done.fetch_add(1, Ordering::Relaxed);
+            match self.stop_after {
+                Some(max) if n >= max => Err(crate::error::Error::new(
+                    crate::error::ErrorKind::Interrupted,
+                    "cancelled",
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn new_image(dir: &std::path::Path, name: &str, key: Option<&SecretBytes>) -> Image {
+        let h = Header {
+            sequence: 1,
+            incompat_features: ZERO_UNIT_IS_HOLE,
+            compat_features: 0,
+            size: SIZE,
+            cipher: if key.is_some() {
+                Cipher::AesXtsPlain64
+            } else {
+                Cipher::None
+            },
+            created_ms: 0,
+            volume_id: VOL.into(),
+            region: "us-east-1".into(),
+            kms_key_arn: if key.is_some() {
+                "arn:aws:kms:us-east-1:111122223333:key/k".into()
+            } else {
+                String::new()
+            },
+            encryption_context: if key.is_some() {
+                Header::volume_context(VOL)
+            } else {
+                String::new()
+            },
+            source_snapshot_id: String::new(),
+            wrapped_key: if key.is_some() { vec![1; 100] } else { vec![] },
+            rekey: None,
+        };
+        let path = dir.join(name);
+        image::create_file(&path, &h, key).unwrap();
+        Image::open(&path, VOL, &mut |_h: &Header| {
+            Ok(key.expect("encrypted").duplicate())
+        })
+        .unwrap()
+    }
+
+    fn contents(img: &Image) -> Vec<u8> {
+        let mut buf = vec![0u8; SIZE as usize];
+        img.read(0, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn take_restore_and_copy_round_trip_across_data_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = LocalStore::open(&dir.path().join("blocks")).unwrap();
+        let manifests = MemoryManifests::default();
+        let key = SecretBytes::random(64);
+        let src = new_image(dir.path(), "src.img", Some(&key));
+        // Block 0 and 2 carry data (2 only its last unit); 1 and 3 are holes.
+        src.write(100, b"first block", false).unwrap();
+        src.write(3 * BLOCK - 10, b"end of 2", false).unwrap();
+        let want = contents(&src);
+
+        let steps = Steps::default();
+        let full = take(&blocks, &src, None, &steps).unwrap();
+        assert_eq!(full.keys().copied().collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(steps.total.load(Ordering::Relaxed), 2);
+        manifests.put("snap-1", full.clone());
+
+        // Incremental: block 1 written, block 2 zeroed; the base's block 0 kept.
+        src.write(BLOCK, b"second", false).unwrap();
+        src.write_zeroes(2 * BLOCK, BLOCK, true).unwrap();
+        let base = Base {
+            manifest: &full,
+            changed: &[1, 2],
+        };
+        let next = take(&blocks, &src, Some(base), &Steps::default()).unwrap();
+        assert_eq!(next.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(next[&0], full[&0]);
+
+        // The same data key: stored bytes as they are.
+        let same = new_image(dir.path(), "same.img", Some(&key));
+        restore(
+            &blocks,
+            &manifests,
+            "snap-1",
+            &same,
+            Fill::Stored,
+            &Steps::default(),
+        )
+        .unwrap();
+        assert_eq!(contents(&same), want);
+
+        // Another data key: decrypted with the snapshot's, written as plaintext.
+        let old_xts = Xts::new(key.expose()).unwrap();
+        let other_key = SecretBytes::random(64);
+        let other = new_image(dir.path(), "other.img", Some(&other_key));
+        let fill = Fill::Plain {
+            source: Some(&old_xts),
+        };
+        restore(
+            &blocks,
+            &manifests,
+            "snap-1",
+            &other,
+            fill,
+            &Steps::default(),
+        )
+        .unwrap();
+        assert_eq!(contents(&other), want);
+
+        // A copy under a third key restores to the same bytes.
+        let copy_key = SecretBytes::random(64);
+        let copy_xts = Xts::new(copy_key.expose()).unwrap();
+        let recode = Recode {
+            decrypt: Some(&old_xts),
+            encrypt: Some(&copy_xts),
+        };
+        let copied = copy(&blocks, &blocks, "snap-1", &full, recode, &Steps::default()).unwrap();
+        assert_eq!(copied.len(), full.len());
+        assert_ne!(copied[&0], full[&0], "re-encrypted");
+        manifests.put("snap-2", copied);
+        let from_copy = new_image(dir.path(), "copy.img", Some(&copy_key));
+        restore(
+            &blocks,
+            &manifests,
+            "snap-2",
+            &from_copy,
+            Fill::Stored,
+            &Steps::default(),
+        )
+        .unwrap();
+        assert_eq!(contents(&from_copy), want);
+
+        // An unknown snapshot is the manifest store's error.
+        let e = restore(
+            &blocks,
+            &manifests,
+            "snap-9",
+            &from_copy,
+            Fill::Stored,
+            &Steps::default(),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("snap-9"), "{e}");
+    }
+
+    #[test]
+    fn a_cancelled_take_stops_and_collect_keeps_only_named_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = LocalStore::open(&dir.path().join("blocks")).unwrap();
+        let manifests = MemoryManifests::default();
+        let img = new_image(dir.path(), "plain.img", None);
+        for b in 0..4 {
+            img.write(b * BLOCK, &[b as u8 + 1; 10], false).unwrap();
+        }
+        let stop = Steps {
+            stop_after: Some(0),
+            ..Default::default()
+        };
+        let e = take(&blocks, &img, None, &stop).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Interrupted);
+
+        let kept = take(&blocks, &img, None, &Steps::default()).unwrap();
+        assert_eq!(kept.len(), 4);
+        manifests.put(
+            "snap-1",
+            kept.iter().take(2).map(|(b, d)| (*b, d.clone())).collect(),
+        );
+        // A shared holder defers the collection.
+        let held = blocks.share().unwrap();
+        assert_eq!(collect(&blocks, &manifests, || Ok(())).unwrap(), None);
+        drop(held);
+        let mut settled = false;
+        let c = collect(&blocks, &manifests, || {
+            settled = true;
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert!(settled);
+        assert_eq!(c.blocks, 2);
+        assert!(c.bytes > 0);
+        let mut left = blocks.list().unwrap();
+        left.sort();
+        let mut named: Vec<_> = manifests.referenced().unwrap().into_iter().collect();
+        named.sort();
+        assert_eq!(left, named);
+    }
+}

@@ -88,6 +88,52 @@ pub trait ManifestStore: Sync {
     fn referenced(&self) -> Result<HashSet<Digest>>;
 }
 
+/// Manifests held in memory, by snapshot id: for a service that keeps them
+/// nowhere else, and for testing the engine without one.
+#[derive(Debug, Default)]
+pub struct MemoryManifests(std::sync::Mutex<BTreeMap<String, Manifest>>);
+
+impl MemoryManifests {
+    /// Commits the manifest of completed snapshot `snapshot_id`.
+    pub fn put(&self, snapshot_id: &str, manifest: Manifest) {
+        self.0
+            .lock()
+            .expect("manifests")
+            .insert(snapshot_id.to_string(), manifest);
+    }
+
+    /// Forgets snapshot `snapshot_id` (its blocks go at the next collection).
+    pub fn remove(&self, snapshot_id: &str) {
+        self.0.lock().expect("manifests").remove(snapshot_id);
+    }
+}
+
+impl ManifestStore for MemoryManifests {
+    fn manifest(&self, snapshot_id: &str) -> Result<Manifest> {
+        self.0
+            .lock()
+            .expect("manifests")
+            .get(snapshot_id)
+            .cloned()
+            .ok_or_else(|| {
+                crate::error::Error::new(
+                    crate::error::ErrorKind::InvalidSnapshotNotFound,
+                    format!("The snapshot '{snapshot_id}' does not exist."),
+                )
+            })
+    }
+
+    fn referenced(&self) -> Result<HashSet<Digest>> {
+        Ok(self
+            .0
+            .lock()
+            .expect("manifests")
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect())
+    }
+}
+
 /// How one long operation reports its progress and learns it was cancelled.
 pub trait Progress: Sync {
     /// The operation has `total` blocks to do; called once, before any step.
