@@ -12,8 +12,8 @@
 //! `call` wrapper for the audit record; inside, validate → resolve the resources
 //! → authorize → state checks → DryRun → work.
 //!
-//! KMS calls are made by the volume service on the caller's behalf
-//! (`Caller::via("ec2", region)`, so `kms:ViaService` is `ec2.<region>.amazonaws.com`):
+//! KMS calls are made by the volume service on the caller's behalf, as the volume
+//! owner ([`VolumeOwner::EC2`]) says: `kms:ViaService` is `ec2.<region>.amazonaws.com`;
 //! GenerateDataKeyWithoutPlaintext (64 bytes, context `aws:ebs:id`) at creation;
 //! CreateGrant for the attaching instance (constraint EncryptionContextSubset,
 //! `kms:GrantIsForAWSResource`) and Decrypt by that instance's infrastructure
@@ -39,6 +39,7 @@ use crate::kms::api::{
 };
 use crate::volume::header::{Cipher, DATA_UNIT, Header, ZERO_UNIT_IS_HOLE};
 use crate::volume::image::{self, Image};
+use crate::volume::owner::VolumeOwner;
 use authz::Target;
 use model::*;
 use serde_json::{Value, json};
@@ -51,7 +52,7 @@ const DEFAULT_KEY: &str = "ebs_default_kms_key_id";
 /// Set while unreferenced snapshot blocks wait to be collected.
 const COLLECT_BLOCKS: &str = "snapshot_blocks_to_collect";
 /// What GetEbsDefaultKmsKeyId answers while no key was chosen.
-pub const DEFAULT_KEY_ALIAS: &str = "alias/aws/ebs";
+pub const DEFAULT_KEY_ALIAS: &str = VolumeOwner::EC2.default_alias;
 /// Largest volume: 64 TiB (io2 Block Express; gp3 stops at 16 TiB).
 const MAX_BYTES: u64 = 64 << 40;
 const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
@@ -59,10 +60,13 @@ const VOLUME_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "st1", "sc1", "stand
 /// The EC2 volume service of one region.
 pub struct Ec2 {
     kms: Kms,
+    /// Whose volumes these are: encryption contexts, default key, kms:ViaService.
+    owner: &'static VolumeOwner,
     store: Mutex<store::Store>,
     dir: PathBuf,
     root: DataRoot,
-    blocks: crate::snapshot::LocalStore,
+    /// Snapshot blocks (the data root's local store today).
+    blocks: std::sync::Arc<dyn crate::snapshot::BlockStore>,
     progress: Option<Progress>,
     /// Set (by a signal handler, or a control client that went away) to stop long
     /// operations; they clean up and fail with ErrorKind::Interrupted.
@@ -121,10 +125,6 @@ fn new_data_key_id() -> String {
     new_id("dek")
 }
 
-fn context(volume_id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("aws:ebs:id".to_string(), volume_id.to_string())])
-}
-
 fn dry_run(flag: bool) -> Result<()> {
     if flag {
         Err(err(
@@ -148,7 +148,7 @@ pub fn infrastructure_principal(account: &str, instance_id: &str) -> String {
 }
 
 fn infrastructure(account: &str, region: &str, instance_id: &str) -> Caller {
-    Caller::infrastructure(account, "ec2", region, instance_id)
+    Caller::infrastructure(account, VolumeOwner::EC2.service, region, instance_id)
 }
 
 impl Ec2 {
@@ -158,11 +158,13 @@ impl Ec2 {
         let dir = region_dir.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
         let store = store::Store::open(root, kms.region())?;
-        let blocks =
-            crate::snapshot::LocalStore::open(&region_dir.join("snapshots").join("blocks"))?;
+        let blocks = std::sync::Arc::new(crate::snapshot::LocalStore::open(
+            &region_dir.join("snapshots").join("blocks"),
+        )?);
         let trail = crate::kms::audit::AuditLog::open(kms.audit_log_path())?;
         let mut ec2 = Ec2 {
             kms,
+            owner: &VolumeOwner::EC2,
             store: Mutex::new(store),
             dir,
             root: root.clone(),
@@ -395,10 +397,21 @@ impl Ec2 {
         )
     }
 
-    /// The region's default key as stored (`alias/aws/ebs` until one is chosen).
+    /// The region's default key as stored (the owner's default alias,
+    /// `alias/aws/ebs`, until one is chosen).
     fn default_key_id(&self) -> Result<String> {
         let k = self.store.lock().expect("ec2 store").setting(DEFAULT_KEY)?;
-        Ok(k.unwrap_or_else(|| DEFAULT_KEY_ALIAS.into()))
+        Ok(k.unwrap_or_else(|| self.owner.default_alias.into()))
+    }
+
+    /// The caller, calling KMS through the volumes' owner (`kms:ViaService`).
+    fn via(&self, caller: &Caller) -> Caller {
+        caller.via(self.owner.service, self.region())
+    }
+
+    /// The encryption context a data key of volume or snapshot `id` is bound to.
+    fn context(&self, id: &str) -> BTreeMap<String, String> {
+        self.owner.context(id)
     }
 
     pub fn get_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
@@ -448,7 +461,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, "ec2:ResetEbsDefaultKmsKeyId", &[Target::any()])?;
-                let arn = self.kms.aws_managed_key("ebs")?.arn;
+                let arn = self.kms.aws_managed_key(self.owner.managed_key())?.arn;
                 self.write(|tx| tx.put_setting(DEFAULT_KEY, None))?;
                 Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
             },
@@ -473,13 +486,13 @@ impl Ec2 {
                 ));
             }
         }
-        if key_id == DEFAULT_KEY_ALIAS || key_id.ends_with(":alias/aws/ebs") {
-            return Ok(self.kms.aws_managed_key("ebs")?.arn);
+        if self.owner.is_default_alias(key_id) {
+            return Ok(self.kms.aws_managed_key(self.owner.managed_key())?.arn);
         }
         let meta = self
             .kms
             .describe_key(
-                &caller.via("ec2", self.region()),
+                &self.via(caller),
                 DescribeKeyRequest {
                     key_id: key_id.into(),
                     grant_tokens: vec![],
@@ -784,7 +797,7 @@ impl Ec2 {
             region: self.region().into(),
             kms_key_arn: arn.unwrap_or_default().into(),
             encryption_context: if arn.is_some() {
-                Header::volume_context(volume_id)
+                self.owner.header_context(volume_id)
             } else {
                 String::new()
             },
@@ -803,13 +816,13 @@ impl Ec2 {
         key_arn: &str,
         volume_id: &str,
     ) -> Result<(Vec<u8>, String, SecretBytes)> {
-        let via = caller.via("ec2", self.region());
+        let via = self.via(caller);
         let made = self.kms.generate_data_key_without_plaintext(
             &via,
             GenerateDataKeyRequest {
                 key_id: key_arn.into(),
                 number_of_bytes: Some(64),
-                encryption_context: context(volume_id),
+                encryption_context: self.context(volume_id),
                 ..Default::default()
             },
         )?;
@@ -817,7 +830,7 @@ impl Ec2 {
             &via,
             DecryptRequest {
                 ciphertext_blob: made.ciphertext_blob.clone(),
-                encryption_context: context(volume_id),
+                encryption_context: self.context(volume_id),
                 key_id: Some(made.key_id.clone()),
                 ..Default::default()
             },
@@ -1217,12 +1230,12 @@ impl Ec2 {
         v: &VolumeRecord,
         instance: Option<&str>,
     ) -> Result<(Image, Option<(String, String)>)> {
-        let via = caller.via("ec2", self.region());
+        let via = self.via(caller);
         let account = self.kms.account_id().to_string();
         let region = self.region().to_string();
         let mut grant: Option<(String, String)> = None;
         let mut unlock = |h: &Header| -> Result<SecretBytes> {
-            let ctx = context(&v.volume_id);
+            let ctx = self.context(&v.volume_id);
             let (decrypter, tokens) = match instance {
                 Some(instance_id) => {
                     let grantee = infrastructure_principal(&account, instance_id);

@@ -2,7 +2,13 @@
 //! DescribeSnapshots, DeleteSnapshot, CopySnapshot (same region, new key, other
 //! region), ListChangedBlocks, and CreateVolume from a snapshot
 //! (shared/reference/kms-ebs.md §2.1, §2.4, §2.5).
+//!
+//! This is the EC2 side: validation, authorization, KMS calls, records, pending
+//! operations, CloudTrail. Moving blocks is `crate::snapshot`'s engine, over this
+//! region's block store and the manifests kept in the snapshot records
+//! ([`Manifests`]).
 
+use super::Counter;
 use super::authz::{NewSnapshot, Target, snapshot_arn};
 use super::model::*;
 use super::{Ec2, err, new_data_key_id, new_id, trail};
@@ -11,23 +17,59 @@ use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kms::access::Caller;
 use crate::kms::api::{Blob, DecryptRequest, ReEncryptRequest};
-use crate::snapshot::{BLOCK, BlockStore};
-use crate::volume::DATA_UNIT;
+use crate::snapshot::{self, BLOCK, Collected, Manifest, ManifestStore};
 use crate::volume::image::Image;
-use rayon::prelude::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-const U: usize = DATA_UNIT as usize;
+/// The region's manifests, as the snapshot engine reads them: each snapshot's
+/// block list is kept in its record in `ec2.db`, committed in the transaction
+/// that completes the snapshot.
+struct Manifests<'a>(&'a Ec2);
 
-/// What a collection of unreferenced snapshot blocks removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Collected {
-    pub blocks: u64,
-    pub bytes: u64,
-    pub temporary_files: u64,
+impl ManifestStore for Manifests<'_> {
+    fn manifest(&self, snapshot_id: &str) -> Result<Manifest> {
+        Ok(self.0.completed_snapshot(snapshot_id)?.blocks)
+    }
+
+    fn referenced(&self) -> Result<HashSet<String>> {
+        Ok(self
+            .0
+            .store
+            .lock()
+            .expect("ec2 store")
+            .snapshots()?
+            .into_iter()
+            .filter(|s| s.is_completed())
+            .flat_map(|s| s.blocks.into_values())
+            .collect())
+    }
+}
+
+/// An operation's [`Counter`], made once the engine says how many blocks it has.
+struct Report<'a, F> {
+    make: F,
+    counter: std::sync::OnceLock<Counter<'a>>,
+}
+
+impl<'a, F: Fn(u64) -> Counter<'a> + Sync> Report<'a, F> {
+    fn new(make: F) -> Self {
+        Report {
+            make,
+            counter: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl<'a, F: Fn(u64) -> Counter<'a> + Sync> snapshot::Progress for Report<'a, F> {
+    fn start(&self, total: u64) {
+        let _ = self.counter.set((self.make)(total));
+    }
+
+    fn step(&self) -> Result<()> {
+        self.counter.get().expect("started before any step").step()
+    }
 }
 
 /// How a new volume is filled from a snapshot.
@@ -61,38 +103,6 @@ fn check_snapshot_id(id: &str) -> Result<()> {
             format!("Invalid id: \"{id}\" (expecting \"snap-...\")"),
         ))
     }
-}
-
-fn ctx(id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("aws:ebs:id".to_string(), id.to_string())])
-}
-
-/// Decrypts, in place, the units of `buf` that are not holes.
-fn decrypt_stored(xts: &Xts, first_unit: u64, buf: &mut [u8]) {
-    for (i, unit) in buf.chunks_exact_mut(U).enumerate() {
-        if unit.iter().any(|&b| b != 0) {
-            xts.decrypt(first_unit + i as u64, unit)
-                .expect("whole unit");
-        }
-    }
-}
-
-/// Writes the non-zero units of plaintext `buf` at `offset` (zeros stay holes).
-fn write_plain_runs(image: &Image, offset: u64, buf: &[u8]) -> Result<()> {
-    let n = buf.len() / U;
-    let mut i = 0;
-    while i < n {
-        if buf[i * U..(i + 1) * U].iter().all(|&b| b == 0) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < n && buf[i * U..(i + 1) * U].iter().any(|&b| b != 0) {
-            i += 1;
-        }
-        image.write(offset + (start * U) as u64, &buf[start * U..i * U], false)?;
-    }
-    Ok(())
 }
 
 impl Ec2 {
@@ -137,10 +147,10 @@ impl Ec2 {
     /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
     fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
         self.kms.decrypt_locked(
-            &caller.via("ec2", self.region()),
+            &self.via(caller),
             DecryptRequest {
                 ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                encryption_context: ctx(s.key_context_id.as_deref().unwrap_or_default()),
+                encryption_context: self.context(s.key_context_id.as_deref().unwrap_or_default()),
                 key_id: s.kms_key_arn.clone(),
                 ..Default::default()
             },
@@ -155,7 +165,7 @@ impl Ec2 {
         key_arn: Option<&str>,
         volume_id: &str,
     ) -> Result<RestoreSource> {
-        let via = caller.via("ec2", self.region());
+        let via = self.via(caller);
         match key_arn {
             Some(arn) if s.encrypted && s.kms_key_arn.as_deref() == Some(arn) => {
                 // Same key: the same data key, re-wrapped for the new volume's context.
@@ -163,13 +173,11 @@ impl Ec2 {
                     &via,
                     ReEncryptRequest {
                         ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                        source_encryption_context: ctx(s
-                            .key_context_id
-                            .as_deref()
-                            .unwrap_or_default()),
+                        source_encryption_context: self
+                            .context(s.key_context_id.as_deref().unwrap_or_default()),
                         source_key_id: Some(arn.to_string()),
                         destination_key_id: arn.to_string(),
-                        destination_encryption_context: ctx(volume_id),
+                        destination_encryption_context: self.context(volume_id),
                         ..Default::default()
                     },
                 )?;
@@ -177,7 +185,7 @@ impl Ec2 {
                     &via,
                     DecryptRequest {
                         ciphertext_blob: re.ciphertext_blob.clone(),
-                        encryption_context: ctx(volume_id),
+                        encryption_context: self.context(volume_id),
                         key_id: Some(re.key_id.clone()),
                         ..Default::default()
                     },
@@ -226,35 +234,26 @@ impl Ec2 {
                 .expect("encrypted images come with their key")
                 .duplicate())
         })?;
-        // Readers hold the store shared, so no collector removes a block of `s`
-        // (deleted meanwhile) under them; `s` is re-read under the lock.
-        let _reading = self.blocks.share()?;
-        let s = &self.completed_snapshot(&s.snapshot_id)?;
-        let blocks: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
-        let counter = self.progress(
-            &format!("restoring {}", s.snapshot_id),
-            blocks.len() as u64,
-            None,
-        );
-        blocks
-            .par_iter()
-            .try_for_each(|(b, digest)| -> Result<()> {
-                counter.step()?;
-                let mut bytes = self
-                    .blocks
-                    .get(digest)
-                    .map_err(|e| e.context(format!("{} block {b}", s.snapshot_id)))?;
-                let offset = b * BLOCK;
-                if let Some(x) = &src.source_xts {
-                    decrypt_stored(x, offset / DATA_UNIT, &mut bytes);
-                }
-                if src.encrypt {
-                    write_plain_runs(&image, offset, &bytes)
-                } else {
-                    image.write_stored(offset, &bytes)
-                }
-            })?;
-        image.flush()?;
+        // The engine reads the manifest under the store's shared lock, so no
+        // collector removes a block of `s` (deleted meanwhile) under it.
+        let fill = if src.encrypt {
+            snapshot::Fill::Plain {
+                source: src.source_xts.as_ref(),
+            }
+        } else {
+            snapshot::Fill::Stored
+        };
+        let report = Report::new(|total| {
+            self.progress(&format!("restoring {}", s.snapshot_id), total, None)
+        });
+        snapshot::restore(
+            &*self.blocks,
+            &Manifests(self),
+            &s.snapshot_id,
+            &image,
+            fill,
+            &report,
+        )?;
         // Same data key: the new volume's blocks are the snapshot's, so its next
         // snapshot can be incremental to it. Otherwise the next one is full.
         let same = src.shared_key.is_some() || (!s.encrypted && !image.is_encrypted());
@@ -478,46 +477,15 @@ impl Ec2 {
                     && p.encrypted == v.encrypted
                     && p.size_bytes <= size
             });
-        let (mut blocks, todo): (BTreeMap<u64, String>, Vec<u64>) = match &parent {
-            Some(p) => (p.blocks.clone(), changes.blocks.clone()),
-            None => {
-                let mut all = Vec::new();
-                for e in image.allocation(0, size)?.iter().filter(|e| e.allocated) {
-                    all.extend(e.offset / BLOCK..(e.offset + e.length).div_ceil(BLOCK));
-                }
-                all.dedup();
-                (BTreeMap::new(), all)
-            }
-        };
-        let counter = self
-            .progress(
-                &format!("snapshot of {}", v.volume_id),
-                todo.len() as u64,
-                cancel,
-            )
-            .for_snapshot(snapshot_id);
-        let stored: Vec<(u64, Option<String>)> = crate::snapshot::io_pool().install(|| {
-            todo.par_iter()
-                .map(|&b| -> Result<(u64, Option<String>)> {
-                    counter.step()?;
-                    let len = BLOCK.min(size - b * BLOCK) as usize;
-                    let mut buf = vec![0u8; len];
-                    image.read_stored(b * BLOCK, &mut buf)?;
-                    if buf.iter().all(|&x| x == 0) {
-                        Ok((b, None))
-                    } else {
-                        Ok((b, Some(self.blocks.put(&buf)?)))
-                    }
-                })
-                .collect::<Result<_>>()
-        })?;
-        for (b, d) in stored {
-            match d {
-                Some(d) => blocks.insert(b, d),
-                None => blocks.remove(&b),
-            };
-        }
-        blocks.retain(|b, _| b * BLOCK < size);
+        let base = parent.as_ref().map(|p| snapshot::Base {
+            manifest: &p.blocks,
+            changed: &changes.blocks,
+        });
+        let report = Report::new(|total| {
+            self.progress(&format!("snapshot of {}", v.volume_id), total, cancel)
+                .for_snapshot(snapshot_id)
+        });
+        let blocks = snapshot::take(&*self.blocks, image, base, &report)?;
         Ok((blocks, parent.map(|p| p.snapshot_id)))
     }
 
@@ -675,37 +643,13 @@ impl Ec2 {
     /// snapshot, copy or restore runs meanwhile. When one runs, nothing is removed
     /// and the collection stays requested; returns None then.
     pub fn collect_blocks(&self) -> Result<Option<Collected>> {
-        let Some(_exclusive) = self.blocks.try_exclusive()? else {
+        let collected = snapshot::collect(&*self.blocks, &Manifests(self), || {
+            self.write(|tx| tx.put_setting(super::COLLECT_BLOCKS, None))
+        })?;
+        if collected.is_none() {
             self.request_block_collection()?;
-            return Ok(None);
-        };
-        // Under the lock no operation writes blocks, and every snapshot still
-        // `pending` belongs to a process that died before committing a manifest:
-        // only completed snapshots name blocks.
-        let used: HashSet<String> = self
-            .store
-            .lock()
-            .expect("ec2 store")
-            .snapshots()?
-            .into_iter()
-            .filter(|s| s.is_completed())
-            .flat_map(|s| s.blocks.into_values())
-            .collect();
-        let mut out = Collected::default();
-        for d in self.blocks.list()? {
-            if !used.contains(&d) {
-                out.bytes += self.blocks.block_len(&d);
-                self.blocks.delete(&d)?;
-                out.blocks += 1;
-            }
         }
-        for tmp in self.blocks.temporary_files() {
-            if std::fs::remove_file(&tmp).is_ok() {
-                out.temporary_files += 1;
-            }
-        }
-        self.write(|tx| tx.put_setting(super::COLLECT_BLOCKS, None))?;
-        Ok(Some(out))
+        Ok(collected)
     }
 
     /// EBS direct API ListChangedBlocks: the 512 KiB blocks that differ between two
@@ -902,7 +846,7 @@ impl Ec2 {
         trail
             .resources
             .push(snapshot_arn(self.region(), &snapshot_id));
-        let via = caller.via("ec2", self.region());
+        let via = self.via(caller);
         let mut record = SnapshotRecord {
             snapshot_id: snapshot_id.clone(),
             volume_id: "vol-ffffffff".into(),
@@ -939,13 +883,11 @@ impl Ec2 {
                     &via,
                     ReEncryptRequest {
                         ciphertext_blob: Blob::new(s.wrapped_key.clone().unwrap_or_default()),
-                        source_encryption_context: ctx(s
-                            .key_context_id
-                            .as_deref()
-                            .unwrap_or_default()),
+                        source_encryption_context: self
+                            .context(s.key_context_id.as_deref().unwrap_or_default()),
                         source_key_id: Some(arn.clone()),
                         destination_key_id: arn.clone(),
-                        destination_encryption_context: ctx(&snapshot_id),
+                        destination_encryption_context: self.context(&snapshot_id),
                         ..Default::default()
                     },
                 )?;
@@ -993,38 +935,22 @@ impl Ec2 {
             },
             |tx| tx.put_snapshot(&pending_record),
         )?;
-        let items: Vec<(u64, String)> = s.blocks.iter().map(|(b, d)| (*b, d.clone())).collect();
-        let counter = self
-            .progress(
-                &format!("copying {source_snapshot_id}"),
-                items.len() as u64,
-                None,
-            )
-            .for_snapshot(&snapshot_id);
-        let copied = crate::snapshot::io_pool().install(|| {
-            items
-                .par_iter()
-                .map(|(b, d)| -> Result<(u64, String)> {
-                    counter.step()?;
-                    let mut bytes = source
-                        .blocks
-                        .get(d)
-                        .map_err(|e| e.context(format!("{source_snapshot_id} block {b}")))?;
-                    let first_unit = b * BLOCK / DATA_UNIT;
-                    if let Some(x) = &source_xts {
-                        decrypt_stored(x, first_unit, &mut bytes);
-                    }
-                    if let Some(x) = &dest_xts {
-                        for (i, unit) in bytes.chunks_exact_mut(U).enumerate() {
-                            if unit.iter().any(|&v| v != 0) {
-                                x.encrypt(first_unit + i as u64, unit).expect("whole unit");
-                            }
-                        }
-                    }
-                    Ok((*b, self.blocks.put(&bytes)?))
-                })
-                .collect::<Result<Vec<_>>>()
+        let report = Report::new(|total| {
+            self.progress(&format!("copying {source_snapshot_id}"), total, None)
+                .for_snapshot(&snapshot_id)
         });
+        let recode = snapshot::Recode {
+            decrypt: source_xts.as_ref(),
+            encrypt: dest_xts.as_ref(),
+        };
+        let copied = snapshot::copy(
+            &*source.blocks,
+            &*self.blocks,
+            source_snapshot_id,
+            &s.blocks,
+            recode,
+            &report,
+        );
         drop(reading);
         let list = match copied
             .and_then(|list| self.check_cancel(None).map(|()| list))
@@ -1033,7 +959,7 @@ impl Ec2 {
             Ok(list) => list,
             Err(e) => return Err(self.abort_snapshot(op, &snapshot_id, writing, e)),
         };
-        record.blocks = list.into_iter().collect();
+        record.blocks = list;
         crate::fault::point("copy:after-blocks");
         if let Err((op, e)) = self.finish_or_keep(op, |tx| tx.put_snapshot(&record)) {
             return Err(self.abort_snapshot(op, &snapshot_id, writing, e));

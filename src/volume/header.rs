@@ -166,9 +166,11 @@ fn mac(cipher: Cipher, key: Option<&MacKey>, bytes: &[u8]) -> Result<[u8; MAC_LE
 }
 
 impl Header {
-    /// The encryption context a volume's data key is bound to.
+    /// The encryption context an EC2 volume's data key is bound to
+    /// ([`VolumeOwner::header_context`](super::owner::VolumeOwner::header_context)
+    /// for any owner).
     pub fn volume_context(volume_id: &str) -> String {
-        serde_json::json!({ "aws:ebs:id": volume_id }).to_string()
+        super::owner::VolumeOwner::EC2.header_context(volume_id)
     }
 
     /// Encodes the header with its MAC; `key` is required for an encrypted volume.

@@ -98,15 +98,6 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
 /// True if a stored unit is a hole (all zero, FORMAT.md §4). Looks at the first
 /// 16 bytes first: a ciphertext unit starts with 16 zero bytes with probability
 /// 2⁻¹²⁸, so written units are told apart without a pass over the whole unit.
-fn is_stored_hole(unit: &[u8]) -> bool {
-    unit[..16].iter().all(|&b| b == 0) && is_zero(unit)
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    // Folding fixed-size chunks vectorizes; `iter().all` would not.
-    b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
-}
-
 /// Writes a new image file at `path` (which must not exist): a sparse file of
 /// `DATA_OFFSET + size` bytes with both header copies, fsynced. `data_key` is the
 /// plaintext data key of an encrypted volume (it keys the header MAC).
@@ -370,21 +361,8 @@ impl Image {
 
     /// Decrypts, in place, every stored unit of `buf` that is not a hole.
     fn decrypt_units(&self, first_unit: u64, buf: &mut [u8]) {
-        let Some(xts) = &self.xts else { return };
-        let n = buf.len() / U;
-        let mut i = 0;
-        let hole = |b: &[u8]| is_stored_hole(b);
-        while i < n {
-            if hole(&buf[i * U..(i + 1) * U]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < n && !hole(&buf[i * U..(i + 1) * U]) {
-                i += 1;
-            }
-            xts.decrypt(first_unit + start as u64, &mut buf[start * U..i * U])
-                .expect("whole units");
+        if let Some(xts) = &self.xts {
+            super::units::decrypt(xts, first_unit, buf);
         }
     }
 
@@ -694,6 +672,12 @@ impl Image {
     /// A copy of the plaintext data key (locked memory), for an encrypted image.
     pub fn data_key(&self) -> Option<SecretBytes> {
         self.data_key.as_ref().map(SecretBytes::duplicate)
+    }
+
+    /// The cipher of an encrypted image (for the re-key, which moves its units to
+    /// another one).
+    pub(super) fn xts(&self) -> Option<&Xts> {
+        self.xts.as_ref()
     }
 
     /// Decrypts, in place, stored units (as [`Image::read_stored`] returns them) that
