@@ -1,0 +1,240 @@
+//! The supervisor: the side of a command that owns an attachment process. It
+//! starts the process (its own process group, stdin closed, stdout a pipe,
+//! stderr its log) and waits for its one start [`Event`] (`Ready` or `Failed`),
+//! asks it [`Request`]s over its control socket, and stops it.
+//!
+//! Nothing here reads the process's log for meaning: an error arrives as a
+//! typed `Failed` event and becomes the same [`Error`] (kind and message) the
+//! attach would have returned in process. Only a process that dies before it
+//! can report (a damaged data root, refused while its command line is read) is
+//! judged by its exit status, and its log's last lines are quoted for a person.
+
+use super::messages::{Event, Request, write_frame};
+use crate::ec2::model::{AttachmentRecord, Snapshot, Tag};
+use crate::error::{Error, ErrorKind, Result, exit};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `cmd` (a command line that runs [`super::agent::serve`] and reports
+/// with [`report`]) as the attachment process of `volume_id`, its stderr
+/// appended to `log`, and waits until it is ready. Returns the attachment it
+/// recorded.
+pub fn start(mut cmd: Command, volume_id: &str, log: &Path) -> Result<AttachmentRecord> {
+    use std::os::unix::process::CommandExt;
+    let log_file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(log)
+            .map_err(|e| Error::io(format!("cannot open {}", log.display()), e))?
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("cannot start the attachment process", e))?;
+    tracing::debug!(
+        "started attachment process {} for {volume_id}, log {}",
+        child.id(),
+        log.display()
+    );
+    let mut pipe = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = Vec::new();
+    let read = pipe.read_until(b'\n', &mut line);
+    if read.is_err() || line.iter().all(u8::is_ascii_whitespace) {
+        let status = child.wait().ok();
+        // A process that died before it could report still says, by its exit
+        // code, what kind of failure it was (253: a damaged data root).
+        let kind = match status.and_then(|s| s.code()) {
+            Some(exit::ENVIRONMENT) => ErrorKind::Environment,
+            Some(exit::USAGE) => ErrorKind::Usage,
+            _ => ErrorKind::Internal,
+        };
+        return Err(Error::new(
+            kind,
+            format!(
+                "the attachment process stopped ({}) before {volume_id} was ready; its log {}:\n{}",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                log.display(),
+                log_tail(log, 5)
+            ),
+        ));
+    }
+    match super::messages::parse_frame::<Event>(&line)? {
+        Event::Ready { attachment } => {
+            tracing::debug!("attachment process {} is ready", child.id());
+            Ok(attachment)
+        }
+        Event::Failed { error } => {
+            let _ = child.wait();
+            Err(error.into())
+        }
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::new(
+                ErrorKind::Internal,
+                format!("the attachment process reported {other:?} instead of Ready"),
+            ))
+        }
+    }
+}
+
+fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.reverse();
+    tail.join("\n")
+}
+
+/// In the attachment process: reports its start `event` to the supervisor
+/// (its stdout), then points stdout at /dev/null, so nothing more reaches the
+/// supervisor's pipe.
+pub fn report(event: &Event) -> Result<()> {
+    write_frame(std::io::stdout().lock(), event)
+        .map_err(|e| Error::io("cannot report to the supervisor", e))?;
+    let null =
+        std::fs::File::open("/dev/null").map_err(|e| Error::io("cannot open /dev/null", e))?;
+    nix::unistd::dup2_stdout(&null).map_err(|e| Error::io("cannot redirect stdout", e.into()))
+}
+
+/// Sends one request to the attachment process listening on `socket` and
+/// returns its answer (a `Failed` answer is returned as its error). When
+/// `cancel` is set while it waits (Ctrl-C), the request is withdrawn: the
+/// connection is half-closed, which cancels the operation in the process, and
+/// its answer (Interrupted, once it has undone what it did) is awaited.
+pub fn request(
+    socket: &Path,
+    req: &Request,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Event> {
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot reach the attachment process at {}",
+                socket.display()
+            ),
+            e,
+        )
+    })?;
+    tracing::debug!("control request to {}: {req:?}", socket.display());
+    write_frame(&stream, req).map_err(|e| Error::io("cannot send to the attachment process", e))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut line = Vec::new();
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut withdrawn: Option<Instant> = None;
+    loop {
+        match reader.read_until(b'\n', &mut line) {
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let cancelled =
+                    cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+                match withdrawn {
+                    None if cancelled => {
+                        let _ = stream.shutdown(std::net::Shutdown::Write);
+                        withdrawn = Some(Instant::now());
+                    }
+                    Some(t) if t.elapsed() > Duration::from_secs(60) => {
+                        return Err(Error::new(
+                            ErrorKind::Interrupted,
+                            "interrupted; the attachment process did not confirm within 60 s that it stopped",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => return Err(Error::io("no answer from the attachment process", e)),
+        }
+    }
+    match super::messages::parse_frame::<Event>(&line)? {
+        Event::Failed { error } => Err(error.into()),
+        event => Ok(event),
+    }
+}
+
+fn unexpected(event: Event) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("unexpected answer from the attachment process: {event:?}"),
+    )
+}
+
+/// CreateSnapshot, made by the attachment process on `socket`.
+pub fn create_snapshot(
+    socket: &Path,
+    description: &str,
+    tags: &[Tag],
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Snapshot> {
+    let req = Request::CreateSnapshot {
+        description: description.to_string(),
+        tags: tags.to_vec(),
+    };
+    match request(socket, &req, cancel)? {
+        Event::Snapshot { snapshot } => Ok(snapshot),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// How many NBD clients the attachment process on `socket` serves now.
+pub fn nbd_connections(socket: &Path) -> Result<u64> {
+    match request(socket, &Request::Status, None)? {
+        Event::Status { nbd_connections } => Ok(nbd_connections),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Asks the attachment process holding `a` to detach (SIGTERM) and waits (up
+/// to `timeout`) until it has.
+pub fn stop(a: &AttachmentRecord, timeout: Duration) -> Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(a.pid as i32);
+    match kill(pid, Signal::SIGTERM) {
+        Ok(()) => tracing::debug!("sent SIGTERM to attachment process {}", a.pid),
+        Err(nix::errno::Errno::ESRCH) => return Ok(()),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot signal process {}", a.pid),
+                e.into(),
+            ));
+        }
+    }
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if kill(pid, None).is_err() || is_zombie(a.pid) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::new(
+        ErrorKind::IncorrectState,
+        format!(
+            "the attachment process {} did not finish within {}s",
+            a.pid,
+            timeout.as_secs()
+        ),
+    ))
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
