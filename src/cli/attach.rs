@@ -278,7 +278,7 @@ fn stop_attachment(
             })?;
         }
     }
-    supervisor::stop(a, STOP_TIMEOUT)?;
+    supervisor::stop(a, &control_socket(ctx, volume_id)?, STOP_TIMEOUT)?;
     // The daemon detached (or died): the record is repaired either way.
     ec2.attachment(volume_id)?;
     Ok(())
@@ -333,7 +333,9 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
     let a = spawn_attach(ctx, volume_id, &fuse_dir)?;
     let file = fuse_dir.join(volume_id);
     let undo_attach = |e: Error| -> Error {
-        let _ = supervisor::stop(&a, STOP_TIMEOUT);
+        if let Ok(control) = control_socket(ctx, volume_id) {
+            let _ = supervisor::stop(&a, &control, STOP_TIMEOUT);
+        }
         let _ = ec2.attachment(volume_id);
         e
     };
@@ -440,7 +442,7 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
         // A process that is gone is not signalled (its pid may be another's now):
         // reading the record settles the attachment, the grant and its FUSE mount.
         if ec2.attached_now(&volume_id) {
-            supervisor::stop(a, STOP_TIMEOUT)?;
+            supervisor::stop(a, &control_socket(ctx, &volume_id)?, STOP_TIMEOUT)?;
         }
         ec2.attachment(&volume_id)?;
         Ok(())

@@ -192,6 +192,8 @@ pub fn serve(
         }
     };
     let mut unmounted_outside = false;
+    // The client of a Detach request, answered once the volume is detached.
+    let mut detach_client = None;
     'wait: loop {
         if let Some(sig) = signals.pending().next() {
             tracing::info!("{volume_id}: {} received; detaching", signal_name(sig));
@@ -199,8 +201,11 @@ pub fn serve(
         }
         if let Some(l) = &listener
             && let Ok((stream, _)) = l.accept()
+            && let Some(client) = serve_control(ec2, &attachment, server.as_ref(), stream)
         {
-            serve_control(ec2, &attachment, server.as_ref(), stream);
+            tracing::info!("{volume_id}: detach requested");
+            detach_client = Some(client);
+            break 'wait;
         }
         if session.as_ref().is_some_and(|s| s.guard.is_finished()) {
             unmounted_outside = true;
@@ -223,16 +228,21 @@ pub fn serve(
             tracing::error!("unmounting {}: {e}", dir.display());
         }
     }
-    match attachment.detach(ec2) {
-        Ok(()) => {
-            tracing::info!("{volume_id}: detached");
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!("{volume_id}: detach: {}", e.message());
-            Err(e)
+    let detached = attachment.detach(ec2);
+    match &detached {
+        Ok(()) => tracing::info!("{volume_id}: detached"),
+        Err(e) => tracing::error!("{volume_id}: detach: {}", e.message()),
+    }
+    if let Some(client) = detach_client {
+        let answer = match &detached {
+            Ok(()) => Event::Detached,
+            Err(e) => Event::failed(e),
+        };
+        if let Err(e) = super::messages::write_frame(&client, &answer) {
+            tracing::debug!("detach answer not delivered: {e}");
         }
     }
+    detached
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -256,13 +266,15 @@ impl Drop for SocketFile {
     }
 }
 
-/// One control request: a [`Request`] line in, an [`Event`] line out.
+/// One control request: a [`Request`] line in, an [`Event`] line out. A
+/// `Detach` is not answered here: its client is returned, to be answered once
+/// the volume is detached.
 fn serve_control(
     ec2: &Ec2,
     attachment: &crate::ec2::Attachment,
     nbd: Option<&crate::nbd::Server>,
     stream: std::os::unix::net::UnixStream,
-) {
+) -> Option<std::os::unix::net::UnixStream> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = std::io::BufReader::new(&stream);
@@ -292,6 +304,7 @@ fn serve_control(
                 }
             }
         }
+        Ok(Request::Detach) => return Some(stream),
         Ok(Request::Status) => Event::Status {
             nbd_connections: nbd.map_or(0, |s| {
                 let n = s
@@ -309,6 +322,7 @@ fn serve_control(
     if let Err(e) = super::messages::write_frame(&stream, &reply) {
         tracing::debug!("control reply not delivered: {e}");
     }
+    None
 }
 
 /// Watches the client of a control request while it is served: a client sends

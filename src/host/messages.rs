@@ -10,6 +10,7 @@
 //!   [`Request`] in, one [`Event`] out per connection. A client that closes its
 //!   writing half while waiting withdraws the request (the snapshot in progress
 //!   stops and is undone; its `Failed { Interrupted }` still comes back).
+//!   `Detach` is answered last, once the volume is detached.
 //!
 //! Errors cross as [`WireError`]: the [`ErrorKind`] by its stable code and the
 //! message, so the CLI prints the same AWS error line and exit code as it would
@@ -33,6 +34,9 @@ pub enum Request {
     },
     /// What is connected right now.
     Status,
+    /// Stop serving and detach. Answered once the volume is detached (flushed,
+    /// grant retired, record cleared, key zeroized), just before the process ends.
+    Detach,
 }
 
 /// What an attachment process reports: on its start pipe, or in answer to a
@@ -49,6 +53,8 @@ pub enum Event {
     Snapshot { snapshot: Snapshot },
     /// The answer to [`Request::Status`].
     Status { nbd_connections: u64 },
+    /// The answer to [`Request::Detach`]: the volume is detached.
+    Detached,
 }
 
 /// An [`Error`] on the wire: its kind (as its AWS code) and its message.
@@ -156,6 +162,7 @@ mod tests {
     fn requests_round_trip() {
         for req in [
             Request::Status,
+            Request::Detach,
             Request::CreateSnapshot {
                 description: "line\nbreak \"quoted\"".into(),
                 tags: vec![],

@@ -12,7 +12,9 @@
 use super::messages::{Event, Request, write_frame};
 use crate::ec2::model::{AttachmentRecord, Snapshot, Tag};
 use crate::error::{Error, ErrorKind, Result, exit};
+use nix::unistd::Pid;
 use std::io::BufRead;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,7 +116,11 @@ pub fn request(
     req: &Request,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Event> {
-    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+    exchange(connect(socket)?, req, cancel, None)
+}
+
+fn connect(socket: &Path) -> Result<UnixStream> {
+    UnixStream::connect(socket).map_err(|e| {
         Error::io(
             format!(
                 "cannot reach the attachment process at {}",
@@ -122,8 +128,18 @@ pub fn request(
             ),
             e,
         )
-    })?;
-    tracing::debug!("control request to {}: {req:?}", socket.display());
+    })
+}
+
+/// [`request`] on a connected stream; with a `deadline`, an answer that has not
+/// come by then is an error.
+fn exchange(
+    stream: UnixStream,
+    req: &Request,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+    deadline: Option<Instant>,
+) -> Result<Event> {
+    tracing::debug!("control request: {req:?}");
     write_frame(&stream, req).map_err(|e| Error::io("cannot send to the attachment process", e))?;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut line = Vec::new();
@@ -138,6 +154,12 @@ pub fn request(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if deadline.is_some_and(|d| Instant::now() > d) {
+                    return Err(Error::new(
+                        ErrorKind::IncorrectState,
+                        format!("the attachment process did not answer {req:?} in time"),
+                    ));
+                }
                 let cancelled =
                     cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
                 match withdrawn {
@@ -157,6 +179,10 @@ pub fn request(
             Err(e) => return Err(Error::io("no answer from the attachment process", e)),
         }
     }
+    tracing::debug!(
+        "control answer: {}",
+        String::from_utf8_lossy(&line).trim_end()
+    );
     match super::messages::parse_frame::<Event>(&line)? {
         Event::Failed { error } => Err(error.into()),
         event => Ok(event),
@@ -195,37 +221,60 @@ pub fn nbd_connections(socket: &Path) -> Result<u64> {
     }
 }
 
-/// Asks the attachment process holding `a` to detach (SIGTERM) and waits (up
-/// to `timeout`) until it has.
-pub fn stop(a: &AttachmentRecord, timeout: Duration) -> Result<()> {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let pid = Pid::from_raw(a.pid as i32);
-    match kill(pid, Signal::SIGTERM) {
-        Ok(()) => tracing::debug!("sent SIGTERM to attachment process {}", a.pid),
-        Err(nix::errno::Errno::ESRCH) => return Ok(()),
+/// Asks the attachment process holding `a` to detach and waits (up to
+/// `timeout`) until it has and is gone. It is asked with [`Request::Detach`] on
+/// its control socket `control`, whose answer carries a failed detach's error;
+/// a process that cannot be reached there is sent SIGTERM instead.
+pub fn stop(a: &AttachmentRecord, control: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    match UnixStream::connect(control) {
+        Ok(stream) => match exchange(stream, &Request::Detach, None, Some(deadline))? {
+            Event::Detached => tracing::debug!("attachment process {} detached", a.pid),
+            other => return Err(unexpected(other)),
+        },
         Err(e) => {
-            return Err(Error::io(
-                format!("cannot signal process {}", a.pid),
-                e.into(),
-            ));
+            tracing::debug!(
+                "{} unreachable ({e}): signalling process {}",
+                control.display(),
+                a.pid
+            );
+            if !signal(a)? {
+                return Ok(());
+            }
         }
     }
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if kill(pid, None).is_err() || is_zombie(a.pid) {
+    wait_gone(a, deadline)
+}
+
+/// Sends SIGTERM to `a`'s process; false if it is gone already.
+fn signal(a: &AttachmentRecord) -> Result<bool> {
+    use nix::sys::signal::{Signal, kill};
+    match kill(Pid::from_raw(a.pid as i32), Signal::SIGTERM) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(Error::io(
+            format!("cannot signal process {}", a.pid),
+            e.into(),
+        )),
+    }
+}
+
+/// Waits until `a`'s process has ended (or is a zombie: its files, the image
+/// lock among them, are closed).
+fn wait_gone(a: &AttachmentRecord, deadline: Instant) -> Result<()> {
+    let pid = Pid::from_raw(a.pid as i32);
+    loop {
+        if nix::sys::signal::kill(pid, None).is_err() || is_zombie(a.pid) {
             return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorKind::IncorrectState,
+                format!("the attachment process {} did not finish in time", a.pid),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(Error::new(
-        ErrorKind::IncorrectState,
-        format!(
-            "the attachment process {} did not finish within {}s",
-            a.pid,
-            timeout.as_secs()
-        ),
-    ))
 }
 
 fn is_zombie(pid: u32) -> bool {
