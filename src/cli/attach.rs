@@ -136,7 +136,7 @@ pub fn attach_volume(
 
 /// The volume service of an attachment process. A stop signal sets its cancel
 /// flag (a snapshot in progress for a control client stops), and is also what
-/// `daemon::serve` waits for to detach; unlike a command's, a second signal does
+/// `host::serve` waits for to detach; unlike a command's, a second signal does
 /// not end the process at once, which must unmount and flush first.
 fn attachment_service(ctx: &Ctx) -> Result<crate::ec2::Ec2> {
     let mut ec2 = crate::ec2::Ec2::new(&ctx.root, ctx.kms()?)?;
@@ -329,7 +329,7 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
     ec2.attachment(volume_id)?;
     let fuse_dir = host(ctx)?.attachments_dir()?.join(volume_id);
     crate::fsutil::ensure_private_dir(&fuse_dir)?;
-    // The daemon re-reads our command line: give it attach-volume's.
+    // The attachment process runs attach-volume --foreground for us.
     let a = spawn_attach(ctx, volume_id, &fuse_dir)?;
     let file = fuse_dir.join(volume_id);
     let undo_attach = |e: Error| -> Error {
