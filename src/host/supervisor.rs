@@ -287,3 +287,72 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn a_failed_start_keeps_its_kind_and_message() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("vol.log");
+        let e = start(
+            sh(r#"echo 'not this' >&2; echo '{"event":"Failed","error":{"kind":"VolumeInUse","message":"vol-1 is busy"}}'"#),
+            "vol-1",
+            &log,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::VolumeInUse);
+        assert_eq!(e.message(), "vol-1 is busy");
+        // stderr went to the log, and was not read for meaning.
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "not this\n");
+    }
+
+    #[test]
+    fn a_process_that_dies_silently_is_judged_by_its_exit_code() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("vol.log");
+        let e = start(
+            sh("echo 'root.key is damaged' >&2; exit 253"),
+            "vol-1",
+            &log,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Environment);
+        assert!(
+            e.message().contains("root.key is damaged"),
+            "{}",
+            e.message()
+        );
+        let e = start(sh("exit 1"), "vol-1", &log).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn control_requests_get_typed_answers() {
+        let d = tempfile::tempdir().unwrap();
+        let socket = d.path().join("vol.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            for answer in [
+                Event::Status { nbd_connections: 3 },
+                Event::failed(&Error::new(ErrorKind::Interrupted, "undone")),
+            ] {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = std::io::BufReader::new(&stream);
+                let _: Request = super::super::messages::read_frame(&mut reader).unwrap();
+                write_frame(&stream, &answer).unwrap();
+            }
+        });
+        assert_eq!(nbd_connections(&socket).unwrap(), 3);
+        let e = create_snapshot(&socket, "d", &[], None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Interrupted);
+        server.join().unwrap();
+    }
+}
