@@ -46,7 +46,8 @@ Exit codes (the AWS CLI v2's):
   130  interrupted (Ctrl-C); a snapshot, copy or restore undid what it had done
 
 Environment: EBSIM_HOME (data root), EBSIM_REGION, EBSIM_OUTPUT, EBSIM_NOW (pin the
-clock: RFC 3339 or Unix seconds), EBSIM_MAX_ATTEMPTS (retries when throttled).";
+clock: RFC 3339 or Unix seconds), EBSIM_MAX_ATTEMPTS (retries when throttled),
+RUST_LOG (what to log to stderr, e.g. ebsim=debug; --debug is ebsim=debug).";
 
 #[derive(Parser, Debug)]
 #[command(
