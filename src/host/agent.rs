@@ -213,6 +213,13 @@ pub fn serve(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A supervisor signals a process that did not read its Detach (busy with a
+    // snapshot) after writing it: the request waits on the socket.
+    if detach_client.is_none()
+        && let Some(l) = &listener
+    {
+        detach_client = pending_detach(l, volume_id);
+    }
     drop(listener);
     let _ = std::fs::remove_file(control);
     // NBD first: its clients' requests in flight finish and are answered.
@@ -243,6 +250,31 @@ pub fn serve(
         }
     }
     detached
+}
+
+/// The client of a Detach request waiting on `listener`, if one is; any other
+/// request waiting there is refused (the volume is being detached).
+fn pending_detach(
+    listener: &std::os::unix::net::UnixListener,
+    volume_id: &str,
+) -> Option<std::os::unix::net::UnixStream> {
+    let mut client = None;
+    while let Ok((stream, _)) = listener.accept() {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut reader = std::io::BufReader::new(&stream);
+        match super::messages::read_frame::<Request>(&mut reader) {
+            Ok(Request::Detach) if client.is_none() => client = Some(stream),
+            Ok(_) | Err(_) => {
+                let busy = Error::new(
+                    ErrorKind::IncorrectState,
+                    format!("{volume_id} is being detached"),
+                );
+                let _ = super::messages::write_frame(&stream, &Event::failed(&busy));
+            }
+        }
+    }
+    client
 }
 
 fn signal_name(sig: i32) -> &'static str {

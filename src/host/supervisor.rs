@@ -116,7 +116,10 @@ pub fn request(
     req: &Request,
     cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Event> {
-    exchange(connect(socket)?, req, cancel, None)
+    match exchange(connect(socket)?, req, cancel, None, None)? {
+        Event::Failed { error } => Err(error.into()),
+        event => Ok(event),
+    }
 }
 
 fn connect(socket: &Path) -> Result<UnixStream> {
@@ -131,15 +134,18 @@ fn connect(socket: &Path) -> Result<UnixStream> {
     })
 }
 
-/// [`request`] on a connected stream; with a `deadline`, an answer that has not
-/// come by then is an error.
+/// [`request`] on a connected stream, its answer as it came (`Failed`
+/// included). With a `deadline`, an answer that has not come by then is an
+/// error; `nudge` is called once if the answer takes longer than its duration.
 fn exchange(
     stream: UnixStream,
     req: &Request,
     cancel: Option<&std::sync::atomic::AtomicBool>,
     deadline: Option<Instant>,
+    mut nudge: Option<(Duration, &dyn Fn())>,
 ) -> Result<Event> {
     tracing::debug!("control request: {req:?}");
+    let sent = Instant::now();
     write_frame(&stream, req).map_err(|e| Error::io("cannot send to the attachment process", e))?;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut line = Vec::new();
@@ -154,6 +160,12 @@ fn exchange(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if let Some((after, f)) = nudge
+                    && sent.elapsed() > after
+                {
+                    f();
+                    nudge = None;
+                }
                 if deadline.is_some_and(|d| Instant::now() > d) {
                     return Err(Error::new(
                         ErrorKind::IncorrectState,
@@ -223,21 +235,37 @@ pub fn nbd_connections(socket: &Path) -> Result<u64> {
 
 /// Asks the attachment process holding `a` to detach and waits (up to
 /// `timeout`) until it has and is gone. It is asked with [`Request::Detach`] on
-/// its control socket `control`, whose answer carries a failed detach's error;
-/// a process that cannot be reached there is sent SIGTERM instead.
+/// its control socket `control`, whose answer carries a failed detach's error.
+/// A process busy with a snapshot cannot read the request: after [`NUDGE`] it
+/// is also sent SIGTERM, which cancels the snapshot (as before this protocol),
+/// and it then answers the Detach waiting on its socket. A process that cannot
+/// be reached there, or closes without answering, is sent SIGTERM and awaited.
 pub fn stop(a: &AttachmentRecord, control: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    match UnixStream::connect(control) {
-        Ok(stream) => match exchange(stream, &Request::Detach, None, Some(deadline))? {
-            Event::Detached => tracing::debug!("attachment process {} detached", a.pid),
-            other => return Err(unexpected(other)),
-        },
+    let nudge = || {
+        tracing::debug!("no answer yet: SIGTERM to process {}", a.pid);
+        let _ = signal(a);
+    };
+    let answer = UnixStream::connect(control)
+        .map_err(|e| Error::io(format!("cannot reach {}", control.display()), e))
+        .and_then(|stream| {
+            exchange(
+                stream,
+                &Request::Detach,
+                None,
+                Some(deadline),
+                Some((NUDGE, &nudge)),
+            )
+        });
+    match answer {
+        Ok(Event::Detached) => tracing::debug!("attachment process {} detached", a.pid),
+        Ok(Event::Failed { error }) => {
+            let _ = wait_gone(a, deadline);
+            return Err(error.into());
+        }
+        Ok(other) => return Err(unexpected(other)),
         Err(e) => {
-            tracing::debug!(
-                "{} unreachable ({e}): signalling process {}",
-                control.display(),
-                a.pid
-            );
+            tracing::debug!("{e}: signalling process {}", a.pid);
             if !signal(a)? {
                 return Ok(());
             }
@@ -245,6 +273,9 @@ pub fn stop(a: &AttachmentRecord, control: &Path, timeout: Duration) -> Result<(
     }
     wait_gone(a, deadline)
 }
+
+/// How long a Detach may go unread before the process is also signalled.
+const NUDGE: Duration = Duration::from_secs(2);
 
 /// Sends SIGTERM to `a`'s process; false if it is gone already.
 fn signal(a: &AttachmentRecord) -> Result<bool> {
