@@ -12,6 +12,7 @@
 //! | [`crypto`] | locked zeroizing secrets (and the stacks that touch them), AES-256-GCM, HKDF, XTS, randomness |
 //! | [`kms`] | keys, backing-key versions, aliases, rotation, deletion, crypto operations, sealed store, audit log, quotas |
 //! | [`service`] | the service layer: request context, each service's operation table; what every front end calls |
+//! | [`host`] | attachment processes (supervisor, typed messages, agent) and the Linux host they live on |
 //! | [`cli`] | the `ebsim` command line, shaped like the AWS CLI |
 //!
 //! docs/ARCHITECTURE.md shows how the parts fit; docs/KMS.md specifies the
@@ -29,6 +30,7 @@ pub mod error;
 pub mod fault;
 pub mod fsutil;
 pub mod home;
+pub mod host;
 pub mod iam;
 pub mod kms;
 pub mod nbd;

@@ -13,6 +13,7 @@ fn ebsim(home: &Path, args: &[&str]) -> Output {
         .env("EBSIM_HOME", home)
         .env_remove("EBSIM_NOW")
         .env_remove("EBSIM_REGION")
+        .env_remove("RUST_LOG")
         .output()
         .unwrap()
 }
@@ -213,4 +214,35 @@ fn killed_processes_leave_a_consistent_store() {
         );
     }
     ok(&home, &["kms", "create-key"]);
+}
+
+#[test]
+fn debug_and_rust_log_add_log_lines_and_nothing_else_does() {
+    let d = tempfile::tempdir().unwrap();
+    let args = ["kms", "create-key", "--query", "KeyMetadata.KeyState"];
+    let quiet = ebsim(d.path(), &args);
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    let mut debug_args = vec!["--debug"];
+    debug_args.extend(args);
+    let debug = ebsim(d.path(), &debug_args);
+    assert_eq!(
+        debug.stdout, quiet.stdout,
+        "the output itself does not change"
+    );
+    let log = String::from_utf8_lossy(&debug.stderr);
+    assert!(
+        log.contains("DEBUG") && log.contains("kms CreateKey by arn:aws:iam::"),
+        "{log}"
+    );
+    // RUST_LOG chooses what is logged without --debug.
+    let o = Command::new(env!("CARGO_BIN_EXE_ebsim"))
+        .args(["kms", "list-keys"])
+        .env("EBSIM_HOME", d.path())
+        .env("RUST_LOG", "ebsim=debug")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("kms ListKeys by "), "{log}");
 }

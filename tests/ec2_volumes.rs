@@ -831,3 +831,76 @@ fn no_plaintext_data_key_in_any_file_after_create_attach_and_detach() {
         );
     }
 }
+
+/// A host that reports what the test tells it and records what EC2 asked.
+#[derive(Default)]
+struct FakeHost {
+    holders: std::sync::Mutex<Vec<String>>,
+    cleared: std::sync::Mutex<Vec<String>>,
+}
+
+impl ebsim::ec2::AttachmentHost for FakeHost {
+    fn holders(&self, _volume_id: &str, _a: &AttachmentRecord) -> Vec<String> {
+        self.holders.lock().unwrap().clone()
+    }
+    fn clear_dead(&self, volume_id: &str, _a: &AttachmentRecord) {
+        self.cleared.lock().unwrap().push(volume_id.to_string());
+    }
+    fn release(
+        &self,
+        _volume_id: &str,
+        _a: &AttachmentRecord,
+        _process_gone: bool,
+    ) -> ebsim::Result<Vec<String>> {
+        Ok(std::mem::take(&mut *self.holders.lock().unwrap()))
+    }
+    fn clear_stale_sockets(&self, _live: &dyn Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+        vec![]
+    }
+}
+
+#[test]
+fn a_dead_attachment_is_judged_by_the_injected_host() {
+    let env = Env::new();
+    let mut ec2 = ec2(&env);
+    let host = std::sync::Arc::new(FakeHost::default());
+    ec2.set_host(host.clone());
+    let v = create(&ec2, &env, true, None).unwrap();
+    let a = ec2
+        .attach(&env.me, &v.volume_id, "i-0123456789abcdef0", "/dev/sdf")
+        .unwrap();
+    // The attachment ends without detach (as when its process dies): its lock
+    // goes, its record stays.
+    drop(a);
+    *host.holders.lock().unwrap() = vec!["a loop device the test made up".into()];
+    let describe = |ec2: &Ec2| {
+        ec2.describe_volumes(
+            &env.me,
+            DescribeVolumesRequest {
+                volume_ids: vec![v.volume_id.clone()],
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .volumes
+        .remove(0)
+    };
+    let shown = describe(&ec2);
+    assert_eq!(shown.state, "error");
+    let message = shown.state_message.unwrap_or_default();
+    assert!(
+        message.contains("a loop device the test made up") && message.contains("--force"),
+        "{message}"
+    );
+    let e = ec2
+        .attach(&env.me, &v.volume_id, "i-0123456789abcdef0", "/dev/sdf")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::VolumeInUse);
+    assert!(host.cleared.lock().unwrap().is_empty());
+
+    // Released: the next look settles the record and asks the host to clear
+    // what the dead process left.
+    host.holders.lock().unwrap().clear();
+    assert_eq!(describe(&ec2).state, "available");
+    assert_eq!(*host.cleared.lock().unwrap(), vec![v.volume_id.clone()]);
+}

@@ -277,6 +277,35 @@ fn ctrl_c_on_a_snapshot_of_an_attached_volume_cancels_it_in_the_attachment_proce
     s.ok(&["ec2", "detach-volume", "--volume-id", &vol]);
 }
 
+#[test]
+fn detach_during_a_snapshot_in_the_attachment_process_cancels_it_and_detaches() {
+    let s = Sandbox::new();
+    let vol = full_volume(&s, 256);
+    let sock = s.path("run").join("v.sock");
+    let nbd = format!("unix:{}", sock.display());
+    s.ok(&["ec2", "attach-volume", "--volume-id", &vol, "--nbd", &nbd]);
+    let mut c = spawn(&s, &["ec2", "create-snapshot", "--volume-id", &vol], &[]);
+    wait_pending(&s, &mut c);
+    // The attachment process is busy with the snapshot and cannot read the
+    // Detach at once: it is signalled, the snapshot stops, then it detaches.
+    s.ok(&["ec2", "detach-volume", "--volume-id", &vol, "--force"]);
+    let (code, err) = finish(c);
+    // Interrupted, as when its own Ctrl-C stops it.
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(snapshots(&s), vec![]);
+    assert_eq!(block_files(&s), 0);
+    let state = s.ok(&[
+        "ec2",
+        "describe-volumes",
+        "--volume-ids",
+        &vol,
+        "--query",
+        "Volumes[0].State",
+    ]);
+    assert_eq!(state, "\"available\"");
+}
+
 /// Runs `args` with `EBSIM_FAULT=point`; the process must die there.
 fn crash_at(s: &Sandbox, point: &str, args: &[&str]) {
     let (code, err) = finish(spawn(s, args, &[("EBSIM_FAULT", point)]));

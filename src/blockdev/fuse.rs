@@ -163,11 +163,11 @@ impl Filesystem for VolumeFs {
         if let Some(s) = size
             && s < a.size
         {
-            super::log(&format!(
+            tracing::warn!(
                 "{}: refused a truncation to {s} bytes; the volume's size is {} bytes (grow it with ebsim ec2 modify-volume; it cannot shrink)",
                 self.name.to_string_lossy(),
                 a.size
-            ));
+            );
             return reply.error(Errno::EPERM);
         }
         if mode.is_some() || uid.is_some() || gid.is_some() {
@@ -211,7 +211,7 @@ impl Filesystem for VolumeFs {
             match self.image.read(offset, &mut buf[..n]) {
                 Ok(()) => reply.data(&buf[..n]),
                 Err(e) => {
-                    super::log(&format!("fuse: {e}"));
+                    tracing::warn!("fuse: {e}");
                     reply.error(errno(&e))
                 }
             }
@@ -240,7 +240,7 @@ impl Filesystem for VolumeFs {
         match self.image.write(offset, &data[..n], sync) {
             Ok(()) => reply.written(n as u32),
             Err(e) => {
-                super::log(&format!("fuse: {e}"));
+                tracing::warn!("fuse: {e}");
                 reply.error(errno(&e))
             }
         }
@@ -285,7 +285,7 @@ impl Filesystem for VolumeFs {
         match self.image.flush() {
             Ok(()) => reply.ok(),
             Err(e) => {
-                super::log(&format!("fuse: {e}"));
+                tracing::warn!("fuse: {e}");
                 reply.error(Errno::EIO)
             }
         }

@@ -2,13 +2,13 @@
 //! conveniences `ebsim mount` / `ebsim unmount` (attach + losetup + mkfs + mount).
 
 use super::Ctx;
-use crate::blockdev::daemon;
 use crate::ec2::model::AttachmentRecord;
 use crate::error::{Error, ErrorKind, Result};
+use crate::host::linux::{check_fuse_dir, is_mount_point, users};
+use crate::host::{LinuxHost, messages::Event, supervisor};
 use serde_json::json;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// How long detach waits for the attachment process.
@@ -50,93 +50,28 @@ fn attachment_json(volume_id: &str, a: &AttachmentRecord, state: &str) -> serde_
     v
 }
 
-fn attachments_dir(ctx: &Ctx) -> Result<PathBuf> {
-    let dir = ctx.root.region_dir(&ctx.region)?.join("attachments");
-    crate::fsutil::ensure_private_dir(&dir)?;
-    Ok(dir)
+fn host(ctx: &Ctx) -> Result<LinuxHost> {
+    LinuxHost::for_region(&ctx.root, &ctx.region)
 }
 
-/// Starts the attachment daemon as a child process and waits for it to report.
-/// Returns the attachment it recorded.
+/// Starts the attachment process as a child (this command line again, run in
+/// the foreground and reporting to us) and waits for it to report. Returns the
+/// attachment it recorded.
 fn spawn_daemon(ctx: &Ctx, volume_id: &str) -> Result<AttachmentRecord> {
     crate::ec2::check_volume_id(volume_id)?;
     // A damaged data root (root key, stores) is refused here, before the
-    // attachments directory and the daemon's log are made in it.
+    // attachments directory and the process's log are made in it.
     ctx.ec2()?;
-    let log_path = attachments_dir(ctx)?.join(format!("{volume_id}.log"));
-    let log = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?
-    };
+    let host = host(ctx)?;
+    let log = host.attachments_dir()?.join(format!("{volume_id}.log"));
     let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the ebsim binary", e))?;
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.retain(|a| a != "--foreground");
     args.push("--foreground".into());
     args.push("--report-to-parent".into());
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::io("cannot start the attachment process", e))?;
-    let mut line = String::new();
-    let read = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-    if read.is_err() || line.trim().is_empty() {
-        let status = child.wait().ok();
-        // A process that died before it could report still says, by its exit
-        // code, what kind of failure it was (253: a damaged data root).
-        let kind = match status.and_then(|s| s.code()) {
-            Some(super::exit::ENVIRONMENT) => ErrorKind::Environment,
-            Some(super::exit::USAGE) => ErrorKind::Usage,
-            _ => ErrorKind::Internal,
-        };
-        let tail: String = std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        return Err(Error::new(
-            kind,
-            format!(
-                "the attachment process stopped ({}) before {volume_id} was ready; its log {}:\n{tail}",
-                status.map(|s| s.to_string()).unwrap_or_default(),
-                log_path.display()
-            ),
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("bad report from the attachment process: {e}"),
-        )
-    })?;
-    if let Some(e) = v.get("error") {
-        let _ = child.wait();
-        let kind = e["code"]
-            .as_str()
-            .and_then(ErrorKind::from_code)
-            .unwrap_or(ErrorKind::Internal);
-        return Err(Error::new(kind, e["message"].as_str().unwrap_or_default()));
-    }
-    serde_json::from_value(v["ok"].clone()).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("bad report from the attachment process: {e}"),
-        )
-    })
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    supervisor::start(cmd, volume_id, &log, super::exit::kind_of)
 }
 
 /// `ebsim ec2 attach-volume`.
@@ -146,7 +81,7 @@ pub fn attach_volume(
     volume_id: &str,
     instance_id: Option<String>,
     device: Option<String>,
-    front: &daemon::Frontends,
+    front: &crate::host::Frontends,
     foreground: bool,
     report_to_parent: bool,
 ) -> Result<()> {
@@ -163,12 +98,11 @@ pub fn attach_volume(
             .print("AttachVolume", attachment_json(volume_id, &a, "attached"));
     }
     let instance = instance_id.unwrap_or_else(default_instance_id);
-    // The attachment process's messages go to its stderr (its log file).
-    crate::blockdev::set_log(|m| eprintln!("ebsim: {m}"));
     // Every error until readiness, opening the region included, goes to the parent.
+    let mut reported = false;
     let result = attachment_service(ctx).and_then(|ec2| {
         let control = control_socket(ctx, volume_id)?;
-        daemon::serve(
+        crate::host::serve(
             &ec2,
             &ctx.caller,
             volume_id,
@@ -178,13 +112,10 @@ pub fn attach_volume(
             &control,
             |a| {
                 if report_to_parent {
-                    println!("{}", json!({ "ok": a }));
-                    // The parent has what it waited for; nothing more goes to its pipe.
-                    let null = std::fs::File::open("/dev/null")
-                        .map_err(|e| Error::io("cannot open /dev/null", e))?;
-                    nix::unistd::dup2_stdout(&null)
-                        .map_err(|e| Error::io("cannot redirect stdout", e.into()))?;
-                    Ok(())
+                    reported = true;
+                    supervisor::report(&Event::Ready {
+                        attachment: a.clone(),
+                    })
                 } else {
                     ctx.out
                         .print("AttachVolume", attachment_json(volume_id, a, "attached"))
@@ -193,18 +124,19 @@ pub fn attach_volume(
         )
     });
     if let (Err(e), true) = (&result, report_to_parent) {
-        // Before readiness the parent is still reading: hand it the error.
-        println!(
-            "{}",
-            json!({ "error": { "code": e.code(), "message": e.message() } })
-        );
+        // Into the log, with its time (the CLI's error line follows, without).
+        tracing::error!("{volume_id}: {}", e.message());
+        if !reported {
+            // Before readiness the supervisor is still reading: hand it the error.
+            let _ = supervisor::report(&Event::failed(e));
+        }
     }
     result
 }
 
 /// The volume service of an attachment process. A stop signal sets its cancel
 /// flag (a snapshot in progress for a control client stops), and is also what
-/// `daemon::serve` waits for to detach; unlike a command's, a second signal does
+/// `host::serve` waits for to detach; unlike a command's, a second signal does
 /// not end the process at once, which must unmount and flush first.
 fn attachment_service(ctx: &Ctx) -> Result<crate::ec2::Ec2> {
     let mut ec2 = crate::ec2::Ec2::new(&ctx.root, ctx.kms()?)?;
@@ -223,7 +155,9 @@ fn attachment_service(ctx: &Ctx) -> Result<crate::ec2::Ec2> {
 
 fn control_socket(ctx: &Ctx, volume_id: &str) -> Result<PathBuf> {
     crate::ec2::check_volume_id(volume_id)?;
-    Ok(attachments_dir(ctx)?.join(format!("{volume_id}.sock")))
+    let host = host(ctx)?;
+    host.attachments_dir()?;
+    Ok(host.control_socket(volume_id))
 }
 
 /// CreateSnapshot of a volume attached through a daemon: the daemon holds the
@@ -237,16 +171,14 @@ pub fn snapshot_via_daemon(
 ) -> Result<Option<crate::ec2::model::Snapshot>> {
     match &v.attachment {
         Some(a) if a.fuse_dir.is_some() || a.nbd_uri.is_some() => {
-            let req = json!({ "op": "create-snapshot", "description": description, "tags": tags });
             let cancel = super::interrupted();
-            let reply =
-                daemon::control_request(&control_socket(ctx, &v.volume_id)?, &req, Some(&cancel))?;
-            serde_json::from_value(reply).map(Some).map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("bad reply from the attachment process: {e}"),
-                )
-            })
+            supervisor::create_snapshot(
+                &control_socket(ctx, &v.volume_id)?,
+                description,
+                tags,
+                Some(&cancel),
+            )
+            .map(Some)
         }
         _ => Ok(None),
     }
@@ -275,14 +207,14 @@ fn stop_attachment(
     if !ec2.attached_now(volume_id) {
         // The attachment process died and something still holds what it served
         // (otherwise reading the record would have settled it).
-        let holders = crate::blockdev::host::holders(volume_id, a);
+        let holders = ec2.host().holders(volume_id, a);
         if !force {
             return Err(Error::new(
                 ErrorKind::VolumeInUse,
-                crate::blockdev::host::stale_message(volume_id, a, &holders),
+                crate::ec2::stale_message(volume_id, a, &holders),
             ));
         }
-        crate::blockdev::host::release(volume_id, a, true)?;
+        ec2.host().release(volume_id, a, true)?;
         ec2.update_attachment(volume_id, |r| {
             r.loop_device = None;
             r.mounted_at = None;
@@ -311,7 +243,7 @@ fn stop_attachment(
         }
         if let Some(dir) = &a.fuse_dir {
             let file = Path::new(dir).join(volume_id);
-            let users = daemon::users(&file);
+            let users = users(&file);
             if !users.is_empty() {
                 return Err(Error::new(
                     ErrorKind::VolumeInUse,
@@ -324,12 +256,7 @@ fn stop_attachment(
             }
         }
         if let Some(uri) = &a.nbd_uri {
-            let status = daemon::control_request(
-                &control_socket(ctx, volume_id)?,
-                &json!({ "op": "status" }),
-                None,
-            )?;
-            let n = status["nbd_connections"].as_u64().unwrap_or(0);
+            let n = supervisor::nbd_connections(&control_socket(ctx, volume_id)?)?;
             if n > 0 {
                 return Err(Error::new(
                     ErrorKind::VolumeInUse,
@@ -343,7 +270,7 @@ fn stop_attachment(
     if force {
         // What holds the FUSE file (ebsim mount's filesystem, loop devices) goes
         // first, or the attachment process could not unmount it.
-        crate::blockdev::host::release(volume_id, a, false)?;
+        ec2.host().release(volume_id, a, false)?;
         if a.mounted_at.is_some() {
             ec2.update_attachment(volume_id, |r| {
                 r.loop_device = None;
@@ -351,7 +278,7 @@ fn stop_attachment(
             })?;
         }
     }
-    daemon::stop_daemon(a, STOP_TIMEOUT)?;
+    supervisor::stop(a, &control_socket(ctx, volume_id)?, STOP_TIMEOUT)?;
     // The daemon detached (or died): the record is repaired either way.
     ec2.attachment(volume_id)?;
     Ok(())
@@ -395,18 +322,20 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
     {
         return Err(Error::usage(format!("--mkfs takes ext4 or xfs, not {fs}")));
     }
-    let target = daemon::check_fuse_dir(dir)?;
+    let target = check_fuse_dir(dir)?;
     let ec2 = ctx.ec2()?;
     // The volume must exist (InvalidVolume.NotFound); the attachment process
     // authorizes AttachVolume.
     ec2.attachment(volume_id)?;
-    let fuse_dir = attachments_dir(ctx)?.join(volume_id);
+    let fuse_dir = host(ctx)?.attachments_dir()?.join(volume_id);
     crate::fsutil::ensure_private_dir(&fuse_dir)?;
-    // The daemon re-reads our command line: give it attach-volume's.
+    // The attachment process runs attach-volume --foreground for us.
     let a = spawn_attach(ctx, volume_id, &fuse_dir)?;
     let file = fuse_dir.join(volume_id);
     let undo_attach = |e: Error| -> Error {
-        let _ = daemon::stop_daemon(&a, STOP_TIMEOUT);
+        if let Ok(control) = control_socket(ctx, volume_id) {
+            let _ = supervisor::stop(&a, &control, STOP_TIMEOUT);
+        }
         let _ = ec2.attachment(volume_id);
         e
     };
@@ -449,16 +378,16 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
         .print("Mount", attachment_json(volume_id, &rec, "attached"))
 }
 
-/// Runs `ebsim ec2 attach-volume --volume-id V --fuse DIR` as a child, with this
-/// command's global options and caller.
+/// Starts the attachment process of `ebsim ec2 attach-volume --volume-id V
+/// --fuse DIR` with this command's global options and caller, and waits until
+/// it is ready (its errors arrive typed, as the attach's own).
 fn spawn_attach(ctx: &Ctx, volume_id: &str, fuse_dir: &Path) -> Result<AttachmentRecord> {
     let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the ebsim binary", e))?;
     let mut cmd = Command::new(exe);
     if !ctx.caller.is_root() {
         cmd.args(["--principal", ctx.caller.arn()]);
     }
-    let out = cmd
-        .args(["--home"])
+    cmd.args(["--home"])
         .arg(ctx.root.path())
         .args([
             "--region",
@@ -472,28 +401,9 @@ fn spawn_attach(ctx: &Ctx, volume_id: &str, fuse_dir: &Path) -> Result<Attachmen
             "--fuse",
         ])
         .arg(fuse_dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("cannot run ebsim ec2 attach-volume", e))?;
-    if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let code = msg
-            .split_once("An error occurred (")
-            .and_then(|(_, r)| r.split_once(')'))
-            .and_then(|(c, _)| ErrorKind::from_code(c));
-        let text = msg
-            .rsplit_once(" operation: ")
-            .map(|(_, m)| m.to_string())
-            .unwrap_or(msg.clone());
-        return Err(Error::new(code.unwrap_or(ErrorKind::Internal), text));
-    }
-    let ec2 = ctx.ec2()?;
-    ec2.attachment(volume_id)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("{volume_id} was attached but its record is gone"),
-        )
-    })
+        .args(["--foreground", "--report-to-parent"]);
+    let log = host(ctx)?.log_file(volume_id);
+    supervisor::start(cmd, volume_id, &log, super::exit::kind_of)
 }
 
 /// `ebsim unmount DIR`.
@@ -514,7 +424,7 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
         })?;
     // DetachVolume, authorized and recorded; nothing is changed if refused.
     ec2.detach_volume(&ctx.caller, &volume_id, false, |a| {
-        if daemon::is_mount_point(&target) {
+        if is_mount_point(&target) {
             run_tool("umount", &[&target_s]).map_err(|e| {
                 Error::new(
                     ErrorKind::VolumeInUse,
@@ -524,7 +434,7 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
         }
         // Every loop device on the volume's FUSE file (the one ebsim mount made, and
         // any other), then the record, then the attachment process.
-        crate::blockdev::host::release(&volume_id, a, false)?;
+        ec2.host().release(&volume_id, a, false)?;
         ec2.update_attachment(&volume_id, |r| {
             r.loop_device = None;
             r.mounted_at = None;
@@ -532,7 +442,7 @@ pub fn unmount(ctx: &Ctx, dir: &Path) -> Result<()> {
         // A process that is gone is not signalled (its pid may be another's now):
         // reading the record settles the attachment, the grant and its FUSE mount.
         if ec2.attached_now(&volume_id) {
-            daemon::stop_daemon(a, STOP_TIMEOUT)?;
+            supervisor::stop(a, &control_socket(ctx, &volume_id)?, STOP_TIMEOUT)?;
         }
         ec2.attachment(&volume_id)?;
         Ok(())

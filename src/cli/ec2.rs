@@ -473,7 +473,7 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 no_tls: nbd_no_tls,
             }
             .resolve(nbd.as_ref())?;
-            let front = crate::blockdev::daemon::Frontends { fuse, nbd, nbd_tls };
+            let front = crate::host::Frontends { fuse, nbd, nbd_tls };
             super::attach::attach_volume(
                 ctx,
                 &volume_id,

@@ -1,6 +1,7 @@
 //! The `ebsim` command line, shaped like the AWS CLI v2: `ebsim <service>
 //! <operation> --param value`, global options before or after the service
-//! (`--region`, `--output`, `--query`, `--home`, `--cli-binary-format`), AWS's
+//! (`--region`, `--output`, `--query`, `--home`, `--cli-binary-format`,
+//! `--debug`), AWS's
 //! error lines and exit codes. One file per service.
 
 /// Calls an operation (retrying throttling with backoff) and prints its response;
@@ -21,6 +22,7 @@ pub mod exit;
 pub mod iam;
 pub mod input;
 pub mod kms;
+pub mod logging;
 pub mod output;
 pub mod progress;
 
@@ -45,7 +47,8 @@ Exit codes (the AWS CLI v2's):
   130  interrupted (Ctrl-C); a snapshot, copy or restore undid what it had done
 
 Environment: EBSIM_HOME (data root), EBSIM_REGION, EBSIM_OUTPUT, EBSIM_NOW (pin the
-clock: RFC 3339 or Unix seconds), EBSIM_MAX_ATTEMPTS (retries when throttled).";
+clock: RFC 3339 or Unix seconds), EBSIM_MAX_ATTEMPTS (retries when throttled),
+RUST_LOG (what to log to stderr, e.g. ebsim=debug; --debug is ebsim=debug).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,6 +92,9 @@ pub struct Globals {
     /// Use a named profile from the data root's config (its principal and region)
     #[arg(long, global = true, env = "EBSIM_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
+    /// Log what ebsim does to stderr (debug level; RUST_LOG selects otherwise)
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -324,6 +330,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             return exit::USAGE;
         }
     };
+    let attachment_process = matches!(
+        &cli.service,
+        Service::Ec2 {
+            op: ec2::Ec2Command::AttachVolume {
+                foreground: true,
+                ..
+            }
+        }
+    );
+    logging::init(cli.globals.debug, attachment_process);
     match run(cli) {
         Ok(()) => exit::OK,
         Err(e) => {

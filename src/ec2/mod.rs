@@ -77,6 +77,50 @@ pub struct Ec2 {
     trail: crate::kms::audit::AuditLog,
     /// IAM, opened on the first call by a principal that has identity policies.
     iam: Mutex<Option<crate::iam::Iam>>,
+    /// The host attachments live on: what holds a dead attachment, and clearing
+    /// what it left. EC2 itself never touches a mount or a socket.
+    host: std::sync::Arc<dyn AttachmentHost>,
+}
+
+/// What the EC2 engine needs from the host its attachments are served on
+/// (implemented by `crate::host::LinuxHost`; tests may inject another).
+pub trait AttachmentHost: Send + Sync {
+    /// What on this host still holds attachment `a` of `volume_id` (a mounted
+    /// filesystem, a loop device, a process with the file open), one line each.
+    fn holders(&self, volume_id: &str, a: &AttachmentRecord) -> Vec<String>;
+    /// Clears what a dead attachment process left that holds nothing (its FUSE
+    /// mount, its NBD and control sockets). Best effort.
+    fn clear_dead(&self, volume_id: &str, a: &AttachmentRecord);
+    /// Releases what holds attachment `a` (`ebsim unmount`, `detach-volume
+    /// --force`): the filesystem on it, its loop devices and, when its process
+    /// is gone, its FUSE mount. Returns what it did.
+    fn release(
+        &self,
+        volume_id: &str,
+        a: &AttachmentRecord,
+        process_gone: bool,
+    ) -> Result<Vec<String>>;
+    /// Removes the control sockets of attachment processes that are gone
+    /// (`live(volume_id)` says whether one is alive); returns the files removed.
+    fn clear_stale_sockets(&self, live: &dyn Fn(&str) -> bool) -> Vec<PathBuf>;
+}
+
+/// The message a volume in `error` shows, and the error attaching it again
+/// gives: the attachment process of `a` is gone but `holders` still hold it.
+pub fn stale_message(volume_id: &str, a: &AttachmentRecord, holders: &[String]) -> String {
+    let fix = match &a.mounted_at {
+        Some(m) => format!(
+            "run ebsim unmount {m}, or ebsim ec2 detach-volume --volume-id {volume_id} --force"
+        ),
+        None => {
+            format!("stop them, or run ebsim ec2 detach-volume --volume-id {volume_id} --force")
+        }
+    };
+    format!(
+        "the attachment process {} of {volume_id} is gone, but {}: {fix}",
+        a.pid,
+        holders.join("; ")
+    )
 }
 
 /// Reports progress of long operations: (what, done, total). Called from several
@@ -162,6 +206,7 @@ impl Ec2 {
             &region_dir.join("snapshots").join("blocks"),
         )?);
         let trail = crate::kms::audit::AuditLog::open(kms.audit_log_path())?;
+        let host = std::sync::Arc::new(crate::host::LinuxHost::for_region(root, kms.region())?);
         let mut ec2 = Ec2 {
             kms,
             owner: &VolumeOwner::EC2,
@@ -174,6 +219,7 @@ impl Ec2 {
             recovered: Default::default(),
             trail,
             iam: Mutex::new(None),
+            host,
         };
         ec2.recovered = ec2.recover()?;
         if ec2.block_collection_requested()? {
@@ -213,6 +259,16 @@ impl Ec2 {
 
     pub fn kms(&self) -> &Kms {
         &self.kms
+    }
+
+    /// Serves attachments on `host` instead of this Linux host.
+    pub fn set_host(&mut self, host: std::sync::Arc<dyn AttachmentHost>) {
+        self.host = host;
+    }
+
+    /// The host attachments live on.
+    pub fn host(&self) -> &dyn AttachmentHost {
+        &*self.host
     }
 
     /// Where long operations (snapshots, copies, restores) report progress.
@@ -284,36 +340,17 @@ impl Ec2 {
         if v.attachment.is_none() || self.attached_now(&v.volume_id) {
             return Ok(());
         }
-        let holders =
-            crate::blockdev::host::holders(&v.volume_id, v.attachment.as_ref().expect("checked"));
+        let a = v.attachment.as_ref().expect("checked");
+        let holders = self.host.holders(&v.volume_id, a);
         if !holders.is_empty() {
             v.state = "error".into();
-            v.state_message = Some(crate::blockdev::host::stale_message(
-                &v.volume_id,
-                v.attachment.as_ref().expect("checked"),
-                &holders,
-            ));
+            v.state_message = Some(stale_message(&v.volume_id, a, &holders));
             return Ok(());
         }
         let stale = v.attachment.take().expect("checked");
         v.state = "available".into();
         self.retire_quietly(&stale);
-        if let Some(dir) = &stale.fuse_dir {
-            // The daemon died with its FUSE mount still in place ("Transport endpoint
-            // is not connected"): detach it lazily so the directory can be used again.
-            let _ = nix::mount::umount2(dir.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        if let Some(sock) = &stale.nbd_socket {
-            // The NBD socket of the dead daemon (nobody answers on it any more).
-            let _ = crate::nbd::server::remove_stale_socket(std::path::Path::new(sock));
-        }
-        // Its control socket (regions/<r>/attachments/<vol>.sock), if it is dead.
-        if let Ok(dir) = self.root.region_dir(self.region()) {
-            let control = dir
-                .join("attachments")
-                .join(format!("{}.sock", v.volume_id));
-            let _ = crate::nbd::server::remove_stale_socket(&control);
-        }
+        self.host.clear_dead(&v.volume_id, &stale);
         let id = v.volume_id.clone();
         self.write(|tx| {
             if let Some(mut cur) = tx.volume(&id)?
@@ -1348,11 +1385,11 @@ impl Ec2 {
                     ),
                 ));
             }
-            let holders = crate::blockdev::host::holders(volume_id, a);
+            let holders = self.host.holders(volume_id, a);
             if !holders.is_empty() {
                 return Err(err(
                     ErrorKind::VolumeInUse,
-                    crate::blockdev::host::stale_message(volume_id, a, &holders),
+                    stale_message(volume_id, a, &holders),
                 ));
             }
         }

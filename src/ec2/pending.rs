@@ -603,23 +603,8 @@ impl Ec2 {
             }
         }
         // Control sockets of attachment processes that are gone.
-        let attachments = self.root.region_dir(self.region())?.join("attachments");
-        for e in std::fs::read_dir(&attachments)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".sock")
-                && id.starts_with("vol-")
-                && !self.attached_now(id)
-                && crate::nbd::server::remove_stale_socket(&e.path()).is_ok()
-                && !e.path().exists()
-            {
-                out.recovered
-                    .removed_files
-                    .push(e.path().display().to_string());
-            }
+        for path in self.host().clear_stale_sockets(&|id| self.attached_now(id)) {
+            out.recovered.removed_files.push(path.display().to_string());
         }
         let known: std::collections::HashSet<String> = self
             .store

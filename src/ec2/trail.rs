@@ -75,6 +75,15 @@ impl Ec2 {
         let mut trail = Trail::default();
         let result = op(&mut trail);
         let request_id = uuid::Uuid::new_v4();
+        tracing::debug!(
+            "ec2 {name} by {} in {}: {} (request {request_id})",
+            caller.arn(),
+            self.region(),
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            }
+        );
         let reads = read_only(name);
         let elements = match &result {
             Ok(r) if !reads => with_request_id(response(r), &request_id.to_string()),

@@ -435,6 +435,17 @@ impl Kms {
             }
             op(&mut audit)
         })();
+        // The name, the caller and the outcome only: never a parameter (a
+        // plaintext could be one).
+        tracing::debug!(
+            "kms {name} by {} in {}: {}",
+            caller.arn(),
+            self.region,
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            }
+        );
         if own_use {
             return result;
         }

@@ -446,7 +446,7 @@ async fn accept_loop(listener: Either, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = connection_from(r, w, &shared, &peer).await {
-                eprintln!("ebsim nbd: connection from {peer} closed: {e}");
+                tracing::warn!("nbd: connection from {peer} closed: {e}");
             }
             shared.stats.connections.fetch_sub(1, Ordering::SeqCst);
         });
@@ -463,15 +463,15 @@ async fn accept(listener: &Either, shared: &Shared) -> Option<(BoxRead, BoxWrite
             let (s, _) = match l.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    eprintln!("ebsim nbd: accept: {e}");
+                    tracing::warn!("nbd: accept: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     return None;
                 }
             };
             let cred = s.peer_cred().ok()?;
             if cred.uid() != shared.uid && cred.uid() != 0 {
-                eprintln!(
-                    "ebsim nbd: refused a connection from uid {} (only uid {} and root may connect)",
+                tracing::warn!(
+                    "nbd: refused a connection from uid {} (only uid {} and root may connect)",
                     cred.uid(),
                     shared.uid
                 );
@@ -485,7 +485,7 @@ async fn accept(listener: &Either, shared: &Shared) -> Option<(BoxRead, BoxWrite
             let (s, addr) = match l.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    eprintln!("ebsim nbd: accept: {e}");
+                    tracing::warn!("nbd: accept: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     return None;
                 }
@@ -1095,7 +1095,7 @@ fn execute_other(image: &Image, cookie: u64, cmd: Command, payload: &[u8], s: &S
     let status = |r: Result<()>| match r {
         Ok(()) => simple_reply(cookie, 0).to_vec(),
         Err(e) => {
-            eprintln!("ebsim nbd: {e}");
+            tracing::warn!("nbd: {e}");
             refusal_reply(
                 cookie,
                 s,
@@ -1164,7 +1164,7 @@ fn execute_other(image: &Image, cookie: u64, cmd: Command, payload: &[u8], s: &S
 
 fn read_reply(image: &Image, pool: &Pool, cookie: u64, offset: u64, len: u32, s: &Session) -> Buf {
     let failed = |e: Error| {
-        eprintln!("ebsim nbd: {e}");
+        tracing::warn!("nbd: {e}");
         Buf::from(refusal_reply(
             cookie,
             s,

@@ -326,8 +326,8 @@ impl Tls {
                     Ok(e.key.len())
                 }
                 _ => {
-                    eprintln!(
-                        "ebsim nbd: TLS-PSK identity {} is not in {shown}; handshake refused",
+                    tracing::warn!(
+                        "nbd: TLS-PSK identity {} is not in {shown}; handshake refused",
                         printable(identity)
                     );
                     // 0: no key, and OpenSSL fails the handshake.
@@ -468,8 +468,8 @@ impl Tls {
                 let mut s = tokio_openssl::SslStream::new(ssl, io).map_err(|e| failed(&e))?;
                 Pin::new(&mut s).accept().await.map_err(|e| failed(&e))?;
                 let ssl = s.ssl();
-                eprintln!(
-                    "ebsim nbd: {peer}: {} {}, PSK identity {}",
+                tracing::info!(
+                    "nbd: {peer}: {} {}, PSK identity {}",
                     ssl.version_str(),
                     ssl.current_cipher().map(|c| c.name()).unwrap_or("?"),
                     printable(
@@ -486,8 +486,8 @@ impl Tls {
                     .await
                     .map_err(|e| failed(&e))?;
                 let (_, conn) = s.get_ref();
-                eprintln!(
-                    "ebsim nbd: {peer}: {} {}, {}",
+                tracing::info!(
+                    "nbd: {peer}: {} {}, {}",
                     match conn.protocol_version() {
                         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
                         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),

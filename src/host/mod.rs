@@ -1,0 +1,19 @@
+//! The host side of attachments: the processes that serve them and what they
+//! leave on this Linux machine.
+//!
+//! - `supervisor.rs`: starts an attachment process and waits for it to be
+//!   ready, asks it requests over its control socket, stops it.
+//! - `messages.rs`: the typed messages between the two ([`messages::Request`],
+//!   [`messages::Event`]), one JSON document per line; errors keep their kind.
+//! - `agent.rs`: the attachment process itself: unlocks the volume through the
+//!   EC2 service and hands the unlocked image to FUSE and NBD.
+//! - `linux.rs`: [`LinuxHost`], the [`crate::ec2::AttachmentHost`] the EC2 engine is
+//!   given: mounts, loop devices, holders, stale sockets.
+
+pub mod agent;
+pub mod linux;
+pub mod messages;
+pub mod supervisor;
+
+pub use agent::{Frontends, serve};
+pub use linux::LinuxHost;
