@@ -69,9 +69,15 @@ pub fn parse_time(s: &str) -> Result<Timestamp> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
         let whole = secs.floor();
-        let nanos = ((secs - whole) * 1e9) as u32;
-        return DateTime::from_timestamp(whole as i64, nanos)
-            .ok_or_else(|| Error::usage(format!("time out of range: {s}")));
+        let out_of_range = || Error::usage(format!("time out of range: {s}"));
+        // chrono's range is far inside ±2⁶³ seconds; outside ±2⁶², or NaN, no time.
+        if !(-4.6e18..4.6e18).contains(&whole) {
+            return Err(out_of_range());
+        }
+        // In range (checked above) and a fraction of a second below 10⁹ ns.
+        #[allow(clippy::cast_possible_truncation)]
+        let (whole, nanos) = (whole as i64, ((secs - whole) * 1e9) as u32);
+        return DateTime::from_timestamp(whole, nanos).ok_or_else(out_of_range);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));

@@ -1,6 +1,8 @@
 //! Re-keying a volume in place (ebsim extension), and its crash safety: killed at
 //! every crash point (`EBSIM_FAULT`, src/fault.rs), rerun, and the data verified
 //! after each round.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

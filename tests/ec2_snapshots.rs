@@ -1,5 +1,7 @@
 //! Snapshots, volumes from snapshots, copies and cross-region copies, following
 //! EBS's rules (shared/reference/kms-ebs.md §2).
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use ebsim::ErrorKind;
 use ebsim::ec2::Ec2;
-use ebsim::ec2::model::*;
 use ebsim::ec2::model::Tag;
+use ebsim::ec2::model::*;
 use ebsim::kms::api::*;
 
 fn ec2(env: &Env) -> Ec2 {

@@ -2,6 +2,8 @@
 //! (SIGINT) undoes a snapshot, a copy or a restore, in the attachment process
 //! too; `kill -9` and crashes at every crash point (`EBSIM_FAULT`) are settled by
 //! the next command; a grow the filesystem cannot hold fails instead of hanging.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -12,6 +12,8 @@
 //! copies (the key page and the schedules), so it is known to be able to see them.
 //! After detach the process is gone. ebsim marks itself non-dumpable, so reading its
 //! memory takes CAP_SYS_PTRACE (root, as in CI); without it the test says SKIP.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -5,6 +5,8 @@
 //! once, and kill -9 after a flush. scripts/test.sh installs the clients
 //! (libnbd-bin, qemu-utils, fio); a test says why when it skips
 //! and is counted as skipped (common::skip).
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 #[macro_use]
 mod common;

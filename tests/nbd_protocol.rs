@@ -1,6 +1,8 @@
 //! The NBD server, in process, driven by a client written from the spec
 //! (tests/common/nbd_client.rs): negotiation, request checks, errors, out-of-order
 //! replies, malformed input, and a 64-connection load test with every byte checked.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! and after STARTTLS negotiation and I/O run inside TLS, with pre-shared keys
 //! (TLS 1.3 and 1.2) and with x509 certificates (rustls on the server, so this is
 //! OpenSSL against rustls), with and without client certificates.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

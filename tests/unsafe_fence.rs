@@ -2,7 +2,9 @@
 //! and only src/crypto/xts_vaes.rs may allow it, with a `// SAFETY:` comment on
 //! every unsafe block.
 
-fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+use std::path::Path;
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -16,8 +18,16 @@ fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn unsafe_is_allowed_in_one_module_and_every_block_says_why() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
-    assert!(lib.contains("#![deny(unsafe_code)]"));
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("[lints.rust]\n") && manifest.contains("\nunsafe_code = \"deny\""),
+        "Cargo.toml's [lints] must deny unsafe_code"
+    );
+    assert!(
+        manifest.contains("\ncast_possible_truncation = \"deny\""),
+        "Cargo.toml's [lints] must deny truncating casts"
+    );
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     for f in files {

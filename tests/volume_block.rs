@@ -1,5 +1,7 @@
 //! The block API (read / write / trim / write-zeroes / flush / allocation) against a
 //! plain in-memory model, written once and run on encrypted and unencrypted images.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 use ebsim::crypto::secret::SecretBytes;
 use ebsim::volume::header::{Cipher, Header, ZERO_UNIT_IS_HOLE};

@@ -1,6 +1,8 @@
 //! docs/FORMAT.md, checked: golden header bytes from an independent implementation
 //! of the spec, torn header writes, and every refusal (wrong key, tampered header,
 //! truncated image, unknown feature bit) leaving the image byte-for-byte unchanged.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 
 use ebsim::ErrorKind;
 use ebsim::crypto::secret::SecretBytes;

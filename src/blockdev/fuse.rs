@@ -10,6 +10,7 @@
 //! `max_write`, and a raised `max_background`. Every request is encrypted or
 //! decrypted on the thread that received it; buffers are bounded by `max_write`.
 
+use crate::num::usize_of;
 use crate::volume::Image;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
@@ -202,7 +203,7 @@ impl Filesystem for VolumeFs {
         if offset >= end {
             return reply.data(&[]);
         }
-        let n = (end - offset) as usize;
+        let n = usize_of(end - offset);
         READ_BUF.with(|b| {
             let mut buf = b.borrow_mut();
             if buf.len() < n {
@@ -235,10 +236,11 @@ impl Filesystem for VolumeFs {
             return reply.error(Errno::ENOSPC);
         }
         // A write running past the end stores what fits, as a block device does.
-        let n = data.len().min((size - offset) as usize);
+        let n = data.len().min(usize_of(size - offset));
         let sync = flags.0 & (libc_o_dsync() | libc_o_sync()) != 0;
         match self.image.write(offset, &data[..n], sync) {
-            Ok(()) => reply.written(n as u32),
+            // n ≤ data.len(), and the kernel sends at most max_write (a u32) bytes.
+            Ok(()) => reply.written(u32::try_from(n).expect("a FUSE write fits u32")),
             Err(e) => {
                 tracing::warn!("fuse: {e}");
                 reply.error(errno(&e))
@@ -307,7 +309,7 @@ impl Filesystem for VolumeFs {
             (ROOT, FileType::Directory, OsStr::new("..")),
             (FILE, FileType::RegularFile, self.name.as_os_str()),
         ];
-        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(usize_of(offset)) {
             if reply.add(*ino, (i + 1) as u64, *kind, name) {
                 break;
             }

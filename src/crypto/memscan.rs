@@ -211,7 +211,7 @@ pub fn scan(pid: u32, needles: &[(&str, &[u8])]) -> io::Result<Report> {
         }
         let mut at = m.start;
         while at < m.end {
-            let len = CHUNK.min(m.end - at) as usize;
+            let len = crate::num::usize_of(CHUNK.min(m.end - at));
             let mut buf = std::mem::take(&mut carry);
             let base = at - buf.len() as u64;
             let old = buf.len();

@@ -320,7 +320,10 @@ mod tests {
             Some(
                 r.hits
                     .iter()
-                    .filter(|h| h.addr as usize <= top && h.addr as usize + (256 << 10) > top)
+                    .filter(|h| {
+                        crate::num::usize_of(h.addr) <= top
+                            && crate::num::usize_of(h.addr) + (256 << 10) > top
+                    })
                     .map(|h| h.locked)
                     .collect(),
             )

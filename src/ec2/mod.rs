@@ -1564,7 +1564,8 @@ impl Counter<'_> {
         if let Some(id) = &self.snapshot
             && self.total > 0
         {
-            let pct = |k: u64| (k * 100 / self.total) as u32;
+            // k ≤ total, so the percentage is at most 100.
+            let pct = |k: u64| u32::try_from(k * 100 / self.total).unwrap_or(100);
             if pct(n) / 10 != pct(n - 1) / 10 && pct(n) < 100 {
                 self.ec2.record_progress(id, pct(n))?;
             }
@@ -1711,7 +1712,10 @@ fn performance(
         _ if iops.is_some() || throughput.is_some() => bad(format!(
             "IOPS and throughput can not be specified for {volume_type} volumes."
         )),
-        "gp2" => Ok((Some((3 * gib as u32).clamp(100, 16000)), None)),
+        "gp2" => Ok((
+            Some(u32::try_from(3 * gib).unwrap_or(u32::MAX).clamp(100, 16000)),
+            None,
+        )),
         _ => Ok((None, None)),
     }
 }
@@ -1800,7 +1804,7 @@ pub fn data_area(path: &Path) -> Result<Vec<u8>> {
     let all =
         std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     Ok(all
-        .get(crate::volume::DATA_OFFSET as usize..)
+        .get(crate::num::usize_of(crate::volume::DATA_OFFSET)..)
         .unwrap_or_default()
         .to_vec())
 }

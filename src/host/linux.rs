@@ -125,8 +125,8 @@ fn unescape(s: &str) -> String {
             .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
             .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')));
         match octal {
-            Some(v) if v <= 0xff => {
-                out.push(v as u8);
+            Some(v) if let Ok(v) = u8::try_from(v) => {
+                out.push(v);
                 i += 4;
             }
             _ => {

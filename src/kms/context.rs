@@ -17,12 +17,15 @@ pub fn canonical_bytes(ctx: &EncryptionContext) -> Vec<u8> {
         .iter()
         .map(|(k, v)| 8 + k.len() + v.len())
         .sum::<usize>();
+    // Contexts are validated far below 4 GiB (KMS allows 8 KiB), so every
+    // length fits its 32-bit field.
+    let u32_len = |n: usize| u32::try_from(n).expect("encryption context lengths fit 32 bits");
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(ctx.len() as u32).to_be_bytes());
+    out.extend_from_slice(&u32_len(ctx.len()).to_be_bytes());
     for (k, v) in ctx {
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        out.extend_from_slice(&u32_len(k.len()).to_be_bytes());
         out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        out.extend_from_slice(&u32_len(v.len()).to_be_bytes());
         out.extend_from_slice(v.as_bytes());
     }
     out

@@ -182,7 +182,7 @@ pub struct KeyRecord {
 impl KeyRecord {
     pub fn current_material(&self) -> Option<(u32, &KeyMaterial)> {
         let v = self.materials.len().checked_sub(1)?;
-        Some((v as u32, &self.materials[v]))
+        Some((u32::try_from(v).ok()?, &self.materials[v]))
     }
 
     /// The key policy as a document (None only if a stored policy no longer parses,

@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(a.secret, b.secret);
         let meta = std::fs::metadata(d.path().join("root.key")).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
-        assert_eq!(meta.len() as usize, ROOT_FILE_LEN);
+        assert_eq!(crate::num::usize_of(meta.len()), ROOT_FILE_LEN);
     }
 
     #[test]

@@ -481,7 +481,9 @@ pub fn option_reply(option: u32, reply: u32, data: &[u8]) -> Vec<u8> {
     b.extend_from_slice(&OPT_REPLY_MAGIC.to_be_bytes());
     b.extend_from_slice(&option.to_be_bytes());
     b.extend_from_slice(&reply.to_be_bytes());
-    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    // Option replies carry names and descriptions the server bounds far below 4 GiB.
+    let len = u32::try_from(data.len()).expect("option reply data fits u32");
+    b.extend_from_slice(&len.to_be_bytes());
     b.extend_from_slice(data);
     b
 }
@@ -534,9 +536,10 @@ pub fn chunk_header(flags: u16, kind: u16, cookie: u64, len: u32) -> [u8; CHUNK_
 pub fn error_chunk(cookie: u64, errno: Errno, message: &str) -> Vec<u8> {
     // The message is for humans; the spec caps a chunk's text at what fits a u16.
     let msg = &message.as_bytes()[..message.len().min(4096)];
-    let mut b = chunk_header(CHUNK_FLAG_DONE, CHUNK_ERROR, cookie, (6 + msg.len()) as u32).to_vec();
+    let msg_len = u16::try_from(msg.len()).expect("cut to 4096 bytes above");
+    let mut b = chunk_header(CHUNK_FLAG_DONE, CHUNK_ERROR, cookie, 6 + u32::from(msg_len)).to_vec();
     b.extend_from_slice(&(errno as u32).to_be_bytes());
-    b.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    b.extend_from_slice(&msg_len.to_be_bytes());
     b.extend_from_slice(msg);
     b
 }

@@ -33,6 +33,8 @@ use tokio::sync::{Mutex, Semaphore, watch};
 
 /// Requests in flight on one connection.
 pub const MAX_IN_FLIGHT: usize = 64;
+const MAX_IN_FLIGHT_U32: u32 = 64;
+const _: () = assert!(MAX_IN_FLIGHT_U32 as usize == MAX_IN_FLIGHT);
 /// Payload bytes in flight across the server (reads and writes), in 4 KiB units:
 /// 256 MiB, eight maximum-size requests.
 const BUDGET_UNITS: usize = (256 << 20) / 4096;
@@ -739,7 +741,9 @@ where
                 reply(REP_ERR_INVALID, b"LIST takes no data");
             }
             OPT_LIST => {
-                let mut s = (export.name.len() as u32).to_be_bytes().to_vec();
+                // Export names are at most 4096 bytes (checked when the export is made).
+                let name_len = u32::try_from(export.name.len()).expect("export names are short");
+                let mut s = name_len.to_be_bytes().to_vec();
                 s.extend_from_slice(export.name.as_bytes());
                 s.extend_from_slice(export.description.as_bytes());
                 reply(REP_SERVER, &s);
@@ -1026,7 +1030,7 @@ where
     };
     // Requests already read are finished and answered before the connection closes
     // (DISC: "the server MUST complete outstanding requests").
-    let _all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+    let _all = in_flight.acquire_many(MAX_IN_FLIGHT_U32).await;
     let mut w = writer.lock().await;
     let _ = w.flush().await;
     let _ = w.shutdown().await;
@@ -1229,8 +1233,9 @@ fn block_status_reply(
     let keep = if req_one { 1 } else { MAX_EXTENTS };
     let mut body = META_ID_BASE_ALLOCATION.to_be_bytes().to_vec();
     for x in extents.iter().take(keep) {
-        // Extents come from one request, so each fits a u32.
-        body.extend_from_slice(&(x.length as u32).to_be_bytes());
+        // Extents come from one request (a u32 length), so each fits a u32.
+        let length = u32::try_from(x.length).expect("an extent within one request");
+        body.extend_from_slice(&length.to_be_bytes());
         let state = if x.allocated {
             0
         } else {
@@ -1243,7 +1248,8 @@ fn block_status_reply(
         CHUNK_FLAG_DONE,
         CHUNK_BLOCK_STATUS,
         cookie,
-        body.len() as u32,
+        // At most MAX_EXTENTS descriptors of 8 bytes, plus the context id.
+        u32::try_from(body.len()).expect("a bounded extent list"),
     )
     .to_vec();
     b.extend_from_slice(&body);

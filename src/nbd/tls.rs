@@ -194,7 +194,7 @@ fn read_private(path: &Path, flag: &str) -> Result<Zeroizing<Vec<u8>>> {
         )));
     }
     // Room for the whole file up front, so no reallocation leaves a copy behind.
-    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    let mut buf = Zeroizing::new(Vec::with_capacity(crate::num::usize_of(meta.len()) + 1));
     std::fs::File::open(path)
         .and_then(|f| f.take(PSK_FILE_MAX).read_to_end(&mut buf))
         .map_err(|e| bad(format!("{flag} {}: {e}", path.display())))?;

@@ -12,6 +12,7 @@
 use super::{BLOCK, BlockStore, Digest, Manifest, ManifestStore, Progress, io_pool};
 use crate::crypto::xts::Xts;
 use crate::error::Result;
+use crate::num::usize_of;
 use crate::volume::image::Image;
 use crate::volume::{DATA_UNIT, units};
 use rayon::prelude::*;
@@ -56,7 +57,7 @@ pub fn take(
         todo.par_iter()
             .map(|&b| -> Result<(u64, Option<Digest>)> {
                 progress.step()?;
-                let len = BLOCK.min(size - b * BLOCK) as usize;
+                let len = usize_of(BLOCK.min(size - b * BLOCK));
                 let mut buf = vec![0u8; len];
                 image.read_stored(b * BLOCK, &mut buf)?;
                 if units::is_zero(&buf) {
@@ -297,7 +298,7 @@ mod tests {
     }
 
     fn contents(img: &Image) -> Vec<u8> {
-        let mut buf = vec![0u8; SIZE as usize];
+        let mut buf = vec![0u8; usize_of(SIZE)];
         img.read(0, &mut buf).unwrap();
         buf
     }
@@ -405,7 +406,8 @@ mod tests {
         let manifests = MemoryManifests::default();
         let img = new_image(dir.path(), "plain.img", None);
         for b in 0..4 {
-            img.write(b * BLOCK, &[b as u8 + 1; 10], false).unwrap();
+            img.write(b * BLOCK, &[u8::try_from(b + 1).unwrap(); 10], false)
+                .unwrap();
         }
         let stop = Steps {
             stop_after: Some(0),

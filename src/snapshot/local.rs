@@ -299,15 +299,15 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
-        let block = crate::crypto::random_bytes(BLOCK as usize + 1);
+        let block = crate::crypto::random_bytes(crate::num::usize_of(BLOCK) + 1);
         // An unaligned source (staged through the aligned buffer) and, most
         // likely, differently aligned windows of a second allocation.
-        let mut other = vec![0u8; BLOCK as usize + DIRECT_ALIGN];
+        let mut other = vec![0u8; crate::num::usize_of(BLOCK) + DIRECT_ALIGN];
         let at = other.as_ptr().align_offset(DIRECT_ALIGN);
-        other[at..at + BLOCK as usize].copy_from_slice(&block[1..]);
+        other[at..at + crate::num::usize_of(BLOCK)].copy_from_slice(&block[1..]);
         for (name, bytes) in [
             ("unaligned", &block[1..]),
-            ("aligned", &other[at..at + BLOCK as usize]),
+            ("aligned", &other[at..at + crate::num::usize_of(BLOCK)]),
             ("short", &block[..3 * DIRECT_ALIGN]),
             ("odd length", &block[..DIRECT_ALIGN + 17]),
         ] {

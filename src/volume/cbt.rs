@@ -20,6 +20,7 @@
 //! full.
 
 use crate::error::{Error, Result};
+use crate::num::usize_of;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -53,13 +54,13 @@ pub struct Cbt {
 }
 
 fn encode(base: Option<&str>, blocks: u64, bits: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; HEADER as usize];
+    let mut out = vec![0u8; usize_of(HEADER)];
     out[..8].copy_from_slice(MAGIC);
     out[8..12].copy_from_slice(&1u32.to_le_bytes());
     out[16..24].copy_from_slice(&blocks.to_le_bytes());
     if let Some(b) = base {
         let b = &b.as_bytes()[..b.len().min(39)];
-        out[24] = b.len() as u8;
+        out[24] = u8::try_from(b.len()).expect("at most 39 bytes");
         out[25..25 + b.len()].copy_from_slice(b);
     }
     out.extend_from_slice(bits);
@@ -90,7 +91,7 @@ impl Cbt {
                 .ok()?
                 .to_string();
             let bits = b
-                .get(HEADER as usize..HEADER as usize + n.div_ceil(8) as usize)?
+                .get(usize_of(HEADER)..usize_of(HEADER) + usize_of(n.div_ceil(8)))?
                 .to_vec();
             Some(((!base.is_empty()).then_some(base), n, bits))
         });
@@ -100,10 +101,10 @@ impl Cbt {
         };
         match parsed {
             Some((base, n, mut bits)) if n <= blocks => {
-                bits.resize(blocks.div_ceil(8) as usize, 0);
+                bits.resize(usize_of(blocks.div_ceil(8)), 0);
                 cbt.replace(base.as_deref(), blocks, bits)?;
             }
-            _ => cbt.replace(None, blocks, vec![0; blocks.div_ceil(8) as usize])?,
+            _ => cbt.replace(None, blocks, vec![0; usize_of(blocks.div_ceil(8))])?,
         }
         Ok(cbt)
     }
@@ -173,7 +174,7 @@ impl Cbt {
     /// Starts a new epoch: nothing changed since snapshot `base`.
     pub fn reset(&self, base: &str, size: u64) -> Result<()> {
         let blocks = size.div_ceil(BLOCK);
-        self.replace(Some(base), blocks, vec![0; blocks.div_ceil(8) as usize])
+        self.replace(Some(base), blocks, vec![0; usize_of(blocks.div_ceil(8))])
     }
 
     /// The volume grew: the new blocks count as changed (their zeros are new data).
@@ -184,7 +185,7 @@ impl Cbt {
             (s.base.clone(), s.bits.clone())
         };
         let blocks = new_size.div_ceil(BLOCK);
-        bits.resize(blocks.div_ceil(8) as usize, 0);
+        bits.resize(usize_of(blocks.div_ceil(8)), 0);
         for b in old_size / BLOCK..blocks {
             bits[(b / 8) as usize] |= 1 << (b % 8);
         }

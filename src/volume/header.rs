@@ -15,6 +15,9 @@ pub const SLOT: usize = 4096;
 pub const DATA_OFFSET: u64 = 1 << 20;
 /// Bytes per data unit (one XTS tweak each).
 pub const DATA_UNIT: u64 = 4096;
+/// [`DATA_UNIT`] as the header's 32-bit field holds it.
+const DATA_UNIT_U32: u32 = 4096;
+const _: () = assert!(DATA_UNIT_U32 as u64 == DATA_UNIT);
 const FIXED: usize = 72;
 const FIELDS: usize = 6;
 const MAC_LEN: usize = 32;
@@ -195,10 +198,12 @@ impl Header {
                 "the header would be {len} bytes; at most {SLOT} fit"
             )));
         }
+        // Every length below is at most SLOT (checked above), so fits 16 bits.
+        let u16_len = |n: usize| u16::try_from(n).expect("header lengths are bounded by SLOT");
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&u16_len(len).to_le_bytes());
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&self.sequence.to_le_bytes());
         let incompat = if self.rekey.is_some() {
@@ -210,7 +215,7 @@ impl Header {
         out.extend_from_slice(&self.compat_features.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&DATA_OFFSET.to_le_bytes());
-        out.extend_from_slice(&(DATA_UNIT as u32).to_le_bytes());
+        out.extend_from_slice(&DATA_UNIT_U32.to_le_bytes());
         let (c, m) = match self.cipher {
             Cipher::None => (0u8, 0u8),
             Cipher::AesXtsPlain64 => (1, 1),
@@ -219,12 +224,12 @@ impl Header {
         out.extend_from_slice(&self.created_ms.to_le_bytes());
         debug_assert_eq!(out.len(), FIXED);
         for f in fields {
-            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            out.extend_from_slice(&u16_len(f.len()).to_le_bytes());
             out.extend_from_slice(f);
         }
         if let Some(r) = &self.rekey {
             for f in [r.kms_key_arn.as_bytes(), &r.wrapped_key] {
-                out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+                out.extend_from_slice(&u16_len(f.len()).to_le_bytes());
                 out.extend_from_slice(f);
             }
             out.extend_from_slice(&r.boundary.to_le_bytes());

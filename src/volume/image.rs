@@ -13,13 +13,14 @@ use super::header::{
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Field, Result};
+use crate::num::usize_of;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-const U: usize = DATA_UNIT as usize;
+const U: usize = usize_of(DATA_UNIT);
 const STRIPES: usize = 64;
 /// Bytes written per call when zeros must be written rather than punched.
 const ZERO_CHUNK: usize = 1 << 20;
@@ -393,9 +394,9 @@ impl Image {
             return self.read_units(first, buf);
         }
         let end = (offset + buf.len() as u64).div_ceil(DATA_UNIT);
-        with_scratch(((end - first) * DATA_UNIT) as usize, |tmp| {
+        with_scratch(usize_of((end - first) * DATA_UNIT), |tmp| {
             self.read_units(first, tmp)?;
-            let skip = (offset - first * DATA_UNIT) as usize;
+            let skip = usize_of(offset - first * DATA_UNIT);
             buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
             Ok(())
         })
@@ -408,10 +409,10 @@ impl Image {
         let mut mode = [None::<bool>; STRIPES];
         let span = end - start;
         for u in start..start + span.min(STRIPES as u64) {
-            mode[(u % STRIPES as u64) as usize] = Some(false);
+            mode[usize_of(u % STRIPES as u64)] = Some(false);
         }
         for u in exclusive {
-            mode[(u % STRIPES as u64) as usize] = Some(true);
+            mode[usize_of(u % STRIPES as u64)] = Some(true);
         }
         mode.iter()
             .enumerate()
@@ -457,7 +458,7 @@ impl Image {
                 let end = offset + data.len() as u64;
                 let first = offset / DATA_UNIT;
                 let last = end.div_ceil(DATA_UNIT);
-                let head = (offset % DATA_UNIT) as usize;
+                let head = usize_of(offset % DATA_UNIT);
                 let tail_partial = !end.is_multiple_of(DATA_UNIT);
                 let mut partial = Vec::with_capacity(2);
                 if head != 0 {
@@ -469,13 +470,13 @@ impl Image {
                 let _guards = self.lock_units(first, last, &partial);
                 // Every byte of the scratch is set below: partial units are read
                 // whole, the rest is the caller's data.
-                with_scratch(((last - first) * DATA_UNIT) as usize, |tmp| {
+                with_scratch(usize_of((last - first) * DATA_UNIT), |tmp| {
                     if partial.is_empty() {
                         // Whole units: encrypt straight from the caller's data.
                         xts.encrypt_to(first, data, tmp).expect("whole units");
                     } else {
                         for &u in &partial {
-                            let at = ((u - first) * DATA_UNIT) as usize;
+                            let at = usize_of((u - first) * DATA_UNIT);
                             self.read_units(u, &mut tmp[at..at + U])?;
                         }
                         tmp[head..head + data.len()].copy_from_slice(data);
@@ -517,19 +518,19 @@ impl Image {
         let first_full = offset.div_ceil(DATA_UNIT);
         let last_full = end / DATA_UNIT;
         if first_full >= last_full {
-            return self.write_inner(offset, &vec![0u8; len as usize], false);
+            return self.write_inner(offset, &vec![0u8; usize_of(len)], false);
         }
         if !offset.is_multiple_of(DATA_UNIT) {
             self.write_inner(
                 offset,
-                &vec![0u8; (first_full * DATA_UNIT - offset) as usize],
+                &vec![0u8; usize_of(first_full * DATA_UNIT - offset)],
                 false,
             )?;
         }
         if !end.is_multiple_of(DATA_UNIT) {
             self.write_inner(
                 last_full * DATA_UNIT,
-                &vec![0u8; (end - last_full * DATA_UNIT) as usize],
+                &vec![0u8; usize_of(end - last_full * DATA_UNIT)],
                 false,
             )?;
         }
@@ -545,7 +546,7 @@ impl Image {
         let mut buf = vec![0u8; ZERO_CHUNK];
         while unit < last_full {
             let n = (last_full - unit).min((ZERO_CHUNK / U) as u64);
-            let chunk = &mut buf[..n as usize * U];
+            let chunk = &mut buf[..usize_of(n) * U];
             chunk.fill(0);
             if !punch && let Some(xts) = &self.xts {
                 xts.encrypt(unit, chunk).expect("whole units");
@@ -582,11 +583,11 @@ impl Image {
         let full_start = (first_full * DATA_UNIT).min(end);
         let full_end = (last_full * DATA_UNIT).max(full_start);
         if offset < full_start {
-            self.write(offset, &vec![0u8; (full_start - offset) as usize], false)?;
+            self.write(offset, &vec![0u8; usize_of(full_start - offset)], false)?;
         }
         if full_end < end {
             let from = full_end.max(offset);
-            self.write(from, &vec![0u8; (end - from) as usize], false)?;
+            self.write(from, &vec![0u8; usize_of(end - from)], false)?;
         }
         Ok(true)
     }

@@ -24,6 +24,7 @@ use super::units;
 use crate::crypto::secret::SecretBytes;
 use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
+use crate::num::usize_of;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 
@@ -121,7 +122,7 @@ fn read_journal(path: &Path, boundary: u64) -> Option<Vec<[u8; SIG]>> {
         return None;
     }
     let at = u64::from_le_bytes(body[8..16].try_into().ok()?);
-    let n = u64::from_le_bytes(body[16..24].try_into().ok()?) as usize;
+    let n = usize::try_from(u64::from_le_bytes(body[16..24].try_into().ok()?)).ok()?;
     let sums = body.get(24..24 + SIG * n)?;
     (at == boundary && body.len() == 24 + SIG * n).then(|| {
         sums.chunks_exact(SIG)
@@ -213,7 +214,7 @@ pub fn finish(image: Image, new_key: &SecretBytes, progress: &dyn Fn(u64, u64)) 
     // chunk while the current one is written and flushed, on units no step
     // of the current chunk touches.
     let prepare = |start: u64, end: u64, old_sums: Option<Vec<[u8; SIG]>>| -> Result<Prepared> {
-        let mut buf = vec![0u8; ((end - start) * DATA_UNIT) as usize];
+        let mut buf = vec![0u8; usize_of((end - start) * DATA_UNIT)];
         image.read_stored(start * DATA_UNIT, &mut buf)?;
         let (is_old, journal) = match old_sums {
             Some(sums) => (

@@ -10,10 +10,11 @@
 
 use super::header::DATA_UNIT;
 use crate::crypto::xts::Xts;
+use crate::num::usize_of;
 use std::ops::Range;
 
 /// Bytes per unit, as a length.
-pub const UNIT: usize = DATA_UNIT as usize;
+pub const UNIT: usize = usize_of(DATA_UNIT);
 
 /// True if `unit` (whole, stored bytes) is a hole. A ciphertext unit almost never
 /// starts with 16 zero bytes, so the first 16 bytes decide nearly every unit.

@@ -1,4 +1,6 @@
 //! Shared helpers for the integration tests.
+// Test data: sizes and offsets are small constants of the test itself.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(dead_code, unused_macros)]
 
 pub mod nbd_client;
