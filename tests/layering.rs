@@ -70,7 +70,26 @@ fn ec2_never_touches_a_mount_or_a_socket() {
             ".sock\"",
             "crate::blockdev",
             "crate::nbd",
+            "crate::host",
+            "LinuxHost",
         ],
-        "the EC2 engine goes through its AttachmentHost (src/host/linux.rs)",
+        "the EC2 engine goes through the AttachmentHost the service layer gives it",
+    );
+}
+
+#[test]
+fn the_cli_holds_no_engine() {
+    refuse(
+        "cli",
+        &[
+            "crate::ec2::Ec2",
+            "Ec2::new",
+            "Ec2::with_host",
+            "ec2_engine",
+            "crate::kms::Kms",
+            "Kms::open",
+            "kms_engine",
+        ],
+        "the CLI calls the service layer (src/service/), attach and detach included",
     );
 }
