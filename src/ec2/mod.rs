@@ -44,7 +44,7 @@ use authz::Target;
 use model::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 const BY_DEFAULT: &str = "ebs_encryption_by_default";
@@ -1800,7 +1800,7 @@ fn decode_token(t: &str) -> Result<String> {
 
 /// Bytes of a volume's image file that hold its data area (for tests).
 #[cfg(any(test, feature = "test-support"))]
-pub fn data_area(path: &Path) -> Result<Vec<u8>> {
+pub fn data_area(path: &std::path::Path) -> Result<Vec<u8>> {
     let all =
         std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     Ok(all
