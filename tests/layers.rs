@@ -232,6 +232,48 @@ fn ec2_never_touches_a_mount_or_a_socket() {
     );
 }
 
+/// Every module of the crate is in lib.rs's map (its `# Layout` table) and in
+/// docs/ARCHITECTURE.md.
+#[test]
+fn every_module_is_on_the_maps() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let arch = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';'))
+        .collect();
+    assert!(
+        modules.len() > 10,
+        "lib.rs declares its modules as `pub mod x;`"
+    );
+    for m in modules {
+        assert!(
+            lib.contains(&format!("//! | [`{m}`] |")),
+            "src/lib.rs's layout table has no row for {m}"
+        );
+        assert!(
+            arch.contains(&format!("src/{m}/")) || arch.contains(&format!("{m}.rs")),
+            "docs/ARCHITECTURE.md does not place {m}"
+        );
+    }
+    // And every file under src/ is named in ARCHITECTURE.md.
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if ["mod.rs", "lib.rs", "main.rs", "tests.rs"].contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            arch.contains(&name),
+            "docs/ARCHITECTURE.md does not name {}",
+            f.strip_prefix(root).unwrap().display()
+        );
+    }
+}
+
 /// The checker itself: each rule fires on the import it is about, and the
 /// parser sees grouped imports and ignores comments and tests.
 #[test]
