@@ -7,15 +7,18 @@
 #   nbd    fio's nbd engine on the NBD export (unix socket) of another such
 #          volume: 4k random reads at queue depth 16, 1 MiB reads
 # Every measurement alternates A and B, EBSIM_BENCH_ROUNDS times (default 3);
-# the table gives each side's median and B/A. A is BASE_REV, built in a
-# temporary worktree; B is this checkout (or NEW_REV).
-#   scripts/bench/ab.sh BASE_REV [NEW_REV]
+# the table gives each side's median and B/A. A is BASE_REV, B this checkout
+# (or NEW_REV); a revision is built in a worktree under target/ab/ that is kept,
+# so `--build-only` can build ahead of a quiet moment to measure in.
+#   scripts/bench/ab.sh [--build-only] BASE_REV [NEW_REV]
 #   (EBSIM_BENCH_SIZE=512M EBSIM_BENCH_RUNTIME=5 EBSIM_BENCH_ROUNDS=3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
-[ $# -ge 1 ] || { echo "usage: $0 BASE_REV [NEW_REV]" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "$0: FUSE attachments need root" >&2; exit 2; }
+build_only=
+[ "${1:-}" = --build-only ] && { build_only=1; shift; }
+[ $# -ge 1 ] || { echo "usage: $0 [--build-only] BASE_REV [NEW_REV]" >&2; exit 2; }
+[ -n "$build_only" ] || [ "$(id -u)" = 0 ] || { echo "$0: FUSE attachments need root" >&2; exit 2; }
 ensure_apt fio fuse3 libnbd-bin util-linux python3
 ensure_rust
 repo=$PWD
@@ -28,11 +31,20 @@ out=$work/results
 mkdir -p "$out"
 
 declare -A tree bin
-tree[A]=$work/tree-A
-git worktree add --quiet --detach "${tree[A]}" "$1"
+# A revision's worktree: target/ab/<commit>, made once.
+worktree_of() {
+    local sha dir
+    sha=$(git rev-parse --verify "$1^{commit}")
+    dir=$repo/target/ab/$sha
+    if [ ! -d "$dir" ]; then
+        mkdir -p "$repo/target/ab"
+        git worktree add --quiet --detach "$dir" "$sha"
+    fi
+    echo "$dir"
+}
+tree[A]=$(worktree_of "$1")
 if [ -n "${2:-}" ]; then
-    tree[B]=$work/tree-B
-    git worktree add --quiet --detach "${tree[B]}" "$2"
+    tree[B]=$(worktree_of "$2")
 else
     tree[B]=$repo
 fi
@@ -43,8 +55,6 @@ cleanup() {
             EBSIM_HOME=$work/home-$s "${bin[$s]}" ec2 detach-volume --volume-id "$v" --force >/dev/null 2>&1
         done
     done
-    git -C "$repo" worktree remove --force "${tree[A]}" 2>/dev/null
-    [ "${tree[B]}" = "$repo" ] || git -C "$repo" worktree remove --force "${tree[B]}" 2>/dev/null
     rm -rf "$work"
 }
 declare -A VOLS
@@ -54,12 +64,13 @@ for s in A B; do
     say "building $s ($(git -C "${tree[$s]}" rev-parse --short HEAD)): release binary and the xts bench"
     # A worktree shares nothing with this checkout's target/; seed it to save the
     # dependencies' build.
-    if [ "${tree[$s]}" != "$repo" ] && [ -d "$repo/target/release" ]; then
+    if [ "${tree[$s]}" != "$repo" ] && [ ! -d "${tree[$s]}/target/release" ] && [ -d "$repo/target/release" ]; then
         mkdir -p "${tree[$s]}/target" && cp -a "$repo/target/release" "${tree[$s]}/target/"
     fi
     (cd "${tree[$s]}" && cargo build --release --quiet && cargo bench --bench xts --no-run --quiet >/dev/null 2>&1)
     bin[$s]=${tree[$s]}/target/release/ebsim
 done
+[ -z "$build_only" ] || { say "built; measure with: $0 $*"; exit 0; }
 
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'aes|avx2|vaes|vpclmulqdq|avx512f|avx512vl' | tr '\n' ' ')
