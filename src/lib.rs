@@ -2,18 +2,30 @@
 //!
 //! # Layout
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`error`] | the one error type: AWS error code, message, exit code |
-//! | [`clock`] | the movable clock every time rule reads |
-//! | [`home`] | the data root: config, root key, per-region subtrees |
-//! | [`fsutil`] | private modes and atomic file replacement |
-//! | [`fault`] | crash points for crash tests (`EBSIM_FAULT`) |
-//! | [`crypto`] | locked zeroizing secrets (and the stacks that touch them), AES-256-GCM, HKDF, XTS, randomness |
-//! | [`kms`] | keys, backing-key versions, aliases, rotation, deletion, crypto operations, sealed store, audit log, quotas |
-//! | [`service`] | the service layer: request context, each service's operation table; what every front end calls |
-//! | [`host`] | attachment processes (supervisor, typed messages, agent) and the Linux host they live on |
-//! | [`cli`] | the `ebsim` command line, shaped like the AWS CLI |
+//! From the top (front ends) down; docs/ARCHITECTURE.md draws the layers and
+//! their rules, and tests/layers.rs holds the code to them.
+//!
+//! | module | layer | owns |
+//! |---|---|---|
+//! | [`cli`] | front end | the `ebsim` command line, shaped like the AWS CLI: parse, call the service layer, format; exit codes (`cli::exit`), log setup |
+//! | [`server`] | front end | the network edge: HTTP statuses of errors (the wire server comes next) |
+//! | [`blockdev`] | front end | the FUSE file that serves an unlocked volume image |
+//! | [`nbd`] | front end | the NBD export (protocol, server, TLS) of an unlocked volume image |
+//! | [`host`] | host | attachment processes: supervisor, typed messages, the agent, the Linux host (mounts, loop devices, sockets) |
+//! | [`service`] | services | the service layer: `Services`, `RequestContext`, one operation table per service (KMS, IAM, EC2, CloudTrail) |
+//! | [`ec2`] | engine | EC2's volumes, snapshots API, attachments, re-key API; authorization and CloudTrail records |
+//! | [`kms`] | engine | keys, key material versions, aliases, grants, policies, rotation, deletion, crypto operations, sealed store, audit log, quotas |
+//! | [`iam`] | engine | users, roles, identity policies, principals |
+//! | [`policy`] | engine | the IAM policy language: grammar, conditions, evaluation |
+//! | [`snapshot`] | engine | snapshot take / restore / copy / collect over injected block and manifest stores; the local block store |
+//! | [`volume`] | format | the volume image (docs/FORMAT.md): headers, block I/O, stored-unit XTS, re-key engine, changed-block tracking, owner |
+//! | [`crypto`] | base | locked zeroizing secrets (and the stacks that touch them), AES-256-GCM, HKDF, XTS, randomness |
+//! | [`home`] | base | the data root: config, root key, stores made once, per-region subtrees |
+//! | [`error`] | base | the one error type: kind, AWS-style message, structured context |
+//! | [`clock`] | base | the movable clock every time rule reads |
+//! | [`fsutil`] | base | private modes, atomic file replacement, directory fsync |
+//! | [`fault`] | base | crash points for crash tests (`EBSIM_FAULT`) |
+//! | [`num`] | base | integer conversions that cannot truncate |
 //!
 //! docs/ARCHITECTURE.md shows how the parts fit; docs/KMS.md specifies the
 //! ciphertext and store formats.

@@ -40,8 +40,8 @@ impl SecretBytes {
             Err(e) => {
                 static WARN: Once = Once::new();
                 WARN.call_once(|| {
-                    eprintln!(
-                        "ebsim: warning: cannot lock key memory ({e}); keys may be swapped out. \
+                    tracing::warn!(
+                        "cannot lock key memory ({e}); keys may be swapped out. \
                          Raise RLIMIT_MEMLOCK (ulimit -l) or run with CAP_IPC_LOCK."
                     )
                 });

@@ -187,8 +187,8 @@ fn lock_window(sp: usize) {
             Err(e) => {
                 static WARN: Once = Once::new();
                 WARN.call_once(|| {
-                    eprintln!(
-                        "ebsim: warning: cannot lock the stack of a thread that encrypts ({e}); \
+                    tracing::warn!(
+                        "cannot lock the stack of a thread that encrypts ({e}); \
                          spilled round keys may be swapped out. Raise RLIMIT_MEMLOCK (ulimit -l) \
                          or run with CAP_IPC_LOCK."
                     )

@@ -108,7 +108,7 @@ impl Ec2 {
         );
         if let Err(e) = recorded {
             // The call's outcome stands; say loudly that its record is missing.
-            eprintln!("ebsim: warning: {e}");
+            tracing::warn!("{e}");
         }
         result
     }

@@ -408,7 +408,7 @@ impl Kms {
         if let Err(e) = self.audit.record(&ev) {
             // The call's outcome stands (it may already be committed); say loudly
             // that its record is missing.
-            eprintln!("ebsim: warning: {e}");
+            tracing::warn!("{e}");
         }
     }
 
