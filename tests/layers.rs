@@ -129,6 +129,11 @@ fn violation(component: &str, path: &str) -> Option<&'static str> {
     if component == "ec2" && ["blockdev", "nbd", "server", "service"].contains(&top) {
         return Some("EC2 imports a front end or the service layer");
     }
+    //    The engine is given its host (an `AttachmentHost`) by the service layer;
+    //    it never names the Linux one.
+    if component == "ec2" && top == "host" {
+        return Some("EC2 names the host instead of being given one");
+    }
     // 6. The snapshot engine works over injected stores, under EC2.
     if component == "snapshot"
         && ["ec2", "kms", "service", "blockdev", "nbd", "server", "iam"].contains(&top)
@@ -228,6 +233,42 @@ fn ec2_never_touches_a_mount_or_a_socket() {
     assert!(
         broken.is_empty(),
         "EC2 touches the host:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// The CLI opens no engine: every call, attach and detach included, goes through
+/// `crate::service` (imports are checked above; this catches the calls that name
+/// no path, such as `services.ec2_engine(..)`).
+#[test]
+fn the_cli_opens_no_engine() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("cli"), &mut files);
+    files.push(src.join("main.rs"));
+    let mut broken = Vec::new();
+    for f in &files {
+        let code = code_of(&std::fs::read_to_string(f).unwrap(), f);
+        for word in [
+            "ec2_engine",
+            "kms_engine",
+            "iam_engine",
+            "Ec2::new",
+            "Ec2::with_host",
+            "Kms::open",
+            "agent::",
+        ] {
+            if code.contains(word) {
+                broken.push(format!(
+                    "{}: {word}",
+                    f.strip_prefix(&src).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "the CLI opens an engine:\n{}",
         broken.join("\n")
     );
 }

@@ -328,19 +328,14 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             description,
             tag_specifications,
         } => {
-            // Not through the table yet: a volume attached through FUSE or NBD is
-            // snapshotted by its attachment process; this one authorizes and
-            // records the call.
-            let ec2 = ctx.ec2()?;
-            let who = &ctx.caller;
-            let tags = snapshot_tags(tag_specifications_of(&tag_specifications)?)?;
-            exec!(
-                ctx,
-                "CreateSnapshot",
-                ec2.create_snapshot_via(who, &volume_id, &description, tags.clone(), |v| {
-                    super::attach::snapshot_via_daemon(ctx, v, &description, &tags)
-                })
-            )
+            // A volume attached through FUSE or NBD is snapshotted by its
+            // attachment process (the service layer routes it).
+            let req = CreateSnapshotRequest {
+                volume_id,
+                description,
+                tag_specifications: tag_specifications_of(&tag_specifications)?,
+            };
+            exec!(ctx, "CreateSnapshot", call(R::CreateSnapshot(req.clone())))
         }
         C::DescribeSnapshots {
             snapshot_ids,
@@ -474,22 +469,27 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             }
             .resolve(nbd.as_ref())?;
             let front = crate::host::Frontends { fuse, nbd, nbd_tls };
-            super::attach::attach_volume(
-                ctx,
-                &volume_id,
+            let req = crate::service::attach::AttachVolumeRequest {
+                volume_id,
                 instance_id,
                 device,
-                &front,
-                foreground,
-                report_to_parent,
-            )
+            };
+            super::attach::attach_volume(ctx, req, &front, foreground, report_to_parent)
         }
         C::DetachVolume {
             volume_id,
             force,
-            instance_id: _,
-            device: _,
-        } => super::attach::detach_volume(ctx, &volume_id, force),
+            instance_id,
+            device,
+        } => {
+            let req = crate::service::attach::DetachVolumeRequest {
+                volume_id,
+                force,
+                instance_id,
+                device,
+            };
+            super::attach::detach_volume(ctx, req)
+        }
         _ => unreachable!("only attach and detach come here"),
     }
 }

@@ -165,8 +165,10 @@ pub struct Ctx {
 
 impl Ctx {
     /// `configuring`: for `ebsim configure`, which edits profiles and so neither
-    /// needs the profile to exist nor acts as its principal.
-    fn new(g: &Globals, configuring: bool) -> Result<Self> {
+    /// needs the profile to exist nor acts as its principal. `attachment_process`:
+    /// this process serves an attachment (`attach-volume --foreground`), which
+    /// stop signals detach ([`attachment_stop`]).
+    fn new(g: &Globals, configuring: bool, attachment_process: bool) -> Result<Self> {
         let root = DataRoot::open(
             g.home
                 .clone()
@@ -203,10 +205,11 @@ impl Ctx {
         if max_attempts == 0 {
             return Err(Error::usage("--max-attempts must be at least 1"));
         }
+        let stop = attachment_process.then(attachment_stop).transpose()?;
         let services =
-            crate::service::Services::new(root.clone(), clock.clone()).with_ec2_hooks(|| {
+            crate::service::Services::new(root.clone(), clock.clone()).with_ec2_hooks(move || {
                 crate::service::Ec2Hooks {
-                    cancel: Some(interrupted()),
+                    cancel: Some(stop.clone().unwrap_or_else(interrupted)),
                     progress: progress::reporter(),
                 }
             });
@@ -242,19 +245,6 @@ impl Ctx {
         )
     }
 
-    pub fn kms(&self) -> Result<crate::kms::Kms> {
-        crate::kms::Kms::open(&self.root, &self.region, self.clock.clone())
-    }
-
-    pub fn ec2(&self) -> Result<crate::ec2::Ec2> {
-        let mut ec2 = crate::ec2::Ec2::new(&self.root, self.kms()?)?;
-        if let Some(p) = progress::reporter() {
-            ec2.set_progress(p);
-        }
-        ec2.set_cancel(interrupted());
-        Ok(ec2)
-    }
-
     /// Prints a response (nothing for an empty one, unless `--query` asks).
     pub fn print<T: serde::Serialize>(&self, operation: &str, resp: &T) -> Result<()> {
         let v = serde_json::to_value(resp).expect("responses serialize");
@@ -288,6 +278,23 @@ pub fn interrupted() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         flag
     })
     .clone()
+}
+
+/// The stop flag of an attachment process: set by SIGINT, SIGTERM or SIGHUP. It
+/// stops a snapshot in progress for a control client, and is also what
+/// `host::serve` waits for to detach; unlike a command's, a second signal does
+/// not end the process at once, which must unmount and flush first.
+fn attachment_stop() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    }
+    Ok(flag)
 }
 
 /// `encrypt` → `Encrypt`, `re-encrypt` → `ReEncrypt`.
@@ -340,7 +347,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     );
     logging::init(cli.globals.debug, attachment_process);
-    match run(cli) {
+    match run(cli, attachment_process) {
         Ok(()) => exit::OK,
         Err(e) => {
             report(&e, &operation);
@@ -366,10 +373,11 @@ pub fn report(e: &Error, operation: &str) {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, attachment_process: bool) -> Result<()> {
     let ctx = Ctx::new(
         &cli.globals,
         matches!(cli.service, Service::Configure { .. }),
+        attachment_process,
     )?;
     match cli.service {
         Service::Kms { op } => kms::run(&ctx, op),

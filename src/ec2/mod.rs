@@ -82,8 +82,9 @@ pub struct Ec2 {
     host: std::sync::Arc<dyn AttachmentHost>,
 }
 
-/// What the EC2 engine needs from the host its attachments are served on
-/// (implemented by `crate::host::LinuxHost`; tests may inject another).
+/// What the EC2 engine needs from the host its attachments are served on. The
+/// service layer gives each engine it opens the Linux host's (`src/host/linux.rs`);
+/// an engine made with [`Ec2::new`] has [`NoHost`]; tests may inject another.
 pub trait AttachmentHost: Send + Sync {
     /// What on this host still holds attachment `a` of `volume_id` (a mounted
     /// filesystem, a loop device, a process with the file open), one line each.
@@ -103,6 +104,34 @@ pub trait AttachmentHost: Send + Sync {
     /// Removes the control sockets of attachment processes that are gone
     /// (`live(volume_id)` says whether one is alive); returns the files removed.
     fn clear_stale_sockets(&self, live: &dyn Fn(&str) -> bool) -> Vec<PathBuf>;
+    /// The host of `region`'s attachments, for the engine of another region this
+    /// one opens (a cross-region copy's source). None: that engine gets [`NoHost`].
+    fn for_region(&self, _region: &str) -> Result<Option<std::sync::Arc<dyn AttachmentHost>>> {
+        Ok(None)
+    }
+}
+
+/// A host that serves no attachments: nothing holds one, nothing is left to
+/// clear. What an engine made with [`Ec2::new`] has (tests, in-process attaches).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHost;
+
+impl AttachmentHost for NoHost {
+    fn holders(&self, _volume_id: &str, _a: &AttachmentRecord) -> Vec<String> {
+        Vec::new()
+    }
+    fn clear_dead(&self, _volume_id: &str, _a: &AttachmentRecord) {}
+    fn release(
+        &self,
+        _volume_id: &str,
+        _a: &AttachmentRecord,
+        _process_gone: bool,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    fn clear_stale_sockets(&self, _live: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// The message a volume in `error` shows, and the error attaching it again
@@ -196,8 +225,20 @@ fn infrastructure(account: &str, region: &str, instance_id: &str) -> Caller {
 }
 
 impl Ec2 {
-    /// The volume service of `kms`'s region, on `root`.
+    /// The volume service of `kms`'s region, on `root`, with no host to serve
+    /// attachments on ([`NoHost`]): attachments are made in process.
     pub fn new(root: &DataRoot, kms: Kms) -> Result<Self> {
+        Self::with_host(root, kms, std::sync::Arc::new(NoHost))
+    }
+
+    /// The volume service of `kms`'s region, on `root`, its attachments served on
+    /// `host` (which opening the region already asks to clear what dead
+    /// attachment processes left).
+    pub fn with_host(
+        root: &DataRoot,
+        kms: Kms,
+        host: std::sync::Arc<dyn AttachmentHost>,
+    ) -> Result<Self> {
         let region_dir = root.region_dir(kms.region())?;
         let dir = region_dir.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
@@ -206,7 +247,6 @@ impl Ec2 {
             &region_dir.join("snapshots").join("blocks"),
         )?);
         let trail = crate::kms::audit::AuditLog::open(kms.audit_log_path())?;
-        let host = std::sync::Arc::new(crate::host::LinuxHost::for_region(root, kms.region())?);
         let mut ec2 = Ec2 {
             kms,
             owner: &VolumeOwner::EC2,
@@ -261,7 +301,12 @@ impl Ec2 {
         &self.kms
     }
 
-    /// Serves attachments on `host` instead of this Linux host.
+    /// The flag that stops long operations ([`Ec2::set_cancel`]), if one was set.
+    pub fn cancel_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        self.cancel.clone()
+    }
+
+    /// Serves attachments on `host` from now on.
     pub fn set_host(&mut self, host: std::sync::Arc<dyn AttachmentHost>) {
         self.host = host;
     }
@@ -1451,7 +1496,7 @@ impl Ec2 {
 impl Ec2 {
     /// DetachVolume: authorizes `ec2:DetachVolume` on the attachment's instance and
     /// the volume, then `detach` ends the attachment (the attachment process is
-    /// told to stop, and detaches: src/cli/attach.rs), and the call is recorded.
+    /// told to stop, and detaches: src/service/attach.rs), and the call is recorded.
     /// Returns the attachment that ended. IncorrectState when the volume is not
     /// attached.
     pub fn detach_volume(

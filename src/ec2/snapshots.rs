@@ -791,7 +791,11 @@ impl Ec2 {
             self
         } else {
             let kms = crate::kms::Kms::open(&self.root, source_region, self.kms.clock().clone())?;
-            other = Ec2::new(&self.root, kms)?;
+            let host = self
+                .host
+                .for_region(source_region)?
+                .unwrap_or_else(|| std::sync::Arc::new(super::NoHost));
+            other = Ec2::with_host(&self.root, kms, host)?;
             &other
         };
         let s = source.snapshot_record(source_snapshot_id)?;

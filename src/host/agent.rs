@@ -4,12 +4,15 @@
 //! detach.
 //!
 //! This is the only place that holds both the EC2 service (and so the KMS) and
-//! the front ends: `Ec2::attach` makes the grant and decrypts the data key into
-//! locked memory; FUSE ([`crate::blockdev::fuse`]) and NBD ([`crate::nbd`]) get
-//! only the `Arc<Image>` it returns.
+//! the front ends: it is handed the region's engine by the service layer
+//! (`crate::service::attach::serve`, which opened it through `Services`);
+//! `Ec2::attach` makes the grant and decrypts the data key into locked memory;
+//! FUSE ([`crate::blockdev::fuse`]) and NBD ([`crate::nbd`]) get only the
+//! `Arc<Image>` it returns.
 //!
 //! `ebsim ec2 attach-volume --fuse DIR` (or `--nbd …`) runs this in a child
-//! process of its own ([`super::supervisor`]); `--foreground` runs it in the
+//! process of its own ([`super::supervisor`], with the command line the CLI
+//! gives `crate::service::attach::attach_volume`); `--foreground` runs it in the
 //! command itself. It answers [`Request`]s on its control socket with
 //! [`Event`]s (super::messages), and logs attach, detach, signals and errors
 //! as `tracing` events (in a child: to `regions/<region>/attachments/<vol>.log`).

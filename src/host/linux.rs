@@ -23,6 +23,8 @@ pub struct LinuxHost {
     /// `regions/<region>/attachments`: control sockets, logs, FUSE directories of
     /// `ebsim mount`.
     dir: PathBuf,
+    /// The data root, for the hosts of other regions.
+    root: DataRoot,
 }
 
 impl LinuxHost {
@@ -30,6 +32,7 @@ impl LinuxHost {
     pub fn for_region(root: &DataRoot, region: &str) -> Result<Self> {
         Ok(LinuxHost {
             dir: root.region_dir(region)?.join("attachments"),
+            root: root.clone(),
         })
     }
 
@@ -51,6 +54,12 @@ impl LinuxHost {
 }
 
 impl AttachmentHost for LinuxHost {
+    fn for_region(&self, region: &str) -> Result<Option<std::sync::Arc<dyn AttachmentHost>>> {
+        Ok(Some(std::sync::Arc::new(LinuxHost::for_region(
+            &self.root, region,
+        )?)))
+    }
+
     fn holders(&self, volume_id: &str, a: &AttachmentRecord) -> Vec<String> {
         holders(volume_id, a)
     }

@@ -6,9 +6,14 @@
 //! - `messages.rs`: the typed messages between the two ([`messages::Request`],
 //!   [`messages::Event`]), one JSON document per line; errors keep their kind.
 //! - `agent.rs`: the attachment process itself: unlocks the volume through the
-//!   EC2 service and hands the unlocked image to FUSE and NBD.
-//! - `linux.rs`: [`LinuxHost`], the [`crate::ec2::AttachmentHost`] the EC2 engine is
-//!   given: mounts, loop devices, holders, stale sockets.
+//!   EC2 engine the service layer hands it and gives the unlocked image to FUSE
+//!   and NBD.
+//! - `linux.rs`: [`LinuxHost`], the [`crate::ec2::AttachmentHost`] the service
+//!   layer gives each EC2 engine it opens: mounts, loop devices, holders, stale
+//!   sockets.
+//!
+//! The service layer (`crate::service::attach`) drives all of it; a front end
+//! only says which command line runs an attachment process.
 
 pub mod agent;
 pub mod linux;

@@ -5,10 +5,11 @@
 //! the CloudTrail record happen in the engine (`Ec2::call`), the same for every
 //! front end.
 //!
-//! AttachVolume and DetachVolume are not here yet: they start and stop an
-//! attachment process, which the CLI does itself (`src/cli/attach.rs`). Neither is
-//! the CLI's CreateSnapshot of an attached volume, which its attachment process
-//! takes; the table's CreateSnapshot is the detached volume's.
+//! DetachVolume and CreateSnapshot are in the table but run by
+//! [`super::Services::ec2`] through `super::attach`: the first stops an
+//! attachment process, the second is taken by one when the volume is attached
+//! through FUSE or NBD. AttachVolume is not here: it starts an attachment process,
+//! whose command line only the front end knows (`super::attach::attach_volume`).
 
 use super::{serialization_error, to_value, unknown_operation};
 use crate::ec2::Ec2;
@@ -133,6 +134,7 @@ operations! {
     GetEbsDefaultKmsKeyId => "GetEbsDefaultKmsKeyId" (EmptyRequest);
     ModifyEbsDefaultKmsKeyId => "ModifyEbsDefaultKmsKeyId" (ModifyEbsDefaultKmsKeyIdRequest);
     ResetEbsDefaultKmsKeyId => "ResetEbsDefaultKmsKeyId" (EmptyRequest);
+    DetachVolume => "DetachVolume" (super::attach::DetachVolumeRequest);
     CreateSnapshot => "CreateSnapshot" (CreateSnapshotRequest);
     DescribeSnapshots => "DescribeSnapshots" (DescribeSnapshotsRequest);
     DeleteSnapshot => "DeleteSnapshot" (DeleteSnapshotRequest);
@@ -169,10 +171,8 @@ impl Ec2Request {
                 .modify_ebs_default_kms_key_id(caller, &r.kms_key_id)
                 .map(to_value),
             R::ResetEbsDefaultKmsKeyId(_) => ec2.reset_ebs_default_kms_key_id(caller).map(to_value),
-            R::CreateSnapshot(r) => {
-                let tags = snapshot_tags(r.tag_specifications)?;
-                ec2.create_snapshot(caller, &r.volume_id, &r.description, tags)
-                    .map(to_value)
+            R::DetachVolume(_) | R::CreateSnapshot(_) => {
+                unreachable!("Services::ec2 runs them through service::attach")
             }
             R::DescribeSnapshots(r) => ec2
                 .describe_snapshots(caller, &r.snapshot_ids, &r.filters)

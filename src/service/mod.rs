@@ -22,6 +22,7 @@
 //! What the CLI keeps for itself is what the AWS CLI does on the client side:
 //! argument parsing, `fileb://`, retries with backoff, pagination, output formats.
 
+pub mod attach;
 pub mod cloudtrail;
 pub mod ec2;
 pub mod iam;
@@ -36,6 +37,7 @@ use crate::clock::Clock;
 use crate::ec2::{Ec2, Progress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::home::DataRoot;
+use crate::host::LinuxHost;
 use crate::kms::Kms;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -150,7 +152,9 @@ impl Services {
         // Its own KMS handle: the engine owns the KMS it calls on the caller's
         // behalf.
         let kms = Kms::open(&self.root, region, self.clock.clone())?;
-        let mut ec2 = Ec2::new(&self.root, kms)?;
+        // Its attachments live on this Linux host, which the engine reaches only
+        // through its AttachmentHost.
+        let mut ec2 = Ec2::with_host(&self.root, kms, Arc::new(self.host(region)?))?;
         let hooks = self.ec2_hooks.as_ref().map(|h| h()).unwrap_or_default();
         if let Some(p) = hooks.progress {
             ec2.set_progress(p);
@@ -161,6 +165,13 @@ impl Services {
         let ec2 = Arc::new(ec2);
         all.insert(region.to_string(), ec2.clone());
         Ok(ec2)
+    }
+
+    /// The host `region`'s attachments live on: their processes' control sockets
+    /// and logs, and what the EC2 engine of the region is given as its
+    /// `AttachmentHost`.
+    pub fn host(&self, region: &str) -> Result<LinuxHost> {
+        LinuxHost::for_region(&self.root, region)
     }
 
     /// The data root's IAM (global), opened once.
@@ -197,10 +208,18 @@ impl Services {
         req.run(&engine, &ctx.caller, self.clock.now())
     }
 
-    /// Runs one EC2 operation in the context's region.
+    /// Runs one EC2 operation in the context's region. DetachVolume and
+    /// CreateSnapshot may reach an attachment process on this host
+    /// ([`attach`]); the rest run on the engine alone.
     pub fn ec2(&self, ctx: &RequestContext, req: ec2::Ec2Request) -> Result<serde_json::Value> {
-        let engine = self.ec2_engine(&ctx.region)?;
-        req.run(&engine, &ctx.caller)
+        match req {
+            ec2::Ec2Request::DetachVolume(r) => attach::detach_volume(self, ctx, &r),
+            ec2::Ec2Request::CreateSnapshot(r) => attach::create_snapshot(self, ctx, r),
+            req => {
+                let engine = self.ec2_engine(&ctx.region)?;
+                req.run(&engine, &ctx.caller)
+            }
+        }
     }
 
     /// The caller for principal `arn`: it must parse and, for users and roles,
