@@ -8,6 +8,7 @@
 
 pub mod access_keys;
 pub mod principal;
+pub mod sessions;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
@@ -198,6 +199,7 @@ impl Iam {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(access_keys::SCHEMA)?;
+            conn.execute_batch(sessions::SCHEMA)?;
             Ok(())
         };
         setup().map_err(|e| e.in_store(&path))?;

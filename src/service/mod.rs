@@ -27,6 +27,7 @@ pub mod cloudtrail;
 pub mod ec2;
 pub mod iam;
 pub mod kms;
+pub mod sts;
 
 /// The principal a request runs as (and the services calling on its behalf).
 pub use crate::kms::access::Caller;
