@@ -60,7 +60,11 @@ pub enum TokenProblem {
 
 impl SessionCheck {
     /// Checks `token` (constant time) and the expiration against `now`.
-    pub fn check(&self, token: Option<&str>, now: Timestamp) -> std::result::Result<(), TokenProblem> {
+    pub fn check(
+        &self,
+        token: Option<&str>,
+        now: Timestamp,
+    ) -> std::result::Result<(), TokenProblem> {
         let Some(token) = token else {
             return Err(TokenProblem::Invalid);
         };
@@ -216,7 +220,10 @@ impl Iam {
         };
         run().map_err(|e| e.in_store(&self.path))?;
         Ok(NewSession {
-            arn: format!("arn:aws:sts::{account}:assumed-role/{}/{session_name}", role.name),
+            arn: format!(
+                "arn:aws:sts::{account}:assumed-role/{}/{session_name}",
+                role.name
+            ),
             assumed_role_id: format!("{}:{session_name}", role.id),
             access_key_id,
             secret,
@@ -242,8 +249,9 @@ impl Iam {
         let Some(json) = json else {
             return Ok(None);
         };
-        let damaged =
-            |what: String| Error::environment(format!("iam.db holds a damaged session {id}: {what}"));
+        let damaged = |what: String| {
+            Error::environment(format!("iam.db holds a damaged session {id}: {what}"))
+        };
         let s: Stored = serde_json::from_str(&json).map_err(|e| damaged(e.to_string()))?;
         let sealed = STANDARD
             .decode(&s.sealed_secret)

@@ -21,10 +21,10 @@ use super::{Config, json, status, sts};
 use crate::error::Error;
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use axum::body::Bytes;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -169,7 +169,10 @@ async fn handle(
     let read = http_body_util::Limited::new(body, limits.max_body).collect();
     let body: Bytes = match tokio::time::timeout(limits.body_timeout, read).await {
         Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return fail(too_large());
         }
         Ok(Err(e)) => {
@@ -192,29 +195,27 @@ async fn handle(
     };
 
     // A slot among the requests in flight.
-    let permit = match tokio::time::timeout(
-        limits.queue_wait,
-        shared.in_flight.clone().acquire_owned(),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            let code = if protocol == Protocol::Json {
-                "ThrottlingException"
-            } else {
-                "Throttling"
-            };
-            return fail(WireError::new(
-                code,
-                400,
-                format!(
-                    "Rate exceeded: {} requests are in flight (the server's limit)",
-                    limits.max_in_flight
-                ),
-            ));
-        }
-    };
+    let permit =
+        match tokio::time::timeout(limits.queue_wait, shared.in_flight.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                let code = if protocol == Protocol::Json {
+                    "ThrottlingException"
+                } else {
+                    "Throttling"
+                };
+                return fail(WireError::new(
+                    code,
+                    400,
+                    format!(
+                        "Rate exceeded: {} requests are in flight (the server's limit)",
+                        limits.max_in_flight
+                    ),
+                ));
+            }
+        };
 
     let rid = request_id.clone();
     let run = tokio::task::spawn_blocking(move || {
@@ -289,7 +290,11 @@ fn process(
                     WireError::new(
                         "UnknownOperationException",
                         400,
-                        format!("ebsim serves no operation {t} (JSON targets: {}.*, {}.*)", json::KMS_PREFIX, json::CLOUDTRAIL_PREFIX),
+                        format!(
+                            "ebsim serves no operation {t} (JSON targets: {}.*, {}.*)",
+                            json::KMS_PREFIX,
+                            json::CLOUDTRAIL_PREFIX
+                        ),
                     ),
                     t.clone(),
                 );
@@ -354,7 +359,12 @@ fn process(
             }
             match sts::call(services, &ctx, &params) {
                 Ok((op, v)) => (
-                    respond(200, "text/xml", sts::response_xml(&op, &v, request_id), request_id),
+                    respond(
+                        200,
+                        "text/xml",
+                        sts::response_xml(&op, &v, request_id),
+                        request_id,
+                    ),
                     format!("sts.{op} by {who}"),
                 ),
                 Err(e) => fail(
@@ -399,7 +409,10 @@ fn authenticate(
     match &creds.session {
         Some(check) => {
             use crate::iam::sessions::TokenProblem;
-            match check.check(claim.security_token.as_deref(), shared.services.clock().now()) {
+            match check.check(
+                claim.security_token.as_deref(),
+                shared.services.clock().now(),
+            ) {
                 Ok(()) => {}
                 Err(TokenProblem::Invalid) => return Err(Ok(AuthError::UnknownKey)),
                 Err(TokenProblem::Expired) => return Err(Ok(AuthError::TokenExpired)),
@@ -457,10 +470,11 @@ pub async fn serve(
             continue;
         };
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(Peer(peer));
-            router.clone().oneshot(req.map(Body::new))
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                router.clone().oneshot(req.map(Body::new))
+            });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)

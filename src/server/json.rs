@@ -169,7 +169,10 @@ pub fn call(
             if !crate::service::kms::OPERATIONS.contains(&operation) {
                 return Err(Error::new(
                     ErrorKind::UnknownOperation,
-                    format!("KMS has no operation {operation} (ebsim serves: {})", crate::service::kms::OPERATIONS.join(", ")),
+                    format!(
+                        "KMS has no operation {operation} (ebsim serves: {})",
+                        crate::service::kms::OPERATIONS.join(", ")
+                    ),
                 ));
             }
             check_required(operation, &body)?;
@@ -202,7 +205,10 @@ mod tests {
             "1 validation error detected: Value null at 'plaintext' failed to satisfy constraint: Member must not be null"
         );
         let e = check_required("CreateAlias", &serde_json::json!({})).unwrap_err();
-        assert!(e.message().starts_with("2 validation errors detected: Value null at 'aliasName'"));
+        assert!(
+            e.message()
+                .starts_with("2 validation errors detected: Value null at 'aliasName'")
+        );
         check_required("ListKeys", &serde_json::json!({})).unwrap();
     }
 
@@ -210,15 +216,27 @@ mod tests {
     fn timestamps_become_epoch_seconds() {
         let mut v = serde_json::json!({"KeyMetadata": {"CreationDate": "2026-01-31T12:00:00.500000+00:00", "Description": "2026-01-31T12:00:00Z"}, "Events": [{"EventTime": "2026-01-31T12:00:00Z"}]});
         wire_timestamps(&mut v);
-        assert_eq!(v["KeyMetadata"]["CreationDate"], serde_json::json!(1_769_860_800.5));
+        assert_eq!(
+            v["KeyMetadata"]["CreationDate"],
+            serde_json::json!(1_769_860_800.5)
+        );
         assert_eq!(v["KeyMetadata"]["Description"], "2026-01-31T12:00:00Z");
-        assert_eq!(v["Events"][0]["EventTime"], serde_json::json!(1_769_860_800.0));
+        assert_eq!(
+            v["Events"][0]["EventTime"],
+            serde_json::json!(1_769_860_800.0)
+        );
     }
 
     #[test]
     fn bodies_must_be_json_objects() {
         assert_eq!(body_json(b"").unwrap(), serde_json::json!({}));
-        assert_eq!(body_json(b"[1]").unwrap_err().kind(), ErrorKind::Serialization);
-        assert_eq!(body_json(b"{").unwrap_err().kind(), ErrorKind::Serialization);
+        assert_eq!(
+            body_json(b"[1]").unwrap_err().kind(),
+            ErrorKind::Serialization
+        );
+        assert_eq!(
+            body_json(b"{").unwrap_err().kind(),
+            ErrorKind::Serialization
+        );
     }
 }

@@ -122,8 +122,10 @@ impl ServeLock {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io_file(&path, e))?;
-        let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
+        let mut lock = match nix::fcntl::Flock::lock(
+            file,
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
             Ok(l) => l,
             Err((mut file, _)) => {
                 let mut pid = String::new();
@@ -153,7 +155,6 @@ impl ServeLock {
         &self.path
     }
 }
-
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).
 async fn stop_signal() {

@@ -17,9 +17,9 @@
 //! movable clock is not used here); a presigned URL is good from its date for
 //! `X-Amz-Expires` seconds (at most 7 days).
 
+use axum::http::HeaderMap;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use hmac::{KeyInit, Mac};
-use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -273,11 +273,12 @@ pub fn parse(req: &Received<'_>) -> Result<Claim, AuthError> {
             "Unsupported AWS 'algorithm': '{algorithm}' (only {ALGORITHM})"
         )));
     }
-    let (access_key_id, scope_date, region, service) = parse_credential(&need("X-Amz-Credential")?)?;
+    let (access_key_id, scope_date, region, service) =
+        parse_credential(&need("X-Amz-Credential")?)?;
     let amz_date = need("X-Amz-Date")?;
-    let expires: i64 = need("X-Amz-Expires")?.parse().map_err(|_| {
-        incomplete("X-Amz-Expires must be a number of seconds")
-    })?;
+    let expires: i64 = need("X-Amz-Expires")?
+        .parse()
+        .map_err(|_| incomplete("X-Amz-Expires must be a number of seconds"))?;
     if !(0..=MAX_PRESIGN_SECONDS).contains(&expires) {
         return Err(incomplete(format!(
             "X-Amz-Expires must be between 0 and {MAX_PRESIGN_SECONDS} seconds, not {expires}"
@@ -406,7 +407,14 @@ pub fn canonical_request(req: &Received<'_>, claim: &Claim) -> String {
         headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
     let payload = match header(req.headers, "x-amz-content-sha256") {
-        Some(h) if claim.signed_headers.iter().any(|s| s == "x-amz-content-sha256") => h.to_string(),
+        Some(h)
+            if claim
+                .signed_headers
+                .iter()
+                .any(|s| s == "x-amz-content-sha256") =>
+        {
+            h.to_string()
+        }
         _ => hex(&Sha256::digest(req.body)),
     };
     format!(
@@ -520,7 +528,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "content-type",
-            "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap(),
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
         );
         h.insert("host", "iam.amazonaws.com".parse().unwrap());
         h.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
@@ -556,7 +566,9 @@ mod tests {
         let e = check_time(&claim, late).unwrap_err();
         assert_eq!(e.code(Protocol::Json).0, "InvalidSignatureException");
         assert_eq!(e.code(Protocol::Ec2Query).0, "RequestExpired");
-        assert!(matches!(e, AuthError::Expired(m) if m.starts_with("Signature expired: 20150830T123600Z")));
+        assert!(
+            matches!(e, AuthError::Expired(m) if m.starts_with("Signature expired: 20150830T123600Z"))
+        );
     }
 
     #[test]

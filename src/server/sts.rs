@@ -143,7 +143,9 @@ mod tests {
     fn writes_sts_xml() {
         let v = serde_json::json!({"UserId": "AIDA1", "Account": "111122223333", "Arn": "arn:aws:iam::111122223333:user/a&b"});
         let x = response_xml("GetCallerIdentity", &v, "rid");
-        assert!(x.starts_with("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"));
+        assert!(x.starts_with(
+            "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+        ));
         assert!(x.contains("<UserId>AIDA1</UserId><Account>111122223333</Account><Arn>arn:aws:iam::111122223333:user/a&amp;b</Arn>"));
         assert!(x.contains("<RequestId>rid</RequestId>"));
         let e = error_xml("InvalidClientTokenId", "bad <token>", "rid", true);
