@@ -18,7 +18,7 @@
 
 use super::sigv4::{self, AuthError, Protocol, Received};
 use super::{Config, json, status, sts};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
 use axum::body::Bytes;
@@ -163,18 +163,34 @@ async fn handle(
             ),
         )
     };
-    if declared.is_some_and(|n| n > limits.max_body as u64) {
+    // Past the limit, up to this much more is read and dropped, so the client,
+    // which sends its whole body before reading, gets the 413 rather than a
+    // reset; bigger bodies get the reset.
+    let drain_cap = limits.max_body.saturating_mul(16) as u64;
+    if declared.is_some_and(|n| n > drain_cap) {
         return fail(too_large());
     }
-    let read = http_body_util::Limited::new(body, limits.max_body).collect();
-    let body: Bytes = match tokio::time::timeout(limits.body_timeout, read).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return fail(too_large());
+    let mut body = body;
+    let read = async {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > drain_cap {
+                break;
+            }
+            if total <= limits.max_body as u64 {
+                kept.extend_from_slice(&data);
+            }
         }
+        Ok::<_, axum::Error>((kept, total))
+    };
+    let body: Bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok((_, total))) if total > limits.max_body as u64 => return fail(too_large()),
+        Ok(Ok((kept, _))) => Bytes::from(kept),
         Ok(Err(e)) => {
             return fail(WireError::new(
                 "IncompleteBody",
@@ -366,6 +382,12 @@ fn process(
                         request_id,
                     ),
                     format!("sts.{op} by {who}"),
+                ),
+                // The Query protocol's name for an action a service lacks.
+                Err(e) if e.kind() == ErrorKind::UnknownOperation => fail(
+                    protocol,
+                    WireError::new("InvalidAction", 400, e.message()),
+                    format!("{what} by {who}"),
                 ),
                 Err(e) => fail(
                     protocol,
