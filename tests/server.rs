@@ -429,3 +429,55 @@ fn remote_addresses_need_allow_remote_and_any_credentials_act_as_root() {
     assert_eq!(code, 0);
     assert!(err.contains("WARNING: --accept-any-credentials"), "{err}");
 }
+
+/// Sends `request` on a new connection; the status line of the answer.
+fn status_line(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(request).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = c.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn heads_past_the_limits_are_refused_and_every_answer_has_a_request_id() {
+    let s = Sandbox::new();
+    let srv = Server::start(&s, &[]);
+    let big = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    assert_eq!(
+        status_line(srv.port, big.as_bytes()),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    let many: String = (0..120).map(|i| format!("X-{i}: a\r\n")).collect();
+    let many = format!("POST / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    assert_eq!(
+        status_line(srv.port, many.as_bytes()),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    // Unsigned requests: each protocol's error, with a request id.
+    use std::io::{Read, Write};
+    for (req, code) in [
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            "MissingAuthenticationTokenException",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=GetCallerIdentity",
+            "<Code>MissingAuthenticationToken</Code>",
+        ),
+    ] {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.contains(code), "{out}");
+        assert!(out.contains("x-amzn-requestid: "), "{out}");
+    }
+    srv.stop();
+}

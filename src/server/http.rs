@@ -500,7 +500,8 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_buf_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_header_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
