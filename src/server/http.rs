@@ -521,3 +521,114 @@ pub async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Limits;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server in this process with `limits`; its address, a stop switch and
+    /// its task.
+    async fn start(
+        limits: Limits,
+    ) -> (
+        tempfile::TempDir,
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::home::DataRoot::open(dir.path()).unwrap();
+        let services = Services::new(root, crate::clock::Clock::system(chrono::TimeDelta::zero()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config {
+            listen: addr,
+            allow_remote: false,
+            accept_any_credentials: true,
+            account_id: "111122223333".into(),
+            region: "us-east-1".into(),
+            limits,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::new(services),
+            Arc::new(config),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        (dir, addr, tx, task)
+    }
+
+    async fn exchange(addr: SocketAddr, parts: &[&[u8]], pause: Duration) -> String {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for p in parts {
+            c.write_all(p).await.unwrap();
+            tokio::time::sleep(pause).await;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    const SIGNED_HEAD: &str = "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Target: TrentService.ListKeys\r\nX-Amz-Date: 20260101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIAANY/20260101/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_and_a_full_server_get_their_answers() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            body_timeout: Duration::from_millis(300),
+            queue_wait: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let (_dir, addr, stop, task) = start(limits).await;
+        // Any credentials: a well-formed request runs.
+        let ok = exchange(
+            addr,
+            &[format!("{SIGNED_HEAD}Content-Length: 2\r\n\r\n{{}}").as_bytes()],
+            Duration::ZERO,
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("\"Keys\":[]"), "{ok}");
+        // A body that does not arrive in time.
+        let slow_body = format!("{SIGNED_HEAD}Content-Length: 10\r\n\r\n{{}}");
+        let out = exchange(addr, &[slow_body.as_bytes()], Duration::ZERO).await;
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("\"__type\":\"RequestTimeout\""), "{out}");
+        // A head that does not arrive in time: the connection is closed.
+        let started = Instant::now();
+        let out = exchange(
+            addr,
+            &[b"POST / HTTP/1.1\r\nHost: x\r\n"],
+            Duration::from_millis(800),
+        )
+        .await;
+        assert!(!out.contains("200 OK"), "{out}");
+        // Closed by the server (the client would wait 10 s for its answer).
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = stop.send(());
+        task.await.unwrap();
+
+        // No slot free for the whole wait: ThrottlingException.
+        let (_dir, addr, stop, task) = start(Limits {
+            max_in_flight: 0,
+            queue_wait: Duration::from_millis(100),
+            ..Limits::default()
+        })
+        .await;
+        let out = exchange(
+            addr,
+            &[format!("{SIGNED_HEAD}Content-Length: 2\r\n\r\n{{}}").as_bytes()],
+            Duration::ZERO,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("\"__type\":\"ThrottlingException\""), "{out}");
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+}
