@@ -613,6 +613,34 @@ mod tests {
         let _ = stop.send(());
         task.await.unwrap();
 
+        // Shutdown waits for a request in flight: stopped while its body is on
+        // the way, the server still answers it, then ends.
+        let (_dir, addr, stop, task) = start(Limits::default()).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(format!("{SIGNED_HEAD}Content-Length: 2\r\n\r\n{{").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !task.is_finished(),
+            "the server left with a request in flight"
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still listening"
+        );
+        c.write_all(b"}").await.unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the server ends once its requests are answered")
+            .unwrap();
+
         // No slot free for the whole wait: ThrottlingException.
         let (_dir, addr, stop, task) = start(Limits {
             max_in_flight: 0,
