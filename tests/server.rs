@@ -253,6 +253,18 @@ fn boto3_calls_every_kms_operation_and_cloudtrail() {
 }
 
 #[test]
+fn boto3_manages_iam_users_roles_policies_and_access_keys_over_query() {
+    if !have_python_module("boto3") {
+        return common::skip("boto3 is not installed (pip install boto3)");
+    }
+    let s = Sandbox::new();
+    let key = root_key(&s);
+    let srv = Server::start(&s, &[]);
+    assert_eq!(boto3(&srv, &key, "iam", &[]), "ok iam");
+    srv.stop();
+}
+
+#[test]
 fn sigv4_failures_are_refused_with_each_protocols_codes() {
     if !have_python_module("boto3") {
         return common::skip("boto3 is not installed (pip install boto3)");

@@ -282,7 +282,60 @@ def expired():
     print("ok expired")
 
 
+def iam_query():
+    """IAM over the Query protocol: users, policies, roles, access keys, errors."""
+    iam = client("iam")
+    user = iam.create_user(UserName="carol", Path="/team/")["User"]
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/team/carol", user
+    assert isinstance(user["CreateDate"], datetime.datetime) and user["UserId"].startswith("AIDA"), user
+    assert iam.get_user(UserName="carol")["User"]["UserName"] == "carol"
+    assert [u["UserName"] for u in iam.list_users()["Users"]] == ["carol"]
+    code, msg, resp = error_of(iam.create_user, UserName="carol")
+    assert (code, resp["ResponseMetadata"]["HTTPStatusCode"]) == ("EntityAlreadyExists", 409), (code, msg)
+    code, _, resp = error_of(iam.get_user, UserName="nobody")
+    assert (code, resp["ResponseMetadata"]["HTTPStatusCode"]) == ("NoSuchEntity", 404), code
+    doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}]}
+    iam.put_user_policy(UserName="carol", PolicyName="who", PolicyDocument=json.dumps(doc))
+    got = iam.get_user_policy(UserName="carol", PolicyName="who")
+    assert got["PolicyDocument"] == doc, got  # URL-encoded on the wire, decoded by botocore
+    assert iam.list_user_policies(UserName="carol")["PolicyNames"] == ["who"]
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName="Reader", AssumeRolePolicyDocument=json.dumps(trust), Description="reads")["Role"]
+    assert role["Arn"] == f"arn:aws:iam::{ACCOUNT}:role/Reader" and role["AssumeRolePolicyDocument"] == trust, role
+    assert iam.get_role(RoleName="Reader")["Role"]["Description"] == "reads"
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == ["Reader"]
+    k = iam.create_access_key(UserName="carol")["AccessKey"]
+    assert k["AccessKeyId"].startswith("AKIA") and len(k["SecretAccessKey"]) == 40 and k["Status"] == "Active", k
+    iam.create_access_key(UserName="carol")
+    code, msg, resp = error_of(iam.create_access_key, UserName="carol")
+    assert (code, resp["ResponseMetadata"]["HTTPStatusCode"]) == ("LimitExceeded", 409), (code, msg)
+    keys = iam.list_access_keys(UserName="carol")["AccessKeyMetadata"]
+    assert len(keys) == 2 and all(x["UserName"] == "carol" for x in keys), keys
+    # carol signs as herself.
+    carol = client("sts", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    assert carol.get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/team/carol"
+    code, msg, resp = error_of(client("iam", key=k["AccessKeyId"], secret=k["SecretAccessKey"]).list_users)
+    assert (code, resp["ResponseMetadata"]["HTTPStatusCode"]) == ("AccessDenied", 403), (code, msg)
+    used = iam.get_access_key_last_used(AccessKeyId=k["AccessKeyId"])
+    assert used["UserName"] == "carol" and used["AccessKeyLastUsed"]["ServiceName"] in ("sts", "iam"), used
+    iam.update_access_key(UserName="carol", AccessKeyId=k["AccessKeyId"], Status="Inactive")
+    code, _, _ = error_of(carol.get_caller_identity)
+    assert code == "InvalidClientTokenId", code
+    code, _, resp = error_of(iam.delete_user, UserName="carol")
+    assert (code, resp["ResponseMetadata"]["HTTPStatusCode"]) == ("DeleteConflict", 409), code
+    for x in iam.list_access_keys(UserName="carol")["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName="carol", AccessKeyId=x["AccessKeyId"])
+    iam.delete_user_policy(UserName="carol", PolicyName="who")
+    iam.delete_user(UserName="carol")
+    iam.delete_role(RoleName="Reader")
+    assert iam.list_users()["Users"] == [] and iam.list_roles()["Roles"] == []
+    code, _, _ = error_of(iam.create_group, GroupName="g")
+    assert code == "InvalidAction", code
+    print("ok iam")
+
+
 MODES = {
+    "iam": iam_query,
     "kms-all": kms_all,
     "caller": caller,
     "sigv4-failures": sigv4_failures,

@@ -1,6 +1,6 @@
 //! The HTTP/1.1 server: one endpoint, every service behind it, told apart the way
 //! AWS's SDKs address them — `X-Amz-Target` for the JSON protocol (KMS,
-//! CloudTrail), otherwise the Query protocol (STS), with the service and region
+//! CloudTrail), otherwise the Query protocol (STS, IAM), with the service and region
 //! taken from the SigV4 credential scope.
 //!
 //! Per request: read the body (limited in size and time), wait for one of the
@@ -17,7 +17,7 @@
 //! (up to 30 s), idle connections close.
 
 use super::sigv4::{self, AuthError, Protocol, Received};
-use super::{Config, json, status, sts};
+use super::{Config, iam, json, status, sts};
 use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
@@ -97,7 +97,9 @@ fn respond(status: u16, content_type: &str, body: String, request_id: &str) -> R
     r
 }
 
-fn error_response(protocol: Protocol, e: &WireError, request_id: &str) -> Response {
+/// An error in `protocol`'s shape; `service` (a signing name) picks the Query
+/// protocol's XML namespace.
+fn error_response(protocol: Protocol, service: &str, e: &WireError, request_id: &str) -> Response {
     match protocol {
         Protocol::Json => respond(
             e.status,
@@ -105,10 +107,29 @@ fn error_response(protocol: Protocol, e: &WireError, request_id: &str) -> Respon
             serde_json::json!({"__type": e.code, "message": e.message}).to_string(),
             request_id,
         ),
-        Protocol::IamQuery | Protocol::Ec2Query => respond(
+        Protocol::IamQuery => {
+            let namespace = if service == "iam" {
+                iam::NAMESPACE
+            } else {
+                sts::NAMESPACE
+            };
+            respond(
+                e.status,
+                "text/xml",
+                sts::error_xml(namespace, &e.code, &e.message, request_id, e.status < 500),
+                request_id,
+            )
+        }
+        // EC2's own error document.
+        Protocol::Ec2Query => respond(
             e.status,
-            "text/xml",
-            sts::error_xml(&e.code, &e.message, request_id, e.status < 500),
+            "text/xml;charset=UTF-8",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+                sts::escape(&e.code),
+                sts::escape(&e.message),
+                sts::escape(request_id)
+            ),
             request_id,
         ),
     }
@@ -141,7 +162,7 @@ async fn handle(
     let request_id = uuid::Uuid::new_v4().to_string();
     let protocol = protocol_of(&headers);
     let limits = shared.config.limits;
-    let fail = |e: WireError| error_response(protocol, &e, &request_id);
+    let fail = |e: WireError| error_response(protocol, "", &e, &request_id);
 
     // The body: refused at once when it says it is too big, else read within
     // the time and size limits.
@@ -279,14 +300,19 @@ fn process(
         headers,
         body,
     };
-    let fail = |protocol: Protocol, e: WireError, what: String| {
+    let fail = |protocol: Protocol, service: &str, e: WireError, what: String| {
         let line = format!("{what}: {} {}", e.code, e.message);
-        (error_response(protocol, &e, request_id), line)
+        (error_response(protocol, service, &e, request_id), line)
     };
     let claim = match sigv4::parse(&received) {
         Ok(c) => c,
         Err(e) => {
-            return fail(protocol, WireError::auth(&e, protocol), "unsigned".into());
+            return fail(
+                protocol,
+                "",
+                WireError::auth(&e, protocol),
+                "unsigned".into(),
+            );
         }
     };
     if protocol != Protocol::Json && claim.service == "ec2" {
@@ -303,6 +329,7 @@ fn process(
             let Some(service) = json::service_of(prefix) else {
                 return fail(
                     protocol,
+                    &claim.service,
                     WireError::new(
                         "UnknownOperationException",
                         400,
@@ -320,6 +347,7 @@ fn process(
                 let (code, status, _) = e.code(protocol);
                 return fail(
                     protocol,
+                    &claim.service,
                     WireError::new(
                         code,
                         status,
@@ -339,8 +367,22 @@ fn process(
 
     let caller = match authenticate(shared, &received, &claim) {
         Ok(c) => c,
-        Err(Ok(e)) => return fail(protocol, WireError::auth(&e, protocol), what),
-        Err(Err(e)) => return fail(protocol, WireError::service(&e, protocol), what),
+        Err(Ok(e)) => {
+            return fail(
+                protocol,
+                &claim.service,
+                WireError::auth(&e, protocol),
+                what,
+            );
+        }
+        Err(Err(e)) => {
+            return fail(
+                protocol,
+                &claim.service,
+                WireError::service(&e, protocol),
+                what,
+            );
+        }
     };
     let mut caller = caller;
     caller.source_ip = peer.ip().to_string();
@@ -365,32 +407,39 @@ fn process(
                     respond(200, "application/x-amz-json-1.1", v.to_string(), request_id),
                     what,
                 ),
-                Err(e) => fail(protocol, WireError::service(&e, protocol), what),
+                Err(e) => fail(protocol, service, WireError::service(&e, protocol), what),
             }
         }
-        (None, "sts") => {
+        (None, service @ ("sts" | "iam")) => {
             let mut params = received.query.map(sigv4::query_pairs).unwrap_or_default();
             if method == Method::POST {
                 params.extend(sigv4::query_pairs(&String::from_utf8_lossy(body)));
             }
-            match sts::call(services, &ctx, &params) {
+            let (namespace, result) = if service == "sts" {
+                (sts::NAMESPACE, sts::call(services, &ctx, &params))
+            } else {
+                (iam::NAMESPACE, iam::call(services, &ctx, &params))
+            };
+            match result {
                 Ok((op, v)) => (
                     respond(
                         200,
                         "text/xml",
-                        sts::response_xml(&op, &v, request_id),
+                        sts::response_xml(namespace, &op, &v, request_id),
                         request_id,
                     ),
-                    format!("sts.{op} by {who}"),
+                    format!("{service}.{op} by {who}"),
                 ),
                 // The Query protocol's name for an action a service lacks.
                 Err(e) if e.kind() == ErrorKind::UnknownOperation => fail(
                     protocol,
+                    service,
                     WireError::new("InvalidAction", 400, e.message()),
                     format!("{what} by {who}"),
                 ),
                 Err(e) => fail(
                     protocol,
+                    service,
                     WireError::service(&e, protocol),
                     format!("{what} by {who}"),
                 ),
@@ -398,11 +447,12 @@ fn process(
         }
         (None, service) => fail(
             protocol,
+            service,
             WireError::new(
                 "InvalidAction",
                 400,
                 format!(
-                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts over Query)"
+                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts and iam over Query)"
                 ),
             ),
             what,

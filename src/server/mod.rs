@@ -6,13 +6,14 @@
 //!   request to its protocol and service.
 //! - `sigv4`: Signature Version 4 verification (header and presigned query).
 //! - `json`: AWS JSON 1.1 (KMS, CloudTrail).
-//! - `sts`: STS over the Query protocol (form in, XML out).
+//! - `sts`: STS over the Query protocol (form in, XML out); `iam`: IAM over it.
 //! - `status`: the HTTP status of each kind of error; the core knows none.
 //!
 //! The server holds no engine: it calls the data root's [`Services`], one per
 //! server, shared by every connection.
 
 pub mod http;
+pub mod iam;
 pub mod json;
 pub mod sigv4;
 pub mod status;

@@ -4,8 +4,9 @@
 //! `<OpResponse><OpResult>…</OpResult><ResponseMetadata><RequestId>…` and, for an
 //! error, `<ErrorResponse><Error><Type>Sender</Type><Code>…</Code><Message>…`.
 //!
-//! A small decoder and writer of its own, for the members STS has; the EC2 Query
-//! codec lives beside it (query.rs) and may take this over.
+//! A small decoder and writer of its own, for the flat members STS and IAM have
+//! (iam.rs uses them too); the EC2 Query codec lives beside it (query.rs) and may
+//! take this over.
 
 use crate::error::{Error, ErrorKind};
 use crate::service::sts::StsRequest;
@@ -55,21 +56,33 @@ fn write_members(out: &mut String, v: &Value) {
     }
 }
 
-/// A successful answer.
-pub fn response_xml(operation: &str, result: &Value, request_id: &str) -> String {
-    let mut out = format!("<{operation}Response xmlns=\"{NAMESPACE}\">\n  <{operation}Result>");
-    write_members(&mut out, result);
+/// A successful answer in the Query protocol's XML, in `namespace` (an empty
+/// result, as IAM's Delete… operations have, has no `<…Result>` element).
+pub fn response_xml(namespace: &str, operation: &str, result: &Value, request_id: &str) -> String {
+    let mut out = format!("<{operation}Response xmlns=\"{namespace}\">\n");
+    if !result.is_null() {
+        out.push_str(&format!("  <{operation}Result>"));
+        write_members(&mut out, result);
+        out.push_str(&format!("</{operation}Result>\n"));
+    }
     out.push_str(&format!(
-        "</{operation}Result>\n  <ResponseMetadata>\n    <RequestId>{}</RequestId>\n  </ResponseMetadata>\n</{operation}Response>\n",
+        "  <ResponseMetadata>\n    <RequestId>{}</RequestId>\n  </ResponseMetadata>\n</{operation}Response>\n",
         escape(request_id)
     ));
     out
 }
 
-/// An error answer (`Sender` faults for client errors, `Receiver` for ours).
-pub fn error_xml(code: &str, message: &str, request_id: &str, sender: bool) -> String {
+/// An error answer in `namespace` (`Sender` faults for client errors, `Receiver`
+/// for ours).
+pub fn error_xml(
+    namespace: &str,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    sender: bool,
+) -> String {
     format!(
-        "<ErrorResponse xmlns=\"{NAMESPACE}\">\n  <Error>\n    <Type>{}</Type>\n    <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  <RequestId>{}</RequestId>\n</ErrorResponse>\n",
+        "<ErrorResponse xmlns=\"{namespace}\">\n  <Error>\n    <Type>{}</Type>\n    <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  <RequestId>{}</RequestId>\n</ErrorResponse>\n",
         if sender { "Sender" } else { "Receiver" },
         escape(code),
         escape(message),
@@ -80,6 +93,16 @@ pub fn error_xml(code: &str, message: &str, request_id: &str, sender: bool) -> S
 /// The members of a Query request, as STS's JSON shapes (numbers where STS has
 /// integers); `Action` and `Version` apart.
 pub fn members(params: &[(String, String)]) -> Result<(String, Value), Error> {
+    query_members(params, VERSION, &["DurationSeconds"])
+}
+
+/// The members of a Query request to the API of `version`: strings, but numbers
+/// for the `numbers` members; `Action` and `Version` apart.
+pub fn query_members(
+    params: &[(String, String)],
+    version: &str,
+    numbers: &[&str],
+) -> Result<(String, Value), Error> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let action = get("Action").ok_or_else(|| {
         Error::new(
@@ -88,11 +111,11 @@ pub fn members(params: &[(String, String)]) -> Result<(String, Value), Error> {
         )
     })?;
     if let Some(v) = get("Version")
-        && v != VERSION
+        && v != version
     {
         return Err(Error::new(
             ErrorKind::InvalidParameterValue,
-            format!("Unsupported Version '{v}' (STS's is {VERSION})"),
+            format!("Unsupported Version '{v}' (this API's is {version})"),
         ));
     }
     let mut m = Map::new();
@@ -100,14 +123,20 @@ pub fn members(params: &[(String, String)]) -> Result<(String, Value), Error> {
         if k == "Action" || k == "Version" || k.starts_with("X-Amz-") {
             continue;
         }
-        let value = match k.as_str() {
-            "DurationSeconds" => v.parse::<i64>().map(Value::from).map_err(|_| {
+        let value = if numbers.contains(&k.as_str()) {
+            v.parse::<i64>().map(Value::from).map_err(|_| {
+                let mut c = k.chars();
+                let first = c.next().map(|f| f.to_ascii_lowercase()).unwrap_or_default();
                 Error::new(
                     ErrorKind::IamValidation,
-                    format!("1 validation error detected: Value '{v}' at 'durationSeconds' failed to satisfy constraint: Member must be a number"),
+                    format!(
+                        "1 validation error detected: Value '{v}' at '{first}{}' failed to satisfy constraint: Member must be a number",
+                        c.as_str()
+                    ),
                 )
-            })?,
-            _ => Value::String(v.clone()),
+            })?
+        } else {
+            Value::String(v.clone())
         };
         m.insert(k.clone(), value);
     }
@@ -142,13 +171,22 @@ mod tests {
     #[test]
     fn writes_sts_xml() {
         let v = serde_json::json!({"UserId": "AIDA1", "Account": "111122223333", "Arn": "arn:aws:iam::111122223333:user/a&b"});
-        let x = response_xml("GetCallerIdentity", &v, "rid");
+        let x = response_xml(NAMESPACE, "GetCallerIdentity", &v, "rid");
         assert!(x.starts_with(
             "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
         ));
         assert!(x.contains("<UserId>AIDA1</UserId><Account>111122223333</Account><Arn>arn:aws:iam::111122223333:user/a&amp;b</Arn>"));
         assert!(x.contains("<RequestId>rid</RequestId>"));
-        let e = error_xml("InvalidClientTokenId", "bad <token>", "rid", true);
+        let e = error_xml(
+            NAMESPACE,
+            "InvalidClientTokenId",
+            "bad <token>",
+            "rid",
+            true,
+        );
+        assert!(response_xml(NAMESPACE, "DeleteUser", &Value::Null, "rid").starts_with(
+            "<DeleteUserResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <ResponseMetadata>"
+        ));
         assert!(e.contains("<Code>InvalidClientTokenId</Code>") && e.contains("bad &lt;token&gt;"));
     }
 
