@@ -440,6 +440,20 @@ fn remote_addresses_need_allow_remote_and_any_credentials_act_as_root() {
     let (code, err) = srv.stop();
     assert_eq!(code, 0);
     assert!(err.contains("WARNING: --accept-any-credentials"), "{err}");
+    // The data root is now account 444455556666's: another account is refused.
+    let o = s.ebsim(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--account-id",
+        "777788889999",
+    ]);
+    assert_eq!(o.code, 252, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("belongs to account 444455556666"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// Sends `request` on a new connection; the status line of the answer.

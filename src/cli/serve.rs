@@ -13,7 +13,8 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the address is printed)
     #[arg(long, default_value = crate::server::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
-    /// The account the data root simulates (saved in its config.json)
+    /// The account a fresh data root simulates (saved in its config.json); a data
+    /// root with state keeps its own and refuses another
     #[arg(long, value_name = "ID")]
     pub account_id: Option<String>,
     /// Accept any signed request as the account root, without checking its
@@ -30,6 +31,21 @@ pub fn run(ctx: Ctx, args: ServeArgs) -> Result<()> {
     if let Some(id) = &args.account_id
         && *id != config.account_id
     {
+        // A fresh data root takes the account; one with state keeps its own
+        // (its stores, keys and access keys belong to it).
+        let stores = ctx.root.registered_stores()?;
+        if ctx.root.path().join("config.json").exists() || !stores.is_empty() {
+            return Err(Error::usage(format!(
+                "--account-id {id}: the data root {} belongs to account {}{}; use another --home for another account",
+                ctx.root.path().display(),
+                config.account_id,
+                if stores.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it holds {})", stores.join(", "))
+                }
+            )));
+        }
         config.account_id = id.clone();
         ctx.root.save_config(&config)?;
     }

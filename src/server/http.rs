@@ -21,7 +21,6 @@ use super::{Config, iam, json, status, sts};
 use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
-use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
@@ -192,8 +191,12 @@ async fn handle(
         return fail(too_large());
     }
     let mut body = body;
+    // The body may hold plaintext (Encrypt's): kept in a zeroize-on-drop buffer
+    // sized up front, so growing it leaves no copies behind (hyper's own read
+    // buffer is not ours to wipe).
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limits.max_body));
     let read = async {
-        let mut kept: Vec<u8> = Vec::new();
+        let mut kept = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else {
@@ -209,9 +212,9 @@ async fn handle(
         }
         Ok::<_, axum::Error>((kept, total))
     };
-    let body: Bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+    let body = match tokio::time::timeout(limits.body_timeout, read).await {
         Ok(Ok((_, total))) if total > limits.max_body as u64 => return fail(too_large()),
-        Ok(Ok((kept, _))) => Bytes::from(kept),
+        Ok(Ok((kept, _))) => kept,
         Ok(Err(e)) => {
             return fail(WireError::new(
                 "IncompleteBody",
