@@ -371,6 +371,8 @@ fn process(
     let caller = match authenticate(shared, &received, &claim) {
         Ok(c) => c,
         Err(Ok(e)) => {
+            // The log names the key the wire answer does not.
+            let what = format!("{what} signed with {}", claim.access_key_id);
             return fail(
                 protocol,
                 &claim.service,
