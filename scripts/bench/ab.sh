@@ -113,7 +113,7 @@ for r in $(seq "$rounds"); do
         ours=$(cd "${tree[$s]}" && taskset -c 0 cargo bench --bench xts -- --noplot \
             --measurement-time 3 'ebsim_batched_1_units' 2>/dev/null \
             | awk '/thrpt:/ {v=$4; u=$5; m = (u ~ /GiB/) ? 1024 : 1; printf "%.1f", v * m; exit}')
-        echo "$ours" >"$out/xts.$s.$r"
+        echo "$ours" >"$out/xts-4k-1core.$s.$r"
         printf 'round %s %s %-22s %10s MiB/s\n' "$r" "$s" xts-4k-1core "$ours"
     done
     for job in "fuse-randread-4k-qd1 randread 4k" "fuse-randwrite-4k-qd1 randwrite 4k" "fuse-read-1m read 1M"; do

@@ -25,6 +25,41 @@ fn launch(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Launch> 
     })
 }
 
+/// The command line of the attachment process that serves a volume for a
+/// simulated instance: this binary's `ec2 attach-volume … --nbd unix:SOCKET
+/// --foreground --report-to-parent`, as the caller, on the same data root and
+/// region. Every front end that runs in this binary (the CLI, `ebsim serve`)
+/// lends it to its `Services`.
+pub fn instance_launcher(spec: &svc::InstanceLaunch<'_>) -> Result<Launch> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if !spec.ctx.caller.is_root() {
+        args.extend(["--principal".into(), spec.ctx.caller.arn().into()]);
+    }
+    args.extend(["--home".into(), spec.root.as_os_str().to_owned()]);
+    for a in [
+        "--region",
+        &spec.ctx.region,
+        "--output",
+        "json",
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        spec.volume_id,
+        "--instance-id",
+        spec.instance_id,
+        "--device",
+        spec.device,
+        "--foreground",
+        "--report-to-parent",
+    ] {
+        args.push(a.into());
+    }
+    let mut nbd = std::ffi::OsString::from("unix:");
+    nbd.push(spec.nbd_socket.as_os_str());
+    args.extend(["--nbd".into(), nbd]);
+    launch(args)
+}
+
 /// `ebsim ec2 attach-volume`.
 pub fn attach_volume(
     ctx: &Ctx,
@@ -36,7 +71,7 @@ pub fn attach_volume(
     if front.fuse.is_none() && front.nbd.is_none() {
         return Err(Error::new(
             ErrorKind::MissingParameter,
-            "ebsim attaches a volume to this host through a front end: give --fuse DIR, --nbd unix:PATH|tcp:HOST:PORT, or both",
+            "ebsim attaches a volume to this host through a front end: give --fuse DIR, --nbd unix:PATH|tcp:HOST:PORT, or both; or give --instance-id and --device of an instance from run-instances",
         ));
     }
     let rctx = ctx.request_context();

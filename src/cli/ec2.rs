@@ -92,6 +92,48 @@ pub enum Ec2Command {
         #[command(flatten)]
         dry_run: DryRun,
     },
+    /// Launches simulated instances: records with no VM behind them, whose devices
+    /// are the volumes attached to them (NBD sockets under the data root)
+    RunInstances {
+        /// Any well-formed ami-… id (there are no images to check)
+        #[arg(long)]
+        image_id: String,
+        /// [default: m1.small]
+        #[arg(long)]
+        instance_type: Option<String>,
+        /// How many: N or MIN:MAX [default: 1]
+        #[arg(long)]
+        count: Option<String>,
+        /// AvailabilityZone=us-east-1b (shorthand or JSON) [default: the region's zone a]
+        #[arg(long)]
+        placement: Option<String>,
+        /// ResourceType=instance,Tags=[{Key=k,Value=v}] ...
+        #[arg(long, num_args = 1..)]
+        tag_specifications: Vec<String>,
+        #[arg(long)]
+        client_token: Option<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Lists simulated instances, with the volumes attached to each
+    DescribeInstances {
+        #[arg(long, num_args = 1..)]
+        instance_ids: Vec<String>,
+        /// Name=instance-state-name,Values=running ... (instance-id, image-id,
+        /// instance-type, availability-zone, reservation-id, instance-state-code,
+        /// block-device-mapping.volume-id, block-device-mapping.device-name, tag:KEY, tag-key)
+        #[arg(long, num_args = 1..)]
+        filters: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Terminates simulated instances; the volumes attached to them are detached
+    TerminateInstances {
+        #[arg(long, num_args = 1..)]
+        instance_ids: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
     /// Attaches a volume to this host and serves it as DIR/<volume-id> through FUSE
     /// (CreateGrant + Decrypt); returns when the file is ready, the daemon runs on
     AttachVolume {
@@ -283,6 +325,64 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 call(R::DescribeVolumes(req.clone()))
             )
         }
+        C::RunInstances {
+            image_id,
+            instance_type,
+            count,
+            placement,
+            tag_specifications,
+            client_token,
+            dry_run,
+        } => {
+            let (min_count, max_count) = count_of(count.as_deref())?;
+            let placement = match placement {
+                Some(p) => Some(placement_of(&p)?),
+                None => None,
+            };
+            let req = RunInstancesRequest {
+                image_id: Some(image_id),
+                instance_type,
+                min_count: Some(min_count),
+                max_count: Some(max_count),
+                placement,
+                tag_specifications: tag_specifications_of(&tag_specifications)?,
+                client_token,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(ctx, "RunInstances", call(R::RunInstances(req.clone())))
+        }
+        C::DescribeInstances {
+            instance_ids,
+            filters,
+            dry_run,
+        } => {
+            let req = DescribeInstancesRequest {
+                instance_ids,
+                filters: filters_of(&filters)?,
+                max_results: None,
+                next_token: None,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(
+                ctx,
+                "DescribeInstances",
+                call(R::DescribeInstances(req.clone()))
+            )
+        }
+        C::TerminateInstances {
+            instance_ids,
+            dry_run,
+        } => {
+            let req = TerminateInstancesRequest {
+                instance_ids,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(
+                ctx,
+                "TerminateInstances",
+                call(R::TerminateInstances(req.clone()))
+            )
+        }
         C::DeleteVolume { volume_id, dry_run } => {
             let req = DeleteVolumeRequest {
                 volume_id,
@@ -433,6 +533,45 @@ fn tag_specifications_of(specs: &[String]) -> Result<Vec<TagSpecification>> {
 }
 
 /// `--filters`, read (none given: none).
+/// The AWS CLI's `--count N` or `--count MIN:MAX`.
+fn count_of(count: Option<&str>) -> Result<(u32, u32)> {
+    let Some(c) = count else {
+        return Ok((1, 1));
+    };
+    let num = |s: &str| {
+        s.trim().parse::<u32>().map_err(|_| {
+            crate::error::Error::usage(format!(
+                "--count takes N or MIN:MAX (whole numbers), not {c}"
+            ))
+        })
+    };
+    match c.split_once(':') {
+        Some((min, max)) => Ok((num(min)?, num(max)?)),
+        None => num(c).map(|n| (n, n)),
+    }
+}
+
+/// `--placement AvailabilityZone=us-east-1b` (shorthand) or its JSON.
+fn placement_of(p: &str) -> Result<Placement> {
+    if p.trim_start().starts_with('{') {
+        return serde_json::from_str(p).map_err(|e| {
+            crate::error::Error::usage(format!("--placement: not a Placement structure: {e}"))
+        });
+    }
+    let mut out = Placement::default();
+    for part in p.split(',') {
+        match part.split_once('=') {
+            Some(("AvailabilityZone", v)) => out.availability_zone = Some(v.to_string()),
+            _ => {
+                return Err(crate::error::Error::usage(format!(
+                    "--placement: ebsim's instances take AvailabilityZone=ZONE, not {part}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn filters_of(filters: &[String]) -> Result<Vec<Filter>> {
     if filters.is_empty() {
         Ok(vec![])
@@ -458,6 +597,18 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             foreground,
             report_to_parent,
         } => {
+            if fuse.is_none() && nbd.is_none() && instance_id.is_some() && !foreground {
+                // A simulated instance's device (run-instances): through the
+                // table, as over the wire.
+                let req = crate::service::attach::AttachVolumeRequest {
+                    volume_id,
+                    instance_id,
+                    device,
+                };
+                let rc = ctx.request_context();
+                let out = ctx.services.ec2(&rc, Ec2Request::AttachVolume(req))?;
+                return ctx.print("AttachVolume", &out);
+            }
             let nbd = nbd
                 .map(|a| crate::nbd::Listen::parse(&a, nbd_allow_remote))
                 .transpose()?;

@@ -210,13 +210,12 @@ impl Ctx {
             return Err(Error::usage("--max-attempts must be at least 1"));
         }
         let stop = attachment_process.then(attachment_stop).transpose()?;
-        let services =
-            crate::service::Services::new(root.clone(), clock.clone()).with_ec2_hooks(move || {
-                crate::service::Ec2Hooks {
-                    cancel: Some(stop.clone().unwrap_or_else(interrupted)),
-                    progress: progress::reporter(),
-                }
-            });
+        let services = crate::service::Services::new(root.clone(), clock.clone())
+            .with_ec2_hooks(move || crate::service::Ec2Hooks {
+                cancel: Some(stop.clone().unwrap_or_else(interrupted)),
+                progress: progress::reporter(),
+            })
+            .with_launcher(attach::instance_launcher);
         let caller = match principal.filter(|_| !configuring) {
             None => Caller::account_root(&config.account_id),
             Some(arn) => services.caller_for(&arn)?,

@@ -78,7 +78,7 @@ impl Target {
     }
 
     /// `aws:ResourceTag/K` and `ec2:ResourceTag/K` for each tag of an existing resource.
-    fn resource_tags(mut self, tags: &[Tag]) -> Self {
+    pub(super) fn resource_tags(mut self, tags: &[Tag]) -> Self {
         for t in tags {
             for prefix in ["aws:ResourceTag/", "ec2:ResourceTag/"] {
                 self.keys
@@ -205,8 +205,16 @@ impl Ec2 {
             .request_tags(n.tags)
     }
 
-    /// The instance an attachment names (ebsim's instances have no tags).
+    /// The instance an attachment names: a simulated instance with its type, zone,
+    /// image and tags; this host's (or any other id the CLI gives) with its id alone.
     pub(super) fn instance_target(&self, instance_id: &str) -> Target {
+        if let Some(i) = self
+            .instances()
+            .ok()
+            .and_then(|all| all.into_iter().find(|i| i.instance_id == instance_id))
+        {
+            return self.instance_record_target(&i);
+        }
         Target::new(instance_arn(
             self.region(),
             self.kms.account_id(),

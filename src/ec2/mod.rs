@@ -20,6 +20,7 @@
 //! principal at attach; RetireGrant at detach.
 
 pub mod authz;
+pub mod instances;
 pub mod model;
 pub mod pending;
 mod rekey;
@@ -593,6 +594,21 @@ impl Ec2 {
         Ok(meta.arn)
     }
 
+    /// `zone` must be one of the region's zones (`<region>a` to `<region>f`).
+    fn check_zone(&self, zone: &str) -> Result<()> {
+        let zone_ok = zone
+            .strip_prefix(self.region())
+            .is_some_and(|l| l.len() == 1 && ("a"..="f").contains(&l));
+        if zone_ok {
+            Ok(())
+        } else {
+            Err(err(
+                ErrorKind::InvalidZoneNotFound,
+                format!("The zone '{zone}' does not exist."),
+            ))
+        }
+    }
+
     // ---- CreateVolume -----------------------------------------------------
 
     pub fn create_volume(&self, caller: &Caller, req: CreateVolumeRequest) -> Result<Volume> {
@@ -617,15 +633,7 @@ impl Ec2 {
         trail: &mut trail::Trail,
     ) -> Result<Volume> {
         let region = self.region().to_string();
-        let zone_ok = zone
-            .strip_prefix(region.as_str())
-            .is_some_and(|l| l.len() == 1 && ("a"..="f").contains(&l));
-        if !zone_ok {
-            return Err(err(
-                ErrorKind::InvalidZoneNotFound,
-                format!("The zone '{zone}' does not exist."),
-            ));
-        }
+        self.check_zone(&zone)?;
         let snap = match &req.snapshot_id {
             Some(id) => Some(self.snapshot_record(id)?),
             None => None,
@@ -1558,6 +1566,29 @@ impl Ec2 {
         let mut v = self.record(volume_id)?;
         self.repair(&mut v)?;
         Ok(v.attachment)
+    }
+
+    /// The volumes attached to `instance_id` now (dead attachments settled
+    /// first), with their attachments.
+    pub fn volumes_attached_to(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<(String, AttachmentRecord)>> {
+        let all = self.store.lock().expect("ec2 store").volumes()?;
+        let mut out = Vec::new();
+        for mut v in all {
+            self.repair(&mut v)?;
+            if let Some(a) = v.attachment.filter(|a| a.instance_id == instance_id) {
+                out.push((v.volume_id, a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The availability zone of volume `volume_id` (InvalidVolume.NotFound).
+    pub fn volume_zone(&self, volume_id: &str) -> Result<String> {
+        check_volume_id(volume_id)?;
+        Ok(self.record(volume_id)?.availability_zone)
     }
 
     /// All volumes whose live attachment satisfies `f`.

@@ -380,3 +380,165 @@ pub struct ListChangedBlocksResponse {
     pub volume_size: u64,
     pub block_size: u64,
 }
+
+// ---- simulated instances (src/ec2/instances.rs) -----------------------------
+
+/// One simulated instance, as stored in `ec2.db`: no VM runs behind it; its
+/// devices are the NBD exports (and FUSE files) of the volumes attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub instance_id: String,
+    pub reservation_id: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub availability_zone: String,
+    pub launch_time: Timestamp,
+    /// Its place in the RunInstances call that made it (`AmiLaunchIndex`).
+    pub launch_index: u32,
+    /// `running` or `terminated` (`pending` and `shutting-down` never outlive a
+    /// call).
+    pub state: String,
+    pub state_transition_reason: String,
+    pub tags: Vec<Tag>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Placement {
+    pub availability_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RunInstancesRequest {
+    pub image_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub min_count: Option<u32>,
+    pub max_count: Option<u32>,
+    pub placement: Option<Placement>,
+    pub tag_specifications: Vec<TagSpecification>,
+    pub client_token: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeInstancesRequest {
+    pub instance_ids: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub max_results: Option<u32>,
+    pub next_token: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TerminateInstancesRequest {
+    pub instance_ids: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// `InstanceState`: EC2's state code (low byte) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceState {
+    pub code: u32,
+    pub name: String,
+}
+
+impl InstanceState {
+    pub fn of(name: &str) -> Self {
+        let code = match name {
+            "pending" => 0,
+            "running" => 16,
+            "shutting-down" => 32,
+            "terminated" => 48,
+            "stopping" => 64,
+            _ => 80,
+        };
+        InstanceState {
+            code,
+            name: name.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstancePlacement {
+    pub availability_zone: String,
+    pub tenancy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EbsInstanceBlockDevice {
+    pub attach_time: crate::kms::api::Time,
+    pub delete_on_termination: bool,
+    pub status: String,
+    pub volume_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceBlockDeviceMapping {
+    pub device_name: String,
+    pub ebs: EbsInstanceBlockDevice,
+}
+
+/// `Instance` in EC2's RunInstances / DescribeInstances responses (the members a
+/// simulated instance has: no network, no root volume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Instance {
+    pub ami_launch_index: u32,
+    pub image_id: String,
+    pub instance_id: String,
+    pub instance_type: String,
+    pub launch_time: crate::kms::api::Time,
+    pub placement: InstancePlacement,
+    pub state: InstanceState,
+    pub state_transition_reason: String,
+    pub architecture: String,
+    pub block_device_mappings: Vec<InstanceBlockDeviceMapping>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    pub hypervisor: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    pub virtualization_type: String,
+}
+
+/// `Reservation`: the instances of one RunInstances call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Reservation {
+    pub reservation_id: String,
+    pub owner_id: String,
+    pub groups: Vec<serde_json::Value>,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeInstancesResponse {
+    pub reservations: Vec<Reservation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `InstanceStateChange`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceStateChange {
+    pub current_state: InstanceState,
+    pub instance_id: String,
+    pub previous_state: InstanceState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TerminateInstancesResponse {
+    pub terminating_instances: Vec<InstanceStateChange>,
+}

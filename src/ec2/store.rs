@@ -4,7 +4,7 @@
 //! Every change runs in one `BEGIN IMMEDIATE` transaction, so concurrent processes
 //! see the old or the new record, never half of one.
 
-use super::model::{SnapshotRecord, VolumeRecord};
+use super::model::{InstanceRecord, SnapshotRecord, VolumeRecord};
 use super::pending::PendingRecord;
 use crate::error::Result;
 use crate::home::DataRoot;
@@ -21,7 +21,8 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
      CREATE TABLE volumes (volume_id TEXT PRIMARY KEY, record TEXT NOT NULL);
      CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
      CREATE TABLE snapshots (snapshot_id TEXT PRIMARY KEY, record TEXT NOT NULL);
-     CREATE TABLE pending (id TEXT PRIMARY KEY, record TEXT NOT NULL);";
+     CREATE TABLE pending (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE instances (instance_id TEXT PRIMARY KEY, record TEXT NOT NULL);";
 
 /// Why `regions/<region>/ec2.db` must have existed: the region has volume images
 /// or snapshot blocks, which only a volume service with a store makes.
@@ -73,8 +74,10 @@ impl Store {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             // Stores made before pending operations were recorded.
+            // Stores made before pending operations and simulated instances.
             conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, record TEXT NOT NULL);",
+                "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS instances (instance_id TEXT PRIMARY KEY, record TEXT NOT NULL);",
             )?;
             Ok(())
         };
@@ -105,6 +108,11 @@ impl Store {
 
     pub fn pending(&self) -> Result<Vec<PendingRecord>> {
         pending(&self.conn).map_err(|e| e.in_store(&self.path))
+    }
+
+    /// Every simulated instance, terminated ones included, in launch order.
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        instances(&self.conn).map_err(|e| e.in_store(&self.path))
     }
 
     /// Runs `f` in one immediate (write-locked) transaction; commits if it returns Ok.
@@ -172,6 +180,19 @@ impl Tx<'_> {
 
     pub fn pending(&self) -> Result<Vec<PendingRecord>> {
         pending(&self.tx)
+    }
+
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        instances(&self.tx)
+    }
+
+    pub fn put_instance(&mut self, i: &InstanceRecord) -> Result<()> {
+        let json = serde_json::to_string(i).expect("records serialize");
+        self.tx.execute(
+            "INSERT OR REPLACE INTO instances (instance_id, record) VALUES (?1, ?2)",
+            params![i.instance_id, json],
+        )?;
+        Ok(())
     }
 
     pub fn put_pending(&mut self, p: &PendingRecord) -> Result<()> {
@@ -264,4 +285,23 @@ fn setting(conn: &Connection, name: &str) -> Result<Option<String>> {
             |r| r.get(0),
         )
         .optional()?)
+}
+
+fn instances(conn: &Connection) -> Result<Vec<InstanceRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM instances")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out: Vec<InstanceRecord> = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?).map_err(|e| {
+            crate::Error::environment(format!("an instance in ec2.db is not readable: {e}"))
+        })?);
+    }
+    out.sort_by(|a, b| {
+        (a.launch_time, &a.reservation_id, a.launch_index).cmp(&(
+            b.launch_time,
+            &b.reservation_id,
+            b.launch_index,
+        ))
+    });
+    Ok(out)
 }

@@ -51,6 +51,55 @@ impl LinuxHost {
     pub fn log_file(&self, volume_id: &str) -> PathBuf {
         self.dir.join(format!("{volume_id}.log"))
     }
+
+    /// `regions/<region>/instances/<instance_id>`: where the devices of a
+    /// simulated instance appear (NBD sockets `<device>.sock`, FUSE directories
+    /// `<device>/`), made private on demand.
+    pub fn instance_dir(&self, instance_id: &str) -> Result<PathBuf> {
+        crate::ec2::instances::check_instance_id(instance_id)?;
+        let parent = self.instances_dir();
+        crate::fsutil::ensure_private_dir(&parent)?;
+        let dir = parent.join(instance_id);
+        crate::fsutil::ensure_private_dir(&dir)?;
+        Ok(dir)
+    }
+
+    fn instances_dir(&self) -> PathBuf {
+        self.dir.with_file_name("instances")
+    }
+
+    /// Removes a terminated instance's directory: only empty device directories
+    /// and nothing else may be left in it (its attachment processes are gone and
+    /// took their sockets and mounts with them); anything else is an error that
+    /// names it.
+    pub fn remove_instance_dir(&self, instance_id: &str) -> Result<()> {
+        crate::ec2::instances::check_instance_id(instance_id)?;
+        let dir = self.instances_dir().join(instance_id);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io_file(&dir, e)),
+        };
+        for e in entries {
+            let path = e.map_err(|e| Error::io_file(&dir, e))?.path();
+            if path.is_dir() && !is_mount_point(&path) {
+                std::fs::remove_dir(&path).map_err(|e| Error::io_file(&path, e))?;
+            } else if path.extension().is_some_and(|x| x == "sock") {
+                // A socket its (stopped) process did not remove.
+                std::fs::remove_file(&path).map_err(|e| Error::io_file(&path, e))?;
+            } else {
+                return Err(Error::new(
+                    ErrorKind::VolumeInUse,
+                    format!(
+                        "{} is still in use: {} remains",
+                        instance_id,
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        std::fs::remove_dir(&dir).map_err(|e| Error::io_file(&dir, e))
+    }
 }
 
 impl AttachmentHost for LinuxHost {

@@ -161,6 +161,143 @@ pub fn serve(
     )
 }
 
+/// What a front end is told to start the attachment process of a volume
+/// attached to a simulated instance: the process serves `volume_id` for
+/// `instance_id` at `device` through NBD on `nbd_socket` (and, if the front end
+/// wants FUSE too, a FUSE file in `fuse_dir`), both in the instance's directory.
+pub struct InstanceLaunch<'a> {
+    pub ctx: &'a RequestContext,
+    pub root: &'a Path,
+    pub volume_id: &'a str,
+    pub instance_id: &'a str,
+    pub device: &'a str,
+    pub nbd_socket: &'a Path,
+    pub fuse_dir: &'a Path,
+}
+
+/// How a front end starts attachment processes for AttachVolume requests that
+/// arrive through the operation table (a simulated instance's devices).
+pub type Launcher = dyn Fn(&InstanceLaunch<'_>) -> Result<Launch> + Send + Sync;
+
+/// `/dev/sdf` → `sdf`: the name of a device in its instance's directory. EC2's
+/// names: `/dev/sd[b-z]`, `/dev/xvd[b-z]`, `/dev/hd[b-z]`, optionally with a
+/// partition digit (`/dev/sdf1`).
+pub fn device_name(device: &str) -> Result<&str> {
+    let name = device.strip_prefix("/dev/").unwrap_or("");
+    let stem = ["sd", "xvd", "hd"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p));
+    let ok = stem.is_some_and(|rest| {
+        let mut c = rest.chars();
+        matches!(c.next(), Some('b'..='z'))
+            && c.as_str().len() <= 2
+            && c.as_str().chars().all(|d| d.is_ascii_digit())
+    });
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidParameterValue,
+            format!(
+                "Value ({device}) for parameter device is invalid. {device} is not a valid EBS device name."
+            ),
+        ))
+    }
+}
+
+/// AttachVolume through the operation table: the instance must be a running
+/// simulated instance (`Ec2::run_instances`) in the volume's zone, and the device
+/// name free on it. The front end's [`Launcher`] gives the command line of the
+/// attachment process, which authorizes and records the call as the caller,
+/// unlocks the volume and serves it in the instance's directory
+/// (`regions/<region>/instances/<i-…>/<device>.sock`).
+pub fn attach_to_instance(
+    services: &Services,
+    ctx: &RequestContext,
+    req: &AttachVolumeRequest,
+) -> Result<Value> {
+    let Some(instance_id) = req.instance_id.as_deref().filter(|i| !i.is_empty()) else {
+        return Err(Error::new(
+            ErrorKind::MissingParameter,
+            "The request must contain the parameter InstanceId",
+        ));
+    };
+    let Some(device) = req.device.as_deref().filter(|d| !d.is_empty()) else {
+        return Err(Error::new(
+            ErrorKind::MissingParameter,
+            "The request must contain the parameter Device",
+        ));
+    };
+    crate::ec2::check_volume_id(&req.volume_id)?;
+    let name = device_name(device)?;
+    let ec2 = services.ec2_engine(&ctx.region)?;
+    let instance = ec2.running_instance(instance_id)?;
+    if ec2.volume_zone(&req.volume_id)? != instance.availability_zone {
+        return Err(Error::new(
+            ErrorKind::InvalidVolumeZoneMismatch,
+            format!(
+                "The volume '{}' is not in the same availability zone as instance '{instance_id}'",
+                req.volume_id
+            ),
+        )
+        .with(crate::error::Field::VolumeId, &req.volume_id));
+    }
+    if let Some((other, _)) =
+        ec2.find_attachment(|a| a.instance_id == instance_id && a.device == device)?
+        && other != req.volume_id
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidParameterValue,
+            format!(
+                "Invalid value '{device}' for unixDevice. Attachment point {device} is already in use"
+            ),
+        ));
+    }
+    let launcher = services.launcher().ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnsupportedOperation,
+            "this front end cannot start attachment processes",
+        )
+    })?;
+    let host = services.host(&ctx.region)?;
+    let dir = host.instance_dir(instance_id)?;
+    let nbd_socket = dir.join(format!("{name}.sock"));
+    let fuse_dir = dir.join(name);
+    let root = services.root().path().to_path_buf();
+    let launch = launcher(&InstanceLaunch {
+        ctx,
+        root: &root,
+        volume_id: &req.volume_id,
+        instance_id,
+        device,
+        nbd_socket: &nbd_socket,
+        fuse_dir: &fuse_dir,
+    })?;
+    let a = start(services, ctx, &req.volume_id, launch)?;
+    Ok(attachment_response(&req.volume_id, &a, "attached"))
+}
+
+/// TerminateInstances: authorized and recorded by the engine; each running
+/// instance's volumes are detached first (their attachment processes stopped, as
+/// `DetachVolume --force` would, without DetachVolume records: EC2 records none
+/// for a termination) and its directory removed.
+pub fn terminate_instances(
+    services: &Services,
+    ctx: &RequestContext,
+    req: crate::ec2::model::TerminateInstancesRequest,
+) -> Result<Value> {
+    let ec2 = services.ec2_engine(&ctx.region)?;
+    let host = services.host(&ctx.region)?;
+    ec2.terminate_instances(&ctx.caller, req, |instance| {
+        let attached = ec2.volumes_attached_to(&instance.instance_id)?;
+        for (volume_id, a) in attached {
+            stop_attachment(&ec2, &host, &volume_id, &a, true)?;
+        }
+        host.remove_instance_dir(&instance.instance_id)
+    })
+    .map(to_value)
+}
+
 /// DetachVolume: authorized (and recorded) by the engine before the attachment
 /// process is told to stop; that process detaches. Without `Force` it is
 /// refused while the host uses the volume.

@@ -5,11 +5,14 @@
 //! the CloudTrail record happen in the engine (`Ec2::call`), the same for every
 //! front end.
 //!
-//! DetachVolume and CreateSnapshot are in the table but run by
-//! [`super::Services::ec2`] through `super::attach`: the first stops an
-//! attachment process, the second is taken by one when the volume is attached
-//! through FUSE or NBD. AttachVolume is not here: it starts an attachment process,
-//! whose command line only the front end knows (`super::attach::attach_volume`).
+//! AttachVolume, DetachVolume, CreateSnapshot and TerminateInstances are in the
+//! table but run by [`super::Services::ec2`] through `super::attach`: AttachVolume
+//! starts an attachment process for a simulated instance (RunInstances) with the
+//! command line the front end's launcher gives; DetachVolume stops one;
+//! CreateSnapshot is taken by one when the volume is attached through FUSE or
+//! NBD; TerminateInstances detaches an instance's volumes first. The CLI's
+//! `attach-volume --fuse/--nbd` (this host as the instance) goes through
+//! `super::attach::attach_volume`.
 
 use super::{serialization_error, to_value, unknown_operation};
 use crate::ec2::Ec2;
@@ -134,6 +137,7 @@ operations! {
     GetEbsDefaultKmsKeyId => "GetEbsDefaultKmsKeyId" (EmptyRequest);
     ModifyEbsDefaultKmsKeyId => "ModifyEbsDefaultKmsKeyId" (ModifyEbsDefaultKmsKeyIdRequest);
     ResetEbsDefaultKmsKeyId => "ResetEbsDefaultKmsKeyId" (EmptyRequest);
+    AttachVolume => "AttachVolume" (super::attach::AttachVolumeRequest);
     DetachVolume => "DetachVolume" (super::attach::DetachVolumeRequest);
     CreateSnapshot => "CreateSnapshot" (CreateSnapshotRequest);
     DescribeSnapshots => "DescribeSnapshots" (DescribeSnapshotsRequest);
@@ -142,6 +146,9 @@ operations! {
     ListChangedBlocks => "ListChangedBlocks" (ListChangedBlocksRequest);
     RekeyVolume => "RekeyVolume" (RekeyVolumeRequest);
     Cleanup => "Cleanup" (EmptyRequest);
+    RunInstances => "RunInstances" (RunInstancesRequest);
+    DescribeInstances => "DescribeInstances" (DescribeInstancesRequest);
+    TerminateInstances => "TerminateInstances" (TerminateInstancesRequest);
 }
 
 impl Ec2Request {
@@ -171,7 +178,10 @@ impl Ec2Request {
                 .modify_ebs_default_kms_key_id(caller, &r.kms_key_id)
                 .map(to_value),
             R::ResetEbsDefaultKmsKeyId(_) => ec2.reset_ebs_default_kms_key_id(caller).map(to_value),
-            R::DetachVolume(_) | R::CreateSnapshot(_) => {
+            R::AttachVolume(_)
+            | R::DetachVolume(_)
+            | R::CreateSnapshot(_)
+            | R::TerminateInstances(_) => {
                 unreachable!("Services::ec2 runs them through service::attach")
             }
             R::DescribeSnapshots(r) => ec2
@@ -197,6 +207,8 @@ impl Ec2Request {
                 .map(to_value),
             R::RekeyVolume(r) => rekey_volume(ec2, caller, r),
             R::Cleanup(_) => ec2.cleanup(caller).map(to_value),
+            R::RunInstances(r) => ec2.run_instances(caller, r).map(to_value),
+            R::DescribeInstances(r) => ec2.describe_instances(caller, r).map(to_value),
         }
     }
 }
@@ -252,7 +264,7 @@ mod tests {
                 Err(e) => assert_eq!(e.kind(), ErrorKind::Serialization, "{name}: {e}"),
             }
         }
-        let e = Ec2Request::from_json("AttachVolume", json!({})).unwrap_err();
+        let e = Ec2Request::from_json("AttachVolumes", json!({})).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::UnknownOperation);
         let r = Ec2Request::from_json(
             "CreateVolume",

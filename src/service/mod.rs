@@ -97,6 +97,9 @@ pub struct Services {
     /// its own locks), so calls to one region need not wait for each other.
     ec2: Mutex<HashMap<String, Arc<Ec2>>>,
     ec2_hooks: Option<Box<Ec2HooksFn>>,
+    /// How the front end starts attachment processes for AttachVolume through
+    /// the table (`attach::attach_to_instance`).
+    launcher: Option<Arc<attach::Launcher>>,
 }
 
 // A network front end shares one `Services` between its connections' threads.
@@ -114,7 +117,22 @@ impl Services {
             iam: Mutex::new(None),
             ec2: Mutex::new(HashMap::new()),
             ec2_hooks: None,
+            launcher: None,
         }
+    }
+
+    /// `launcher` gives the command line of an attachment process for a volume
+    /// attached to a simulated instance (AttachVolume through [`Services::ec2`]).
+    pub fn with_launcher(
+        mut self,
+        launcher: impl Fn(&attach::InstanceLaunch<'_>) -> Result<attach::Launch> + Send + Sync + 'static,
+    ) -> Self {
+        self.launcher = Some(Arc::new(launcher));
+        self
+    }
+
+    pub(crate) fn launcher(&self) -> Option<Arc<attach::Launcher>> {
+        self.launcher.clone()
     }
 
     /// `hooks` is called when a region's EC2 is first opened; what it returns
@@ -214,6 +232,8 @@ impl Services {
     /// ([`attach`]); the rest run on the engine alone.
     pub fn ec2(&self, ctx: &RequestContext, req: ec2::Ec2Request) -> Result<serde_json::Value> {
         match req {
+            ec2::Ec2Request::AttachVolume(r) => attach::attach_to_instance(self, ctx, &r),
+            ec2::Ec2Request::TerminateInstances(r) => attach::terminate_instances(self, ctx, r),
             ec2::Ec2Request::DetachVolume(r) => attach::detach_volume(self, ctx, &r),
             ec2::Ec2Request::CreateSnapshot(r) => attach::create_snapshot(self, ctx, r),
             req => {
