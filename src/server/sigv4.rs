@@ -5,7 +5,10 @@
 //! `X-Amz-Signature`).
 //!
 //! The signature is recomputed over the request as received (canonical request,
-//! string to sign, the derived signing key) and compared in constant time. This
+//! string to sign, the derived signing key) and compared in constant time. The
+//! payload hash in it is always the received body's SHA-256: a client's
+//! `x-amz-content-sha256` is not taken on trust (and `UNSIGNED-PAYLOAD`, an S3
+//! form, does not verify). This
 //! is written on hmac + sha2 rather than the aws-sigv4 crate: aws-sigv4 signs a
 //! request it is given, choosing the headers to sign itself, while a verifier must
 //! sign exactly the headers the client listed in `SignedHeaders`, with the values
@@ -406,17 +409,10 @@ pub fn canonical_request(req: &Received<'_>, claim: &Claim) -> String {
             .collect();
         headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
-    let payload = match header(req.headers, "x-amz-content-sha256") {
-        Some(h)
-            if claim
-                .signed_headers
-                .iter()
-                .any(|s| s == "x-amz-content-sha256") =>
-        {
-            h.to_string()
-        }
-        _ => hex(&Sha256::digest(req.body)),
-    };
+    // Always the body's own hash: a signed `x-amz-content-sha256` that differs
+    // (or says UNSIGNED-PAYLOAD, which only S3 accepts) makes the signature
+    // fail rather than leave the body unsigned.
+    let payload = hex(&Sha256::digest(req.body));
     format!(
         "{}\n{canonical_path}\n{query}\n{headers}\n{}\n{payload}",
         req.method,
@@ -596,6 +592,50 @@ mod tests {
             assert!(matches!(e, AuthError::Incomplete(_)), "{bad}: {e:?}");
             assert_eq!(e.code(Protocol::Json).0, "IncompleteSignatureException");
         }
+    }
+
+    #[test]
+    fn the_body_is_always_signed() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "kms".parse().unwrap());
+        h.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
+        h.insert("x-amz-content-sha256", "UNSIGNED-PAYLOAD".parse().unwrap());
+        let claim = Claim {
+            access_key_id: "AK".into(),
+            scope_date: "20150830".into(),
+            region: "us-east-1".into(),
+            service: "kms".into(),
+            signed_headers: vec![
+                "host".into(),
+                "x-amz-content-sha256".into(),
+                "x-amz-date".into(),
+            ],
+            signature: String::new(),
+            amz_date: "20150830T123600Z".into(),
+            time: parse_amz_date("20150830T123600Z").unwrap(),
+            security_token: None,
+            expires: None,
+        };
+        let req = |body: &'static [u8]| Received {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &h,
+            body,
+        };
+        // Signed as the client would with UNSIGNED-PAYLOAD; a verifier that took
+        // the header's word would accept any body.
+        let canonical = canonical_request(&req(b"{}"), &claim);
+        assert!(
+            canonical.ends_with(&hex(&Sha256::digest(b"{}"))),
+            "{canonical}"
+        );
+        let unsigned = canonical.replace(&hex(&Sha256::digest(b"{}")), "UNSIGNED-PAYLOAD");
+        let claim = Claim {
+            signature: signature(b"secret", &claim, &string_to_sign(&claim, &unsigned)),
+            ..claim
+        };
+        assert!(verify(&req(b"{}"), &claim, b"secret").is_err());
     }
 
     #[test]
