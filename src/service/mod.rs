@@ -8,7 +8,7 @@
 //!   names, returning AWS's response shape (as JSON, ready for any front end) or a
 //!   typed error.
 //! - Each service has one table of its operations (`kms::KmsRequest`,
-//!   `iam::IamRequest`, `ec2::Ec2Request`): an enum with one variant per operation,
+//!   `iam::IamRequest`, `ec2::Ec2Request`, `sts::StsRequest`): an enum with one variant per operation,
 //!   its AWS name, how to read it from AWS's JSON, and the one place that runs it. A
 //!   front end builds a request (from arguments, or from a wire body) and calls
 //!   [`Services::kms`], [`Services::iam`], [`Services::ec2`]; it never holds an
@@ -18,6 +18,10 @@
 //!   flag and its terminal's bars), which lends them as [`Ec2Hooks`] when it builds
 //!   the [`Services`]. They are asked for when a region's EC2 is first opened, so a
 //!   command that never reaches EC2 installs no signal handler.
+//!
+//! - A network front end finds who signed a request with
+//!   [`Services::credentials`] (sts.rs): an access key id becomes its caller and
+//!   secret.
 //!
 //! What the CLI keeps for itself is what the AWS CLI does on the client side:
 //! argument parsing, `fileb://`, retries with backoff, pagination, output formats.
