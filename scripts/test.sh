@@ -13,6 +13,10 @@ ensure_apt bash coreutils ca-certificates gcc pkg-config libssl-dev openssl pyth
 ensure_rust
 # pyca/cryptography drives OpenSSL's aes-256-xts for the XTS cross-check.
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography || ensure_apt python3-cryptography
+# tests/server.rs: AWS CLI v2 (Debian's awscli, /usr/bin/aws), AWS CLI v1 and boto3 (pip)
+# against `ebsim serve`.
+ensure_apt awscli
+python3 -c 'import awscli, boto3' 2>/dev/null || python3 -m pip install --quiet awscli boto3 || ensure_apt python3-boto3
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     IamMalformedPolicyDocument,
     IamValidation,
     IamAccessDenied,
+    /// IAM's quota error (`LimitExceeded`, HTTP 409): two access keys per user.
+    IamLimitExceeded,
     // --- EC2 (EBS) errors ---
     InvalidVolumeNotFound,
     InvalidVolumeIdMalformed,
@@ -122,6 +124,7 @@ impl ErrorKind {
         ErrorKind::IamMalformedPolicyDocument,
         ErrorKind::IamValidation,
         ErrorKind::IamAccessDenied,
+        ErrorKind::IamLimitExceeded,
         ErrorKind::InvalidVolumeNotFound,
         ErrorKind::InvalidVolumeIdMalformed,
         ErrorKind::InvalidSnapshotNotFound,
@@ -190,6 +193,7 @@ impl ErrorKind {
             IamMalformedPolicyDocument => "MalformedPolicyDocument",
             IamValidation => "ValidationError",
             IamAccessDenied => "AccessDenied",
+            IamLimitExceeded => "LimitExceeded",
             InvalidVolumeNotFound => "InvalidVolume.NotFound",
             InvalidVolumeIdMalformed => "InvalidVolumeID.Malformed",
             InvalidSnapshotNotFound => "InvalidSnapshot.NotFound",

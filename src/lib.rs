@@ -8,14 +8,14 @@
 //! | module | layer | owns |
 //! |---|---|---|
 //! | [`cli`] | front end | the `ebsim` command line, shaped like the AWS CLI: parse, call the service layer, format; exit codes (`cli::exit`), log setup |
-//! | [`server`] | front end | the network edge: HTTP statuses of errors (the wire server comes next) |
+//! | [`server`] | front end | the network edge, `ebsim serve`: HTTP/1.1, SigV4, AWS JSON 1.1 (KMS, CloudTrail), STS and IAM over Query, HTTP statuses of errors |
 //! | [`blockdev`] | front end | the FUSE file that serves an unlocked volume image |
 //! | [`nbd`] | front end | the NBD export (protocol, server, TLS) of an unlocked volume image |
 //! | [`host`] | host | attachment processes: supervisor, typed messages, the agent, the Linux host (mounts, loop devices, sockets) |
 //! | [`service`] | services | the service layer: `Services`, `RequestContext`, one operation table per service (KMS, IAM, EC2, CloudTrail) |
 //! | [`ec2`] | engine | EC2's volumes, snapshots API, attachments, re-key API; authorization and CloudTrail records |
 //! | [`kms`] | engine | keys, key material versions, aliases, grants, policies, rotation, deletion, crypto operations, sealed store, audit log, quotas |
-//! | [`iam`] | engine | users, roles, identity policies, principals |
+//! | [`iam`] | engine | users, roles, identity policies, principals, access keys, role sessions |
 //! | [`policy`] | engine | the IAM policy language: grammar, conditions, evaluation |
 //! | [`snapshot`] | engine | snapshot take / restore / copy / collect over injected block and manifest stores; the local block store |
 //! | [`volume`] | format | the volume image (docs/FORMAT.md): headers, block I/O, stored-unit XTS, re-key engine, changed-block tracking, owner |

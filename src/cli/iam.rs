@@ -1,9 +1,9 @@
-//! `ebsim iam …`: users, roles and inline identity policies, with the AWS CLI's
+//! `ebsim iam …`: users, roles, inline identity policies and access keys, with the AWS CLI's
 //! parameter names and IAM's response shapes. IAM is global: `--region` is ignored.
 
 use super::{Ctx, input};
 use crate::error::Result;
-use crate::service::iam::{IamRequest, PolicyRequest, RoleRequest, UserRequest};
+use crate::service::iam::{AccessKeyRequest, IamRequest, PolicyRequest, RoleRequest, UserRequest};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +109,40 @@ pub enum IamCommand {
         #[arg(long)]
         role_name: String,
     },
+    /// Creates an access key (AKIA…) and its secret, shown only now, for a user;
+    /// without --user-name, for the caller itself (the account root's own key
+    /// when the root calls)
+    CreateAccessKey {
+        #[arg(long)]
+        user_name: Option<String>,
+    },
+    /// Lists a user's access keys (without --user-name: the caller's own)
+    ListAccessKeys {
+        #[arg(long)]
+        user_name: Option<String>,
+    },
+    /// Makes an access key Active or Inactive (an inactive key signs nothing)
+    UpdateAccessKey {
+        #[arg(long)]
+        access_key_id: String,
+        /// Active or Inactive
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        user_name: Option<String>,
+    },
+    /// Deletes an access key
+    DeleteAccessKey {
+        #[arg(long)]
+        access_key_id: String,
+        #[arg(long)]
+        user_name: Option<String>,
+    },
+    /// When, for which service and in which region an access key was last used
+    GetAccessKeyLastUsed {
+        #[arg(long)]
+        access_key_id: String,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: IamCommand) -> Result<()> {
@@ -192,6 +226,35 @@ pub fn run(ctx: &Ctx, cmd: IamCommand) -> Result<()> {
         C::ListRolePolicies { role_name } => {
             R::ListRolePolicies(role_policy(role_name, String::new()))
         }
+        C::CreateAccessKey { user_name } => R::CreateAccessKey(AccessKeyRequest {
+            user_name,
+            ..Default::default()
+        }),
+        C::ListAccessKeys { user_name } => R::ListAccessKeys(AccessKeyRequest {
+            user_name,
+            ..Default::default()
+        }),
+        C::UpdateAccessKey {
+            access_key_id,
+            status,
+            user_name,
+        } => R::UpdateAccessKey(AccessKeyRequest {
+            user_name,
+            access_key_id,
+            status,
+        }),
+        C::DeleteAccessKey {
+            access_key_id,
+            user_name,
+        } => R::DeleteAccessKey(AccessKeyRequest {
+            user_name,
+            access_key_id,
+            ..Default::default()
+        }),
+        C::GetAccessKeyLastUsed { access_key_id } => R::GetAccessKeyLastUsed(AccessKeyRequest {
+            access_key_id,
+            ..Default::default()
+        }),
     };
     let op = req.name();
     let out = ctx.services.iam(&ctx.request_context(), req)?;

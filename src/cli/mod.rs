@@ -25,6 +25,7 @@ pub mod kms;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod serve;
 
 use crate::clock::{Clock, parse_time};
 use crate::error::{Error, ErrorKind, Result};
@@ -141,6 +142,9 @@ pub enum Service {
         #[command(subcommand)]
         op: cloudtrail::CloudTrailCommand,
     },
+    /// Serves KMS, CloudTrail, STS and IAM over HTTP in AWS's wire protocols, for the
+    /// AWS CLI, boto3 and the SDKs (--endpoint-url http://127.0.0.1:4599)
+    Serve(serve::ServeArgs),
     /// ebsim's movable clock (an ebsim extension): make a year pass in a second
     Clock {
         #[command(subcommand)]
@@ -392,6 +396,7 @@ fn run(cli: Cli, attachment_process: bool) -> Result<()> {
         Service::Configure { op } => configure::run(&ctx, op),
         Service::Cloudtrail { op } => cloudtrail::run(&ctx, op),
         Service::Clock { op } => clock::run(&ctx, op),
+        Service::Serve(args) => serve::run(ctx, args),
     }
 }
 

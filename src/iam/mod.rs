@@ -6,7 +6,9 @@
 //! in its account; other principals need an identity policy allowing `iam:<Action>`
 //! on the user or role ARN.
 
+pub mod access_keys;
 pub mod principal;
+pub mod sessions;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
@@ -91,6 +93,10 @@ impl<'a> NewEntity<'a> {
 pub struct Iam {
     conn: Connection,
     path: std::path::PathBuf,
+    root: DataRoot,
+    /// The key access keys' secrets are sealed under, derived from the root key
+    /// when first needed (access_keys.rs).
+    seal: std::sync::OnceLock<crate::crypto::SecretBytes>,
 }
 
 fn no_such(kind: EntityKind, name: &str) -> Error {
@@ -192,10 +198,17 @@ impl Iam {
         let setup = || -> Result<()> {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(access_keys::SCHEMA)?;
+            conn.execute_batch(sessions::SCHEMA)?;
             Ok(())
         };
         setup().map_err(|e| e.in_store(&path))?;
-        Ok(Iam { conn, path })
+        Ok(Iam {
+            conn,
+            path,
+            root: root.clone(),
+            seal: std::sync::OnceLock::new(),
+        })
     }
 
     /// A user or role, if it exists.
@@ -386,6 +399,12 @@ impl Iam {
             return Err(Error::new(
                 ErrorKind::DeleteConflict,
                 "Cannot delete entity, must delete policies first.",
+            ));
+        }
+        if kind == EntityKind::User && self.user_has_keys(caller.account(), name)? {
+            return Err(Error::new(
+                ErrorKind::DeleteConflict,
+                "Cannot delete entity, must delete access keys first.",
             ));
         }
         self.conn

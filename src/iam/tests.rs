@@ -147,3 +147,106 @@ fn iam_actions_need_identity_policies_except_for_root() {
         .unwrap();
     assert_eq!(iam.list_entities(&root, EntityKind::User).unwrap().len(), 3);
 }
+
+#[test]
+fn access_keys_are_made_listed_updated_and_deleted_with_sealed_secrets() {
+    use access_keys::KeyStatus;
+    let (d, iam) = iam();
+    let root = Principal::root(ACCT);
+    iam.create(&root, &NewEntity::user("alice"), now()).unwrap();
+    let k = iam.create_access_key(&root, Some("alice"), now()).unwrap();
+    let id = k.key.access_key_id.clone();
+    assert!(id.starts_with("AKIA") && id.len() == 20, "{id}");
+    assert!(
+        id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    );
+    assert_eq!(k.secret.len(), 40);
+    assert_eq!(k.key.user_name.as_deref(), Some("alice"));
+    // The secret is not in iam.db in the clear, and opens again from it.
+    let secret = k.secret.expose().to_vec();
+    let db = std::fs::read(d.path().join("iam.db")).unwrap();
+    let wal = std::fs::read(d.path().join("iam.db-wal")).unwrap_or_default();
+    for file in [&db, &wal] {
+        assert!(
+            !file.windows(40).any(|w| w == &secret[..]),
+            "secret in clear"
+        );
+    }
+    let again = iam.access_key_secret(&id).unwrap().unwrap();
+    assert_eq!(again.secret.expose(), &secret[..]);
+    // A second key, then the quota.
+    iam.create_access_key(&root, Some("alice"), now()).unwrap();
+    let e = iam
+        .create_access_key(&root, Some("alice"), now())
+        .unwrap_err();
+    assert_eq!(e.code(), "LimitExceeded");
+    assert_eq!(iam.list_access_keys(&root, Some("alice")).unwrap().len(), 2);
+    // The user acts on its own keys without naming itself, once allowed to.
+    let alice = Principal::parse("arn:aws:iam::111122223333:user/alice").unwrap();
+    let e = iam.list_access_keys(&alice, None).unwrap_err();
+    assert_eq!(e.code(), "AccessDenied");
+    iam.put_policy(&root, EntityKind::User, "alice", "keys", r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:*AccessKey*","Resource":"*"}]}"#).unwrap();
+    assert_eq!(iam.list_access_keys(&alice, None).unwrap().len(), 2);
+    // A user cannot touch the root's keys.
+    let rk = iam.create_access_key(&root, None, now()).unwrap();
+    assert_eq!(rk.key.user_name, None);
+    let e = iam
+        .update_access_key(&alice, None, &rk.key.access_key_id, KeyStatus::Inactive)
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        "NoSuchEntity",
+        "alice's own keys do not include the root's"
+    );
+    iam.update_access_key(&root, Some("alice"), &id, KeyStatus::Inactive)
+        .unwrap();
+    assert_eq!(
+        iam.access_key_secret(&id).unwrap().unwrap().key.status,
+        KeyStatus::Inactive
+    );
+    assert_eq!(
+        KeyStatus::parse("Sleeping").unwrap_err().code(),
+        "ValidationError"
+    );
+    // Last use.
+    assert!(
+        iam.access_key_last_used(&root, &id)
+            .unwrap()
+            .last_used
+            .is_none()
+    );
+    iam.record_access_key_use(&id, "kms", "us-east-1", now())
+        .unwrap();
+    let used = iam
+        .access_key_last_used(&root, &id)
+        .unwrap()
+        .last_used
+        .unwrap();
+    assert_eq!(
+        (used.service.as_str(), used.region.as_str()),
+        ("kms", "us-east-1")
+    );
+    // A user with keys cannot be deleted; without, it can.
+    iam.delete_policy(&root, EntityKind::User, "alice", "keys")
+        .unwrap();
+    assert_eq!(
+        iam.delete(&root, EntityKind::User, "alice")
+            .unwrap_err()
+            .code(),
+        "DeleteConflict"
+    );
+    for k in iam.list_access_keys(&root, Some("alice")).unwrap() {
+        iam.delete_access_key(&root, Some("alice"), &k.access_key_id)
+            .unwrap();
+    }
+    assert_eq!(
+        iam.delete_access_key(&root, Some("alice"), &id)
+            .unwrap_err()
+            .code(),
+        "NoSuchEntity"
+    );
+    iam.delete(&root, EntityKind::User, "alice").unwrap();
+    assert!(iam.access_key_secret(&id).unwrap().is_none());
+}

@@ -138,7 +138,8 @@ impl RootKey {
         &self.path
     }
 
-    fn derive(&self, label: &[u8]) -> SecretBytes {
+    /// A key for one purpose, derived from the root key (HKDF, `label` names the purpose).
+    pub fn derive(&self, label: &[u8]) -> SecretBytes {
         let k = aead::derive_key(self.secret.expose(), b"ebsim root", &[label]);
         SecretBytes::from_slice(&k[..])
     }

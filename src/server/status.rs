@@ -14,7 +14,7 @@ pub fn status(kind: ErrorKind) -> u16 {
     match kind {
         // IAM (Query protocol; statuses from its model).
         NoSuchEntity => 404,
-        EntityAlreadyExists | DeleteConflict => 409,
+        EntityAlreadyExists | DeleteConflict | IamLimitExceeded => 409,
         IamAccessDenied => 403,
         IamMalformedPolicyDocument | IamValidation => 400,
         // EC2.

@@ -4,6 +4,7 @@
 use super::{serialization_error, unknown_operation};
 use crate::clock::{Timestamp, iso8601};
 use crate::error::Result;
+use crate::iam::access_keys::{AccessKey, KeyStatus};
 use crate::iam::{Entity, EntityKind, Iam, NewEntity};
 use crate::kms::access::Caller;
 use serde::Deserialize;
@@ -38,6 +39,16 @@ pub struct PolicyRequest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListRequest {}
+
+/// The access-key operations' members: `UserName` (absent: the caller's own
+/// keys, the root's for the root), `AccessKeyId`, `Status`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AccessKeyRequest {
+    pub user_name: Option<String>,
+    pub access_key_id: String,
+    pub status: String,
+}
 
 macro_rules! operations {
     ($( $variant:ident => $name:literal ($req:ty); )*) => {
@@ -87,6 +98,20 @@ operations! {
     GetRolePolicy => "GetRolePolicy" (PolicyRequest);
     DeleteRolePolicy => "DeleteRolePolicy" (PolicyRequest);
     ListRolePolicies => "ListRolePolicies" (PolicyRequest);
+    CreateAccessKey => "CreateAccessKey" (AccessKeyRequest);
+    ListAccessKeys => "ListAccessKeys" (AccessKeyRequest);
+    UpdateAccessKey => "UpdateAccessKey" (AccessKeyRequest);
+    DeleteAccessKey => "DeleteAccessKey" (AccessKeyRequest);
+    GetAccessKeyLastUsed => "GetAccessKeyLastUsed" (AccessKeyRequest);
+}
+
+/// IAM's `AccessKeyMetadata` (a root key has no `UserName`).
+fn key_metadata(k: &AccessKey) -> Value {
+    let mut v = json!({"AccessKeyId": k.access_key_id, "Status": k.status.as_str(), "CreateDate": iso8601(&k.created)});
+    if let Some(u) = &k.user_name {
+        v["UserName"] = json!(u);
+    }
+    v
 }
 
 /// IAM's shape for a user or role.
@@ -194,6 +219,46 @@ impl IamRequest {
             }
             IamRequest::ListRolePolicies(r) => {
                 json!({"PolicyNames": iam.list_policies(who, Role, &r.role_name)?})
+            }
+            IamRequest::CreateAccessKey(r) => {
+                let k = iam.create_access_key(who, r.user_name.as_deref(), now)?;
+                let mut v = key_metadata(&k.key);
+                let secret = std::str::from_utf8(k.secret.expose()).expect("secrets are ASCII");
+                v["SecretAccessKey"] = json!(secret);
+                json!({"AccessKey": v})
+            }
+            IamRequest::ListAccessKeys(r) => {
+                let keys = iam.list_access_keys(who, r.user_name.as_deref())?;
+                let all: Vec<Value> = keys.iter().map(key_metadata).collect();
+                let mut v = json!({"AccessKeyMetadata": all, "IsTruncated": false});
+                if let Some(u) = r.user_name.filter(|u| !u.is_empty()) {
+                    v["UserName"] = json!(u);
+                }
+                v
+            }
+            IamRequest::UpdateAccessKey(r) => {
+                let status = KeyStatus::parse(&r.status)?;
+                iam.update_access_key(who, r.user_name.as_deref(), &r.access_key_id, status)?;
+                Value::Null
+            }
+            IamRequest::DeleteAccessKey(r) => {
+                iam.delete_access_key(who, r.user_name.as_deref(), &r.access_key_id)?;
+                Value::Null
+            }
+            IamRequest::GetAccessKeyLastUsed(r) => {
+                let k = iam.access_key_last_used(who, &r.access_key_id)?;
+                // AWS's answer for a key never used: no date, "N/A" for the rest.
+                let used = match &k.last_used {
+                    Some(u) => {
+                        json!({"LastUsedDate": iso8601(&u.date), "ServiceName": u.service, "Region": u.region})
+                    }
+                    None => json!({"ServiceName": "N/A", "Region": "N/A"}),
+                };
+                let mut v = json!({"AccessKeyLastUsed": used});
+                if let Some(u) = &k.user_name {
+                    v["UserName"] = json!(u);
+                }
+                v
             }
         })
     }

@@ -8,7 +8,7 @@
 //!   names, returning AWS's response shape (as JSON, ready for any front end) or a
 //!   typed error.
 //! - Each service has one table of its operations (`kms::KmsRequest`,
-//!   `iam::IamRequest`, `ec2::Ec2Request`): an enum with one variant per operation,
+//!   `iam::IamRequest`, `ec2::Ec2Request`, `sts::StsRequest`): an enum with one variant per operation,
 //!   its AWS name, how to read it from AWS's JSON, and the one place that runs it. A
 //!   front end builds a request (from arguments, or from a wire body) and calls
 //!   [`Services::kms`], [`Services::iam`], [`Services::ec2`]; it never holds an
@@ -19,6 +19,10 @@
 //!   the [`Services`]. They are asked for when a region's EC2 is first opened, so a
 //!   command that never reaches EC2 installs no signal handler.
 //!
+//! - A network front end finds who signed a request with
+//!   [`Services::credentials`] (sts.rs): an access key id becomes its caller and
+//!   secret.
+//!
 //! What the CLI keeps for itself is what the AWS CLI does on the client side:
 //! argument parsing, `fileb://`, retries with backoff, pagination, output formats.
 
@@ -27,6 +31,7 @@ pub mod cloudtrail;
 pub mod ec2;
 pub mod iam;
 pub mod kms;
+pub mod sts;
 
 /// The principal a request runs as (and the services calling on its behalf).
 pub use crate::kms::access::Caller;

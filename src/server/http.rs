@@ -1,0 +1,717 @@
+//! The HTTP/1.1 server: one endpoint, every service behind it, told apart the way
+//! AWS's SDKs address them — `X-Amz-Target` for the JSON protocol (KMS,
+//! CloudTrail), otherwise the Query protocol (STS, IAM), with the service and region
+//! taken from the SigV4 credential scope.
+//!
+//! Per request: read the body (limited in size and time), wait for one of the
+//! in-flight slots, check the signature (sigv4.rs) and find the caller, then run
+//! the operation on the shared [`Services`] in a blocking task (the engines use
+//! std mutexes and blocking I/O), and answer in the protocol's shape with
+//! `x-amzn-RequestId`.
+//!
+//! Limits (docs/SERVER.md): request headers 64 KiB and 100 lines, read within
+//! 30 s; bodies 1 MiB (413 past it), read within 30 s (408); 64 requests in
+//! flight — the 65th waits up to 10 s for a slot, then gets ThrottlingException
+//! (which SDKs retry with backoff); 1024 open connections (more are closed at
+//! once). On SIGTERM or Ctrl-C the listener closes, requests in flight finish
+//! (up to 30 s), idle connections close.
+
+use super::sigv4::{self, AuthError, Protocol, Received};
+use super::{Config, iam, json, status, sts};
+use crate::error::{Error, ErrorKind};
+use crate::service::{Caller, RequestContext, Services, Source};
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What every request handler shares.
+#[derive(Clone)]
+struct Shared {
+    services: Arc<Services>,
+    config: Arc<Config>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// The client's address, put on each request by the connection that read it.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// An error as the wire carries it.
+struct WireError {
+    code: String,
+    status: u16,
+    message: String,
+}
+
+impl WireError {
+    fn new(code: &str, status: u16, message: impl Into<String>) -> Self {
+        WireError {
+            code: code.to_string(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn auth(e: &AuthError, protocol: Protocol) -> Self {
+        let (code, status, message) = e.code(protocol);
+        WireError::new(code, status, message)
+    }
+
+    /// A service-layer error: its AWS code and the status `status.rs` gives it.
+    /// ebsim's local kinds have no AWS code: a client's fault reads as a
+    /// validation error, ours as InternalFailure.
+    fn service(e: &Error, protocol: Protocol) -> Self {
+        let kind = e.kind();
+        let status = status::status(kind);
+        let code = if kind.is_service_error() {
+            e.code()
+        } else if status >= 500 {
+            "InternalFailure"
+        } else if protocol == Protocol::Json {
+            "ValidationException"
+        } else {
+            "ValidationError"
+        };
+        WireError::new(code, status, e.message())
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: String, request_id: &str) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_str(content_type).expect("static content types"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+/// An error in `protocol`'s shape; `service` (a signing name) picks the Query
+/// protocol's XML namespace.
+fn error_response(protocol: Protocol, service: &str, e: &WireError, request_id: &str) -> Response {
+    match protocol {
+        Protocol::Json => respond(
+            e.status,
+            "application/x-amz-json-1.1",
+            serde_json::json!({"__type": e.code, "message": e.message}).to_string(),
+            request_id,
+        ),
+        Protocol::IamQuery => {
+            let namespace = if service == "iam" {
+                iam::NAMESPACE
+            } else {
+                sts::NAMESPACE
+            };
+            respond(
+                e.status,
+                "text/xml",
+                sts::error_xml(namespace, &e.code, &e.message, request_id, e.status < 500),
+                request_id,
+            )
+        }
+        // EC2's own error document.
+        Protocol::Ec2Query => respond(
+            e.status,
+            "text/xml;charset=UTF-8",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+                sts::escape(&e.code),
+                sts::escape(&e.message),
+                sts::escape(request_id)
+            ),
+            request_id,
+        ),
+    }
+}
+
+/// The protocol a request speaks, by its headers alone (before its signature
+/// says which service it is for).
+fn protocol_of(headers: &HeaderMap) -> Protocol {
+    if headers.contains_key("x-amz-target") {
+        Protocol::Json
+    } else {
+        Protocol::IamQuery
+    }
+}
+
+/// Builds the app: every path and method reaches [`handle`].
+fn app(shared: Shared) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
+async fn handle(
+    State(shared): State<Shared>,
+    Extension(Peer(peer)): Extension<Peer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let protocol = protocol_of(&headers);
+    let limits = shared.config.limits;
+    let fail = |e: WireError| error_response(protocol, "", &e, &request_id);
+
+    // The body: refused at once when it says it is too big, else read within
+    // the time and size limits.
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        WireError::new(
+            if protocol == Protocol::Json {
+                "RequestEntityTooLargeException"
+            } else {
+                "RequestEntityTooLarge"
+            },
+            413,
+            format!(
+                "The request body is larger than the server's limit of {} bytes",
+                limits.max_body
+            ),
+        )
+    };
+    // Past the limit, up to this much more is read and dropped, so the client,
+    // which sends its whole body before reading, gets the 413 rather than a
+    // reset; bigger bodies get the reset.
+    let drain_cap = limits.max_body.saturating_mul(16) as u64;
+    if declared.is_some_and(|n| n > drain_cap) {
+        return fail(too_large());
+    }
+    let mut body = body;
+    // The body may hold plaintext (Encrypt's): kept in a zeroize-on-drop buffer
+    // sized up front, so growing it leaves no copies behind (hyper's own read
+    // buffer is not ours to wipe).
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limits.max_body));
+    let read = async {
+        let mut kept = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > drain_cap {
+                break;
+            }
+            if total <= limits.max_body as u64 {
+                kept.extend_from_slice(&data);
+            }
+        }
+        Ok::<_, axum::Error>((kept, total))
+    };
+    let body = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok((_, total))) if total > limits.max_body as u64 => return fail(too_large()),
+        Ok(Ok((kept, _))) => kept,
+        Ok(Err(e)) => {
+            return fail(WireError::new(
+                "IncompleteBody",
+                400,
+                format!("The request body could not be read: {e}"),
+            ));
+        }
+        Err(_) => {
+            return fail(WireError::new(
+                "RequestTimeout",
+                408,
+                format!(
+                    "The request body was not received within {} s",
+                    limits.body_timeout.as_secs()
+                ),
+            ));
+        }
+    };
+
+    // A slot among the requests in flight.
+    let permit =
+        match tokio::time::timeout(limits.queue_wait, shared.in_flight.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                let code = if protocol == Protocol::Json {
+                    "ThrottlingException"
+                } else {
+                    "Throttling"
+                };
+                return fail(WireError::new(
+                    code,
+                    400,
+                    format!(
+                        "Rate exceeded: {} requests are in flight (the server's limit)",
+                        limits.max_in_flight
+                    ),
+                ));
+            }
+        };
+
+    let rid = request_id.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        process(&shared, peer, &method, &uri, &headers, &body, &rid)
+    });
+    let (response, summary) = match run.await {
+        Ok(r) => r,
+        Err(e) => (
+            fail(WireError::new(
+                "InternalFailure",
+                500,
+                format!("the request's task failed: {e}"),
+            )),
+            String::from("task failed"),
+        ),
+    };
+    tracing::info!(
+        target: "ebsim::server",
+        request_id = %request_id,
+        peer = %peer,
+        status = response.status().as_u16(),
+        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "{summary}"
+    );
+    response
+}
+
+/// Authenticates and runs one request (in a blocking task); the response and a
+/// line for the log.
+fn process(
+    shared: &Shared,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    request_id: &str,
+) -> (Response, String) {
+    let mut protocol = protocol_of(headers);
+    let received = Received {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query(),
+        headers,
+        body,
+    };
+    let fail = |protocol: Protocol, service: &str, e: WireError, what: String| {
+        let line = format!("{what}: {} {}", e.code, e.message);
+        (error_response(protocol, service, &e, request_id), line)
+    };
+    let claim = match sigv4::parse(&received) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                protocol,
+                "",
+                WireError::auth(&e, protocol),
+                "unsigned".into(),
+            );
+        }
+    };
+    if protocol != Protocol::Json && claim.service == "ec2" {
+        protocol = Protocol::Ec2Query;
+    }
+    // JSON: the operation, and the service it belongs to, from X-Amz-Target.
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let json_op = match &target {
+        Some(t) => {
+            let (prefix, op) = t.rsplit_once('.').unwrap_or(("", t.as_str()));
+            let Some(service) = json::service_of(prefix) else {
+                return fail(
+                    protocol,
+                    &claim.service,
+                    WireError::new(
+                        "UnknownOperationException",
+                        400,
+                        format!(
+                            "ebsim serves no operation {t} (JSON targets: {}.*, {}.*)",
+                            json::KMS_PREFIX,
+                            json::CLOUDTRAIL_PREFIX
+                        ),
+                    ),
+                    t.clone(),
+                );
+            };
+            if service != claim.service {
+                let e = AuthError::BadSignature(String::new());
+                let (code, status, _) = e.code(protocol);
+                return fail(
+                    protocol,
+                    &claim.service,
+                    WireError::new(
+                        code,
+                        status,
+                        format!("Credential should be scoped to correct service: '{service}'. "),
+                    ),
+                    t.clone(),
+                );
+            }
+            Some(op.to_string())
+        }
+        None => None,
+    };
+    let what = json_op
+        .clone()
+        .map(|op| format!("{}.{op}", claim.service))
+        .unwrap_or_else(|| format!("{} (query)", claim.service));
+
+    let caller = match authenticate(shared, &received, &claim) {
+        Ok(c) => c,
+        Err(Ok(e)) => {
+            // The log names the key the wire answer does not.
+            let what = format!("{what} signed with {}", claim.access_key_id);
+            return fail(
+                protocol,
+                &claim.service,
+                WireError::auth(&e, protocol),
+                what,
+            );
+        }
+        Err(Err(e)) => {
+            return fail(
+                protocol,
+                &claim.service,
+                WireError::service(&e, protocol),
+                what,
+            );
+        }
+    };
+    let mut caller = caller;
+    caller.source_ip = peer.ip().to_string();
+    if let Some(ua) = headers.get("user-agent").and_then(|v| v.to_str().ok()) {
+        caller.user_agent = ua.to_string();
+    }
+    let region = if crate::home::validate_region(&claim.region).is_ok() {
+        claim.region.clone()
+    } else {
+        shared.config.region.clone()
+    };
+    let mut ctx = RequestContext::new(caller, &region, Source::Network(peer.to_string()));
+    ctx.request_id = request_id.to_string();
+    let who = ctx.caller.arn().to_string();
+    let services = &shared.services;
+
+    match (json_op, claim.service.as_str()) {
+        (Some(op), service) => {
+            let what = format!("{what} by {who}");
+            match json::call(services, &ctx, service, &op, body) {
+                Ok(v) => (
+                    respond(200, "application/x-amz-json-1.1", v.to_string(), request_id),
+                    what,
+                ),
+                Err(e) => fail(protocol, service, WireError::service(&e, protocol), what),
+            }
+        }
+        (None, service @ ("sts" | "iam")) => {
+            let mut params = received.query.map(sigv4::query_pairs).unwrap_or_default();
+            if method == Method::POST {
+                params.extend(sigv4::query_pairs(&String::from_utf8_lossy(body)));
+            }
+            let (namespace, result) = if service == "sts" {
+                (sts::NAMESPACE, sts::call(services, &ctx, &params))
+            } else {
+                (iam::NAMESPACE, iam::call(services, &ctx, &params))
+            };
+            match result {
+                Ok((op, v)) => (
+                    respond(
+                        200,
+                        "text/xml",
+                        sts::response_xml(namespace, &op, &v, request_id),
+                        request_id,
+                    ),
+                    format!("{service}.{op} by {who}"),
+                ),
+                // The Query protocol's name for an action a service lacks.
+                Err(e) if e.kind() == ErrorKind::UnknownOperation => fail(
+                    protocol,
+                    service,
+                    WireError::new("InvalidAction", 400, e.message()),
+                    format!("{what} by {who}"),
+                ),
+                Err(e) => fail(
+                    protocol,
+                    service,
+                    WireError::service(&e, protocol),
+                    format!("{what} by {who}"),
+                ),
+            }
+        }
+        (None, service) => fail(
+            protocol,
+            service,
+            WireError::new(
+                "InvalidAction",
+                400,
+                format!(
+                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts and iam over Query)"
+                ),
+            ),
+            what,
+        ),
+    }
+}
+
+/// The caller a request's signature proves; `Err(Ok(_))` for a refused
+/// signature, `Err(Err(_))` for a failure to look the key up.
+fn authenticate(
+    shared: &Shared,
+    received: &Received<'_>,
+    claim: &sigv4::Claim,
+) -> Result<Caller, Result<AuthError, Error>> {
+    let now = chrono::Utc::now();
+    if shared.config.accept_any_credentials {
+        return Ok(Caller::account_root(&shared.config.account_id));
+    }
+    sigv4::check_time(claim, now).map_err(Ok)?;
+    let creds = shared
+        .services
+        .credentials(&claim.access_key_id)
+        .map_err(Err)?
+        .ok_or(Ok(AuthError::UnknownKey))?;
+    sigv4::verify(received, claim, creds.secret.expose()).map_err(Ok)?;
+    match &creds.session {
+        Some(check) => {
+            use crate::iam::sessions::TokenProblem;
+            match check.check(
+                claim.security_token.as_deref(),
+                shared.services.clock().now(),
+            ) {
+                Ok(()) => {}
+                Err(TokenProblem::Invalid) => return Err(Ok(AuthError::UnknownKey)),
+                Err(TokenProblem::Expired) => return Err(Ok(AuthError::TokenExpired)),
+            }
+        }
+        None => {
+            if let Err(e) =
+                shared
+                    .services
+                    .record_key_use(&claim.access_key_id, &claim.service, &claim.region)
+            {
+                tracing::warn!(target: "ebsim::server", "cannot record the use of {}: {e}", claim.access_key_id);
+            }
+        }
+    }
+    Ok(creds.caller)
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains: requests in
+/// flight finish (up to `limits.drain`), idle connections close.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    services: Arc<Services>,
+    config: Arc<Config>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let limits = config.limits;
+    let shared = Shared {
+        services,
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+        config,
+    };
+    let router = app(shared);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, then go on.
+                    tracing::warn!(target: "ebsim::server", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(target: "ebsim::server", "refusing {peer}: {} connections are open", limits.max_connections);
+            drop(stream);
+            continue;
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                router.clone().oneshot(req.map(Body::new))
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_header_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(target: "ebsim::server", "connection from {peer}: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!(target: "ebsim::server", "shutting down: {} connections open", graceful.count());
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.drain) => {
+            tracing::warn!(target: "ebsim::server", "requests still running after {} s; stopping anyway", limits.drain.as_secs());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Limits;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server in this process with `limits`; its address, a stop switch and
+    /// its task.
+    async fn start(
+        limits: Limits,
+    ) -> (
+        tempfile::TempDir,
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::home::DataRoot::open(dir.path()).unwrap();
+        let services = Services::new(root, crate::clock::Clock::system(chrono::TimeDelta::zero()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config {
+            listen: addr,
+            allow_remote: false,
+            accept_any_credentials: true,
+            account_id: "111122223333".into(),
+            region: "us-east-1".into(),
+            limits,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::new(services),
+            Arc::new(config),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        (dir, addr, tx, task)
+    }
+
+    async fn exchange(addr: SocketAddr, parts: &[&[u8]], pause: Duration) -> String {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for p in parts {
+            c.write_all(p).await.unwrap();
+            tokio::time::sleep(pause).await;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    const SIGNED_HEAD: &str = "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Target: TrentService.ListKeys\r\nX-Amz-Date: 20260101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIAANY/20260101/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_and_a_full_server_get_their_answers() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            body_timeout: Duration::from_millis(300),
+            queue_wait: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let (_dir, addr, stop, task) = start(limits).await;
+        // Any credentials: a well-formed request runs.
+        let ok = exchange(
+            addr,
+            &[format!("{SIGNED_HEAD}Content-Length: 2\r\n\r\n{{}}").as_bytes()],
+            Duration::ZERO,
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("\"Keys\":[]"), "{ok}");
+        // A body that does not arrive in time.
+        let slow_body = format!("{SIGNED_HEAD}Content-Length: 10\r\n\r\n{{}}");
+        let out = exchange(addr, &[slow_body.as_bytes()], Duration::ZERO).await;
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("\"__type\":\"RequestTimeout\""), "{out}");
+        // A head that does not arrive in time: the connection is closed.
+        let started = Instant::now();
+        let out = exchange(
+            addr,
+            &[b"POST / HTTP/1.1\r\nHost: x\r\n"],
+            Duration::from_millis(800),
+        )
+        .await;
+        assert!(!out.contains("200 OK"), "{out}");
+        // Closed by the server (the client would wait 10 s for its answer).
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = stop.send(());
+        task.await.unwrap();
+
+        // Shutdown waits for a request in flight: stopped while its body is on
+        // the way, the server still answers it, then ends.
+        let (_dir, addr, stop, task) = start(Limits::default()).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(format!("{SIGNED_HEAD}Content-Length: 2\r\n\r\n{{").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !task.is_finished(),
+            "the server left with a request in flight"
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still listening"
+        );
+        c.write_all(b"}").await.unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the server ends once its requests are answered")
+            .unwrap();
+
+        // No slot free for the whole wait: ThrottlingException.
+        let (_dir, addr, stop, task) = start(Limits {
+            max_in_flight: 0,
+            queue_wait: Duration::from_millis(100),
+            ..Limits::default()
+        })
+        .await;
+        let out = exchange(
+            addr,
+            &[format!("{SIGNED_HEAD}Content-Length: 2\r\n\r\n{{}}").as_bytes()],
+            Duration::ZERO,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("\"__type\":\"ThrottlingException\""), "{out}");
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+}

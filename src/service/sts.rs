@@ -1,0 +1,191 @@
+//! STS's operation table (GetCallerIdentity, AssumeRole) and how a network front
+//! end finds who signed a request: [`Services::credentials`] turns an access key
+//! id (long-term `AKIA…` or a session's `ASIA…`) into its caller and secret.
+
+use super::{RequestContext, Services, serialization_error, unknown_operation};
+use crate::crypto::SecretBytes;
+use crate::error::{Error, ErrorKind, Result};
+use crate::iam::{EntityKind, Principal};
+use crate::kms::access::Caller;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Who an access key signs for, and the secret its signatures are made with.
+pub struct Credentials {
+    pub caller: Caller,
+    /// The secret access key (zeroized on drop).
+    pub secret: SecretBytes,
+    /// A session's credentials need their session token; `Some` for them.
+    pub session: Option<crate::iam::sessions::SessionCheck>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <secret>)", self.caller.arn())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GetCallerIdentityRequest {}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AssumeRoleRequest {
+    pub role_arn: String,
+    pub role_session_name: String,
+    /// 900 to 43200 seconds; 3600 when absent.
+    pub duration_seconds: Option<i64>,
+}
+
+/// One STS request, in STS's member names.
+#[derive(Debug, Clone)]
+pub enum StsRequest {
+    GetCallerIdentity(GetCallerIdentityRequest),
+    AssumeRole(AssumeRoleRequest),
+}
+
+/// Every STS operation ebsim serves.
+pub const OPERATIONS: &[&str] = &["GetCallerIdentity", "AssumeRole"];
+
+impl StsRequest {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StsRequest::GetCallerIdentity(_) => "GetCallerIdentity",
+            StsRequest::AssumeRole(_) => "AssumeRole",
+        }
+    }
+
+    /// Reads a request from its operation name and its members (as JSON).
+    pub fn from_json(name: &str, body: Value) -> Result<Self> {
+        match name {
+            "GetCallerIdentity" => serde_json::from_value(body)
+                .map(StsRequest::GetCallerIdentity)
+                .map_err(|e| serialization_error(name, e)),
+            "AssumeRole" => serde_json::from_value(body)
+                .map(StsRequest::AssumeRole)
+                .map_err(|e| serialization_error(name, e)),
+            _ => Err(unknown_operation("STS", name)),
+        }
+    }
+}
+
+/// STS's `UserId`: the user's or role's unique id (`AROA…:session` for a
+/// session), the account id for the root.
+fn user_id(caller: &Caller) -> String {
+    caller
+        .principal_id
+        .clone()
+        .unwrap_or_else(|| caller.account_id().to_string())
+}
+
+impl Services {
+    /// The credentials of access key `access_key_id`: `None` when there is no
+    /// such key or it is inactive (AWS: the security token is invalid).
+    pub fn credentials(&self, access_key_id: &str) -> Result<Option<Credentials>> {
+        let iam = self.iam_engine()?;
+        let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = iam.session(access_key_id)? {
+            let role = iam.get(&s.account, EntityKind::Role, &s.role)?;
+            let Some(role) = role else {
+                return Ok(None);
+            };
+            let principal = Principal::AssumedRole {
+                arn: format!(
+                    "arn:aws:sts::{}:assumed-role/{}/{}",
+                    s.account, s.role, s.session_name
+                ),
+                role_arn: role.arn.clone(),
+                role: s.role.clone(),
+                session: s.session_name.clone(),
+                account: s.account.clone(),
+            };
+            return Ok(Some(Credentials {
+                caller: Caller {
+                    principal_id: Some(format!("{}:{}", role.id, s.session_name)),
+                    ..Caller::new(principal)
+                },
+                secret: s.secret,
+                session: Some(s.check),
+            }));
+        }
+        let Some(k) = iam.access_key_secret(access_key_id)? else {
+            return Ok(None);
+        };
+        if k.key.status != crate::iam::access_keys::KeyStatus::Active {
+            return Ok(None);
+        }
+        let caller = match &k.key.user_name {
+            None => Caller::account_root(&k.key.account),
+            Some(name) => {
+                let Some(e) = iam.get(&k.key.account, EntityKind::User, name)? else {
+                    return Ok(None);
+                };
+                Caller {
+                    principal_id: Some(e.id.clone()),
+                    ..Caller::new(Principal::User {
+                        account: k.key.account.clone(),
+                        name: e.name.clone(),
+                        arn: e.arn.clone(),
+                    })
+                }
+            }
+        };
+        Ok(Some(Credentials {
+            caller,
+            secret: k.secret,
+            session: None,
+        }))
+    }
+
+    /// Records that a long-term key signed a request for `service` in `region`
+    /// (GetAccessKeyLastUsed).
+    pub fn record_key_use(&self, access_key_id: &str, service: &str, region: &str) -> Result<()> {
+        let iam = self.iam_engine()?;
+        let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
+        iam.record_access_key_use(access_key_id, service, region, self.clock.now())
+    }
+
+    /// Runs one STS operation.
+    pub fn sts(&self, ctx: &RequestContext, req: StsRequest) -> Result<Value> {
+        match req {
+            StsRequest::GetCallerIdentity(_) => Ok(json!({
+                "UserId": user_id(&ctx.caller),
+                "Account": ctx.caller.account_id(),
+                "Arn": ctx.caller.arn(),
+            })),
+            StsRequest::AssumeRole(r) => {
+                let iam = self.iam_engine()?;
+                let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
+                let duration = r.duration_seconds.unwrap_or(3600);
+                if !(900..=43_200).contains(&duration) {
+                    return Err(Error::new(
+                        ErrorKind::IamValidation,
+                        format!(
+                            "1 validation error detected: Value '{duration}' at 'durationSeconds' failed to satisfy constraint: Member must have value between 900 and 43200"
+                        ),
+                    ));
+                }
+                let s = iam.assume_role(
+                    &ctx.caller.principal,
+                    &r.role_arn,
+                    &r.role_session_name,
+                    chrono::TimeDelta::seconds(duration),
+                    self.clock.now(),
+                )?;
+                Ok(json!({
+                    "Credentials": {
+                        "AccessKeyId": s.access_key_id,
+                        "SecretAccessKey": std::str::from_utf8(s.secret.expose()).expect("secrets are ASCII"),
+                        "SessionToken": s.token.as_str(),
+                        "Expiration": crate::clock::iso8601(&s.expiration),
+                    },
+                    "AssumedRoleUser": {
+                        "AssumedRoleId": s.assumed_role_id,
+                        "Arn": s.arn,
+                    },
+                }))
+            }
+        }
+    }
+}
