@@ -507,3 +507,80 @@ fn heads_past_the_limits_are_refused_and_every_answer_has_a_request_id() {
     }
     srv.stop();
 }
+
+/// The test-harness endpoints: health, reset (root only, refused while a volume
+/// is attached unless forced, the root's key kept), and moto's unsigned
+/// `/moto-api/reset` under `--accept-any-credentials`.
+#[test]
+fn health_and_reset_for_test_harnesses() {
+    if !have_python_module("boto3") {
+        return common::skip("boto3 is not installed (scripts/test.sh installs it)");
+    }
+    let s = Sandbox::new();
+    let key = root_key(&s);
+    s.ok(&["kms", "create-key"]);
+    s.ok(&["iam", "create-user", "--user-name", "temp"]);
+    let user = key_of(&s.ok(&["iam", "create-access-key", "--user-name", "temp"]));
+    let run: serde_json::Value =
+        serde_json::from_str(&s.ok(&["ec2", "run-instances", "--image-id", "ami-12345678"]))
+            .unwrap();
+    let instance = run["Instances"][0]["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vol = s.volume(true, 1 << 20);
+    s.ok(&[
+        "ec2",
+        "attach-volume",
+        "--volume-id",
+        &vol,
+        "--instance-id",
+        &instance,
+        "--device",
+        "/dev/sdf",
+    ]);
+    let srv = Server::start(&s, &[]);
+    let last = boto3(
+        &srv,
+        &key,
+        "harness",
+        &[
+            ("EBSIM_ATTACHED", &vol),
+            ("EBSIM_USER_KEY", &format!("{}:{}", user.0, user.1)),
+        ],
+    );
+    assert_eq!(last, "ok harness");
+    // Nothing of the region is left but what the client made afterwards.
+    let vols: serde_json::Value =
+        serde_json::from_str(&s.ok(&["ec2", "describe-volumes"])).unwrap();
+    assert_eq!(vols["Volumes"], serde_json::json!([]));
+    let inst: serde_json::Value =
+        serde_json::from_str(&s.ok(&["ec2", "describe-instances"])).unwrap();
+    assert_eq!(inst["Reservations"], serde_json::json!([]));
+    let region = s.home().join("regions/us-east-1");
+    assert!(!region.join(format!("volumes/{vol}.img")).exists());
+    assert!(!region.join(format!("instances/{instance}")).exists());
+    // What makes the data root itself stays: its root key, and its stores.
+    assert!(s.home().join("root.key").exists());
+    assert!(region.join("kms.db").exists() && region.join("ec2.db").exists());
+    let (code, _) = srv.stop();
+    assert_eq!(code, 0);
+
+    // moto's reset, unsigned, on a server that accepts any credentials.
+    let srv = Server::start(&s, &["--accept-any-credentials"]);
+    s.ok(&["kms", "create-key"]);
+    let answer = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        c.write_all(b"POST /moto-api/reset HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"status":"ok"}"#), "{answer}");
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["kms", "list-keys"])).unwrap();
+    assert_eq!(keys["Keys"], serde_json::json!([]));
+}

@@ -334,6 +334,64 @@ def iam_query():
     print("ok iam")
 
 
+def harness():
+    """The test-harness endpoints: health unsigned; reset only for the account
+    root, refused while a volume is attached unless forced (EBSIM_ATTACHED names
+    it), and the root's key still works after it."""
+    req = urllib.request.Request(ENDPOINT + "/_ebsim/health")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        health = json.loads(resp.read())
+    assert resp.status == 200 and health["status"] == "running", health
+    assert health["services"]["kms"] == "running" and "us-east-1" in health["regions"], health
+    with urllib.request.urlopen(ENDPOINT + "/_localstack/health", timeout=30) as resp:
+        assert json.loads(resp.read())["services"]["ec2"] == "running"
+    # Unsigned, and signed by a user: refused, nothing changed.
+    r = urllib.request.Request(ENDPOINT + "/_ebsim/reset", data=b"", method="POST")
+    try:
+        urllib.request.urlopen(r, timeout=30)
+        raise AssertionError("an unsigned reset was taken")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403 and b"AccessDenied" in e.read(), e.code
+    user_key, user_secret = os.environ["EBSIM_USER_KEY"].split(":")
+    status, _, out = raw_path("POST", "/_ebsim/reset", key=user_key, secret=user_secret)
+    assert status == 403 and b"only the account root" in out, (status, out)
+    kms = client("kms")
+    assert len(kms.list_keys()["Keys"]) >= 1
+    vol = os.environ["EBSIM_ATTACHED"]
+    status, _, out = raw_path("POST", "/_ebsim/reset")
+    assert status == 409 and b"VolumeInUse" in out and vol.encode() in out, (status, out)
+    assert len(kms.list_keys()["Keys"]) >= 1, "a refused reset changed nothing"
+    status, _, out = raw_path("POST", "/_ebsim/reset", query="force=true")
+    report = json.loads(out)
+    assert status == 200 and report["Detached"] == [vol], (status, out)
+    assert kms.list_keys()["Keys"] == []
+    assert kms.list_aliases()["Aliases"] == [] or all(a["AliasName"].startswith("alias/aws/") for a in kms.list_aliases()["Aliases"])
+    assert client("iam").list_users()["Users"] == []
+    assert client("sts").get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT}:root"
+    # Usable at once: a new key, and its events, in a reset region.
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"after reset")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"after reset"
+    print("ok harness")
+
+
+def raw_path(method, path, key=None, secret=None, query=""):
+    """A SigV4-signed request (service kms) to one of ebsim's own paths."""
+    url = ENDPOINT + path + (("?" + query) if query else "")
+    req = botocore.awsrequest.AWSRequest(method=method, url=url, data=b"", headers={})
+    creds = botocore.credentials.Credentials(
+        key or os.environ["AWS_ACCESS_KEY_ID"], secret or os.environ["AWS_SECRET_ACCESS_KEY"]
+    )
+    botocore.auth.SigV4Auth(creds, "kms", REGION).add_auth(req)
+    prepared = req.prepare()
+    r = urllib.request.Request(prepared.url, data=prepared.body, method=method, headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(r, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
 MODES = {
     "iam": iam_query,
     "kms-all": kms_all,
@@ -342,6 +400,7 @@ MODES = {
     "raw-errors": raw_errors,
     "assume": assume,
     "expired": expired,
+    "harness": harness,
 }
 
 if __name__ == "__main__":

@@ -1568,6 +1568,20 @@ impl Ec2 {
         Ok(v.attachment)
     }
 
+    /// Every volume attached now (dead attachments settled first), with its
+    /// attachment.
+    pub fn attachments(&self) -> Result<Vec<(String, AttachmentRecord)>> {
+        let all = self.store.lock().expect("ec2 store").volumes()?;
+        let mut out = Vec::new();
+        for mut v in all {
+            self.repair(&mut v)?;
+            if let Some(a) = v.attachment {
+                out.push((v.volume_id, a));
+            }
+        }
+        Ok(out)
+    }
+
     /// The volumes attached to `instance_id` now (dead attachments settled
     /// first), with their attachments.
     pub fn volumes_attached_to(

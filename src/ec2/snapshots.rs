@@ -581,6 +581,32 @@ impl Ec2 {
     /// if no snapshot, copy or restore is running, else at the next collection).
     /// A snapshot still being written is refused; one that ended in `error` (its
     /// process was killed) can be deleted.
+    /// Empties the region (`ebsim serve`'s reset, `service::Services::reset`):
+    /// every volume and snapshot is deleted as DeleteVolume and DeleteSnapshot
+    /// delete them (one at a time, each crash-safe), then the simulated instances
+    /// and the region's settings go and every snapshot block is collected. An
+    /// attached volume stops it (VolumeInUse): the service layer detaches first.
+    /// The calls' records go with the audit log, which the KMS's reset empties.
+    pub fn reset(&self) -> Result<()> {
+        let root = Caller::account_root(self.kms.account_id());
+        let volumes = self.store.lock().expect("ec2 store").volumes()?;
+        for v in volumes {
+            self.delete_volume(&root, &v.volume_id, false)?;
+        }
+        let snapshots = self.store.lock().expect("ec2 store").snapshots()?;
+        for s in snapshots {
+            self.delete_snapshot(&root, &s.snapshot_id)?;
+        }
+        self.write(|tx| tx.clear_instances_and_settings())?;
+        if self.collect_blocks()?.is_none() {
+            return Err(Error::new(
+                ErrorKind::IncorrectState,
+                "the region's snapshot blocks are in use by another process (a snapshot or copy in progress); nothing else is left",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn delete_snapshot(&self, caller: &Caller, snapshot_id: &str) -> Result<()> {
         self.call(
             caller,

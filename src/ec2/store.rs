@@ -186,6 +186,14 @@ impl Tx<'_> {
         instances(&self.tx)
     }
 
+    /// Forgets the simulated instances and the region's EBS settings (encryption
+    /// by default, the default key) and any request to collect blocks.
+    pub fn clear_instances_and_settings(&mut self) -> Result<()> {
+        self.tx.execute("DELETE FROM instances", [])?;
+        self.tx.execute("DELETE FROM settings", [])?;
+        Ok(())
+    }
+
     pub fn put_instance(&mut self, i: &InstanceRecord) -> Result<()> {
         let json = serde_json::to_string(i).expect("records serialize");
         self.tx.execute(

@@ -416,6 +416,21 @@ impl Iam {
         Ok(())
     }
 
+    /// Forgets every user, role, inline policy, session and user access key
+    /// (`ebsim serve`'s reset); the account roots' access keys stay, so the client
+    /// that asked for the reset can go on. One transaction.
+    pub fn reset(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let run = |conn: &mut rusqlite::Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM entities", [])?;
+            tx.execute("DELETE FROM access_keys WHERE user <> ''", [])?;
+            tx.execute("DELETE FROM sessions", [])?;
+            tx.commit()
+        };
+        run(&mut self.conn).map_err(|e| crate::home::stores::sqlite_error(&path, e))
+    }
+
     pub fn list_entities(&self, caller: &Principal, kind: EntityKind) -> Result<Vec<Entity>> {
         let resource = format!("arn:aws:iam::{}:{}/*", caller.account(), kind.as_str());
         self.authorize(caller, &format!("iam:List{}s", kind.title()), &resource)?;

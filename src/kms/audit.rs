@@ -81,6 +81,15 @@ impl AuditLog {
         })
     }
 
+    /// Empties the log (its writers append with O_APPEND, so they go on at the
+    /// new end).
+    pub fn clear(&self) -> Result<()> {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.set_len(0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io_file(&self.path, e))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

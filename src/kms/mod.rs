@@ -283,6 +283,18 @@ impl Kms {
         self.audit.path()
     }
 
+    /// Forgets every key, alias and grant of the region, and empties its audit
+    /// log (`ebsim serve`'s reset: `service::Services::reset`). The store itself,
+    /// its account and the root key stay: this is an empty region, not a new data
+    /// root.
+    pub fn reset(&self) -> Result<()> {
+        let mut inner = self.lock();
+        inner.store.write(|tx| tx.clear())?;
+        inner.cache = Cache::default();
+        drop(inner);
+        self.audit.clear()
+    }
+
     // ------------------------------------------------------------------
     // plumbing: cache, transactions, maintenance, audit
     // ------------------------------------------------------------------

@@ -436,6 +436,13 @@ impl Tx<'_> {
     pub fn data_version(&self) -> Result<i64> {
         Ok(self.tx.query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
+
+    /// Deletes every key, alias and grant (the rows of `objects`); the store's own
+    /// `meta` (its account, the root-key check) stays.
+    pub fn clear(&mut self) -> Result<()> {
+        self.tx.execute("DELETE FROM objects", [])?;
+        Ok(())
+    }
 }
 
 /// Counts the bytes written to it.

@@ -36,6 +36,9 @@ struct Shared {
     services: Arc<Services>,
     config: Arc<Config>,
     in_flight: Arc<Semaphore>,
+    /// Held shared by every request, exclusively by a reset (which must not run
+    /// beside another call on the same services).
+    gate: Arc<std::sync::RwLock<()>>,
 }
 
 /// The client's address, put on each request by the connection that read it.
@@ -307,6 +310,10 @@ fn process(
         let line = format!("{what}: {} {}", e.code, e.message);
         (error_response(protocol, service, &e, request_id), line)
     };
+    if let Some(answer) = harness(shared, method, uri, &received, request_id) {
+        return answer;
+    }
+    let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
     let claim = match sigv4::parse(&received) {
         Ok(c) => c,
         Err(e) => {
@@ -467,6 +474,105 @@ fn process(
 
 /// The caller a request's signature proves; `Err(Ok(_))` for a refused
 /// signature, `Err(Err(_))` for a failure to look the key up.
+/// The test-harness endpoints (docs/SERVER.md): `GET /_ebsim/health` (also
+/// `/_localstack/health`), unauthenticated, and `POST /_ebsim/reset` (also
+/// moto's `POST /moto-api/reset`), which must be signed by the account root
+/// unless the server runs with `--accept-any-credentials`. `?force=true` (or a
+/// JSON body `{"Force": true}`) detaches attached volumes first. None for every
+/// other request.
+fn harness(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    received: &Received<'_>,
+    request_id: &str,
+) -> Option<(Response, String)> {
+    let json_error = |status: u16, code: &str, message: String| {
+        let line = format!("{}: {code} {message}", uri.path());
+        let body = serde_json::json!({"__type": code, "message": message}).to_string();
+        (respond(status, "application/json", body, request_id), line)
+    };
+    match (method.as_str(), uri.path()) {
+        ("GET" | "HEAD", "/_ebsim/health" | "/_localstack/health" | "/health") => {
+            let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
+            let health = shared.services.health();
+            let status = if health["status"] == "running" {
+                200
+            } else {
+                503
+            };
+            Some((
+                respond(status, "application/json", health.to_string(), request_id),
+                format!("{}: {}", uri.path(), health["status"]),
+            ))
+        }
+        ("POST", "/_ebsim/reset" | "/moto-api/reset") => {
+            if !shared.config.accept_any_credentials {
+                let caller = sigv4::parse(received)
+                    .map_err(|_| ())
+                    .and_then(|claim| authenticate(shared, received, &claim).map_err(|_| ()));
+                match caller {
+                    Ok(c) if c.is_root() && c.account_id() == shared.config.account_id => {}
+                    Ok(c) => {
+                        return Some(json_error(
+                            403,
+                            "AccessDeniedException",
+                            format!(
+                                "only the account root may reset the data root, not {}",
+                                c.arn()
+                            ),
+                        ));
+                    }
+                    Err(()) => {
+                        return Some(json_error(
+                            403,
+                            "AccessDeniedException",
+                            "a reset must be SigV4-signed by the account root (or the server run with --accept-any-credentials)".into(),
+                        ));
+                    }
+                }
+            }
+            let force = received
+                .query
+                .map(sigv4::query_pairs)
+                .unwrap_or_default()
+                .iter()
+                .any(|(k, v)| k == "force" && v == "true")
+                || serde_json::from_slice::<serde_json::Value>(received.body)
+                    .is_ok_and(|b| b["Force"] == true);
+            let _gate = shared.gate.write().unwrap_or_else(|p| p.into_inner());
+            match shared.services.reset(force) {
+                Ok(report) => {
+                    let body = if uri.path() == "/moto-api/reset" {
+                        serde_json::json!({"status": "ok"})
+                    } else {
+                        serde_json::json!({
+                            "Reset": true,
+                            "Regions": report.regions,
+                            "Detached": report.detached,
+                        })
+                    };
+                    Some((
+                        respond(200, "application/json", body.to_string(), request_id),
+                        format!("{}: reset ({} detached)", uri.path(), report.detached.len()),
+                    ))
+                }
+                // Attached volumes: a conflict with the data root's state.
+                Err(e) => Some(json_error(
+                    if e.kind() == crate::error::ErrorKind::VolumeInUse {
+                        409
+                    } else {
+                        super::status::status(e.kind())
+                    },
+                    e.code(),
+                    e.message().to_string(),
+                )),
+            }
+        }
+        _ => None,
+    }
+}
+
 fn authenticate(
     shared: &Shared,
     received: &Received<'_>,
@@ -523,6 +629,7 @@ pub async fn serve(
         services,
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         config,
+        gate: Arc::new(std::sync::RwLock::new(())),
     };
     let router = app(shared);
     let connections = Arc::new(Semaphore::new(limits.max_connections));

@@ -317,7 +317,7 @@ pub fn detach_volume(
 
 /// Ends attachment `a` of `volume_id`: refuses while it is in use (unless
 /// `force`), releases what the host holds, stops the attachment process.
-fn stop_attachment(
+pub(super) fn stop_attachment(
     ec2: &Ec2,
     host: &LinuxHost,
     volume_id: &str,

@@ -29,6 +29,7 @@
 pub mod attach;
 pub mod cloudtrail;
 pub mod ec2;
+pub mod harness;
 pub mod iam;
 pub mod kms;
 pub mod sts;
@@ -137,6 +138,14 @@ impl Services {
 
     pub(crate) fn launcher(&self) -> Option<Arc<attach::Launcher>> {
         self.launcher.clone()
+    }
+
+    /// Drops the engines opened so far; the next call opens them again (after
+    /// [`Services::reset`]).
+    fn forget_engines(&self) {
+        self.kms.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.ec2.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.iam.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// `hooks` is called when a region's EC2 is first opened; what it returns
