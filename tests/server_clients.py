@@ -372,6 +372,18 @@ def harness():
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     blob = kms.encrypt(KeyId=key_id, Plaintext=b"after reset")["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"after reset"
+    # The answer's x-amzn-RequestId is the CloudTrail record's requestID, for a
+    # success and for an error alike.
+    body = json.dumps({"KeyId": key_id, "Plaintext": base64.b64encode(b"x").decode()}).encode()
+    ids = {}
+    for name, payload in [("ok", body), ("missing", json.dumps({"KeyId": "alias/nope", "Plaintext": "eA=="}).encode())]:
+        status, headers, _ = raw("POST", "kms", {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.Encrypt"}, payload)
+        ids[name] = {k.lower(): v for k, v in headers.items()}["x-amzn-requestid"]
+    events = client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "Encrypt"}]
+    )["Events"]
+    recorded = {json.loads(e["CloudTrailEvent"])["requestID"] for e in events}
+    assert ids["ok"] in recorded and ids["missing"] in recorded, (ids, recorded)
     print("ok harness")
 
 

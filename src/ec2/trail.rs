@@ -74,7 +74,7 @@ impl Ec2 {
     ) -> Result<T> {
         let mut trail = Trail::default();
         let result = op(&mut trail);
-        let request_id = uuid::Uuid::new_v4();
+        let request_id = caller.request_id.unwrap_or_else(uuid::Uuid::new_v4);
         tracing::debug!(
             "ec2 {name} by {} in {}: {} (request {request_id})",
             caller.arn(),

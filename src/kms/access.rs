@@ -23,6 +23,11 @@ pub struct Caller {
     pub via_service: Option<String>,
     pub user_agent: String,
     pub source_ip: String,
+    /// The id of the request this call answers (`x-amzn-RequestId`), which its
+    /// CloudTrail record carries as `requestID`; None: the record gets an id of
+    /// its own (a call a service makes on the caller's behalf is a request of
+    /// its own, as on AWS).
+    pub request_id: Option<uuid::Uuid>,
 }
 
 impl Caller {
@@ -34,6 +39,7 @@ impl Caller {
             via_service: None,
             user_agent: concat!("ebsim/", env!("CARGO_PKG_VERSION")).into(),
             source_ip: "127.0.0.1".into(),
+            request_id: None,
         }
     }
 
@@ -53,6 +59,7 @@ impl Caller {
             via_service: None,
             user_agent: service.to_string(),
             source_ip: service.to_string(),
+            request_id: None,
         }
     }
 
@@ -71,6 +78,7 @@ impl Caller {
             via_service: Some(format!("{service}.{region}.amazonaws.com")),
             user_agent: format!("{service}.amazonaws.com"),
             source_ip: format!("{service}.amazonaws.com"),
+            request_id: None,
         }
     }
 
@@ -80,6 +88,7 @@ impl Caller {
             via_service: Some(format!("{service}.{region}.amazonaws.com")),
             user_agent: "AWS Internal".into(),
             source_ip: "AWS Internal".into(),
+            request_id: None,
             ..self.clone()
         }
     }

@@ -96,7 +96,8 @@ impl AuditLog {
 
     /// Appends a KMS call's record.
     pub fn record(&self, ev: &Event<'_>) -> Result<()> {
-        self.record_service(KMS, uuid::Uuid::new_v4(), None, ev)
+        let id = ev.caller.request_id.unwrap_or_else(uuid::Uuid::new_v4);
+        self.record_service(KMS, id, None, ev)
     }
 
     /// Appends the record of a call to `source`. `request_id` is the record's

@@ -407,7 +407,7 @@ fn process(
         shared.config.region.clone()
     };
     let mut ctx = RequestContext::new(caller, &region, Source::Network(peer.to_string()));
-    ctx.request_id = request_id.to_string();
+    ctx.set_request_id(request_id);
     let who = ctx.caller.arn().to_string();
     let services = &shared.services;
 

@@ -70,13 +70,27 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// A new request, with a new id (also the caller's, so the request's
+    /// CloudTrail record carries it).
     pub fn new(caller: Caller, region: &str, source: Source) -> Self {
+        let id = uuid::Uuid::new_v4();
         RequestContext {
-            caller,
+            caller: Caller {
+                request_id: Some(id),
+                ..caller
+            },
             region: region.to_string(),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: id.to_string(),
             source,
         }
+    }
+
+    /// Takes the id a front end already gave the request (the server's
+    /// `x-amzn-RequestId`); an id that is not a UUID is kept for the answer and
+    /// the records get their own.
+    pub fn set_request_id(&mut self, id: &str) {
+        self.request_id = id.to_string();
+        self.caller.request_id = uuid::Uuid::parse_str(id).ok();
     }
 }
 
