@@ -25,7 +25,9 @@ pub mod pending;
 mod rekey;
 mod snapshots;
 pub mod store;
+mod tags;
 mod trail;
+pub mod zones;
 
 use crate::clock::Timestamp;
 use crate::crypto::secret::SecretBytes;
@@ -435,6 +437,16 @@ impl Ec2 {
     }
 
     pub fn get_ebs_encryption_by_default(&self, caller: &Caller) -> Result<EbsEncryptionByDefault> {
+        self.get_ebs_encryption_by_default_with(caller, false)
+    }
+
+    /// GetEbsEncryptionByDefault; `dry`: EC2's DryRun (authorized, then
+    /// DryRunOperation).
+    pub fn get_ebs_encryption_by_default_with(
+        &self,
+        caller: &Caller,
+        dry: bool,
+    ) -> Result<EbsEncryptionByDefault> {
         let name = "GetEbsEncryptionByDefault";
         let request = trail::wrapped_request(name, json!({}));
         self.call(
@@ -443,6 +455,7 @@ impl Ec2 {
             request,
             |_| {
                 self.authorize(caller, "ec2:GetEbsEncryptionByDefault", &[Target::any()])?;
+                dry_run(dry)?;
                 Ok(EbsEncryptionByDefault {
                     ebs_encryption_by_default: self.by_default()?,
                     sse_type: Some("sse-ebs".into()),
@@ -458,6 +471,16 @@ impl Ec2 {
         caller: &Caller,
         on: bool,
     ) -> Result<EbsEncryptionByDefault> {
+        self.set_ebs_encryption_by_default_with(caller, on, false)
+    }
+
+    /// [`Ec2::set_ebs_encryption_by_default`] with EC2's DryRun.
+    pub fn set_ebs_encryption_by_default_with(
+        &self,
+        caller: &Caller,
+        on: bool,
+        dry: bool,
+    ) -> Result<EbsEncryptionByDefault> {
         let name = if on {
             "EnableEbsEncryptionByDefault"
         } else {
@@ -469,6 +492,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, &format!("ec2:{name}"), &[Target::any()])?;
+                dry_run(dry)?;
                 self.write(|tx| tx.put_setting(BY_DEFAULT, Some(if on { "true" } else { "false" })))?;
                 Ok(EbsEncryptionByDefault {
                     ebs_encryption_by_default: on,
@@ -497,6 +521,15 @@ impl Ec2 {
     }
 
     pub fn get_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
+        self.get_ebs_default_kms_key_id_with(caller, false)
+    }
+
+    /// [`Ec2::get_ebs_default_kms_key_id`] with EC2's DryRun.
+    pub fn get_ebs_default_kms_key_id_with(
+        &self,
+        caller: &Caller,
+        dry: bool,
+    ) -> Result<EbsDefaultKmsKeyId> {
         let name = "GetEbsDefaultKmsKeyId";
         self.call(
             caller,
@@ -504,6 +537,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, "ec2:GetEbsDefaultKmsKeyId", &[Target::any()])?;
+                dry_run(dry)?;
                 Ok(EbsDefaultKmsKeyId {
                     kms_key_id: self.default_key_id()?,
                 })
@@ -519,6 +553,17 @@ impl Ec2 {
         caller: &Caller,
         key_id: &str,
     ) -> Result<EbsDefaultKmsKeyId> {
+        self.modify_ebs_default_kms_key_id_with(caller, key_id, false)
+    }
+
+    /// [`Ec2::modify_ebs_default_kms_key_id`] with EC2's DryRun (the key is
+    /// resolved first: a key the caller cannot use fails as it would).
+    pub fn modify_ebs_default_kms_key_id_with(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        dry: bool,
+    ) -> Result<EbsDefaultKmsKeyId> {
         let name = "ModifyEbsDefaultKmsKeyId";
         self.call(
             caller,
@@ -527,6 +572,7 @@ impl Ec2 {
             |_| {
                 self.authorize(caller, "ec2:ModifyEbsDefaultKmsKeyId", &[Target::any()])?;
                 let arn = self.resolve_key(caller, key_id)?;
+                dry_run(dry)?;
                 self.write(|tx| tx.put_setting(DEFAULT_KEY, Some(&arn)))?;
                 Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
             },
@@ -536,6 +582,15 @@ impl Ec2 {
 
     /// Back to the AWS managed key `alias/aws/ebs` (created on first use).
     pub fn reset_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
+        self.reset_ebs_default_kms_key_id_with(caller, false)
+    }
+
+    /// [`Ec2::reset_ebs_default_kms_key_id`] with EC2's DryRun.
+    pub fn reset_ebs_default_kms_key_id_with(
+        &self,
+        caller: &Caller,
+        dry: bool,
+    ) -> Result<EbsDefaultKmsKeyId> {
         let name = "ResetEbsDefaultKmsKeyId";
         self.call(
             caller,
@@ -543,6 +598,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, "ec2:ResetEbsDefaultKmsKeyId", &[Target::any()])?;
+                dry_run(dry)?;
                 let arn = self.kms.aws_managed_key(self.owner.managed_key())?.arn;
                 self.write(|tx| tx.put_setting(DEFAULT_KEY, None))?;
                 Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
@@ -939,6 +995,7 @@ impl Ec2 {
             request,
             |_| {
                 self.authorize(caller, "ec2:DescribeVolumes", &[Target::any()])?;
+                dry_run(req.dry_run)?;
                 self.describe_volumes_op(req)
             },
             |_| Value::Null,
@@ -1506,6 +1563,19 @@ impl Ec2 {
         force: bool,
         detach: impl FnOnce(&AttachmentRecord) -> Result<()>,
     ) -> Result<AttachmentRecord> {
+        self.detach_volume_with(caller, volume_id, force, false, detach)
+    }
+
+    /// [`Ec2::detach_volume`] with EC2's DryRun: authorized, then
+    /// DryRunOperation before `detach` is called.
+    pub fn detach_volume_with(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        force: bool,
+        dry: bool,
+        detach: impl FnOnce(&AttachmentRecord) -> Result<()>,
+    ) -> Result<AttachmentRecord> {
         let request = json!({ "volumeId": volume_id, "force": force.then_some(true) });
         self.call(
             caller,
@@ -1526,6 +1596,7 @@ impl Ec2 {
                     "ec2:DetachVolume",
                     &[instance, self.volume_target(&v)],
                 )?;
+                dry_run(dry)?;
                 detach(&a)?;
                 Ok(a)
             },

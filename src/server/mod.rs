@@ -2,4 +2,6 @@
 //! HTTP server that speaks AWS's protocols (docs/ARCHITECTURE.md, issue 16) lives
 //! here; the core decides nothing about HTTP.
 
+pub mod ec2;
+pub mod query;
 pub mod status;

@@ -53,6 +53,7 @@ pub struct DetachVolumeRequest {
     /// Accepted and ignored: a volume has one attachment.
     pub instance_id: Option<String>,
     pub device: Option<String>,
+    pub dry_run: bool,
 }
 
 /// The instance this machine plays: `i-` and 17 hex digits of its host name's
@@ -172,7 +173,7 @@ pub fn detach_volume(
     let ec2 = services.ec2_engine(&ctx.region)?;
     let host = services.host(&ctx.region)?;
     let id = req.volume_id.as_str();
-    let a = ec2.detach_volume(&ctx.caller, id, req.force, |a| {
+    let a = ec2.detach_volume_with(&ctx.caller, id, req.force, req.dry_run, |a| {
         stop_attachment(&ec2, &host, id, a, req.force)
     })?;
     Ok(attachment_response(id, &a, "detached"))
@@ -282,11 +283,12 @@ pub fn create_snapshot(
     let ec2 = services.ec2_engine(&ctx.region)?;
     let host = services.host(&ctx.region)?;
     let description = req.description.as_str();
-    ec2.create_snapshot_via(
+    ec2.create_snapshot_via_with(
         &ctx.caller,
         &req.volume_id,
         description,
         tags.clone(),
+        req.dry_run,
         |v| snapshot_elsewhere(&ec2, &host, v, description, &tags),
     )
     .map(to_value)

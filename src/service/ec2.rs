@@ -19,11 +19,18 @@ use crate::kms::access::Caller;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// An operation whose request has no members (besides EC2's `DryRun`, which these
-/// do not take).
+/// An operation whose request has no members (ebsim's Cleanup).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EmptyRequest {}
+
+/// An operation whose request has only EC2's `DryRun` (the account's EBS
+/// encryption settings).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DryRunRequest {
+    pub dry_run: bool,
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -36,6 +43,7 @@ pub struct DeleteVolumeRequest {
 #[serde(rename_all = "PascalCase", default)]
 pub struct ModifyEbsDefaultKmsKeyIdRequest {
     pub kms_key_id: String,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -45,6 +53,7 @@ pub struct CreateSnapshotRequest {
     pub description: String,
     /// Only `ResourceType=snapshot` (see [`snapshot_tags`]).
     pub tag_specifications: Vec<TagSpecification>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,12 +63,14 @@ pub struct DescribeSnapshotsRequest {
     pub filters: Vec<Filter>,
     /// Accepted and ignored: every snapshot here is the account's own.
     pub owner_ids: Vec<String>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DeleteSnapshotRequest {
     pub snapshot_id: String,
+    pub dry_run: bool,
 }
 
 /// Sent to the destination region (the request context's).
@@ -72,6 +83,26 @@ pub struct CopySnapshotRequest {
     pub kms_key_id: Option<String>,
     pub description: Option<String>,
     pub tag_specifications: Vec<TagSpecification>,
+    /// What SDKs add for a copy from another region (botocore's
+    /// `inject_presigned_url_ec2`): the region the request is sent to, which
+    /// must be this one.
+    pub destination_region: Option<String>,
+    /// The SDK's presigned CopySnapshot request for the source region. Accepted
+    /// here as it is; verifying its SigV4 signature is the wire server's work
+    /// (the service layer knows no credentials): ebsim's source and destination
+    /// regions share one data root, so the copy itself does not need it.
+    pub presigned_url: Option<String>,
+    pub dry_run: bool,
+}
+
+/// CreateTags and DeleteTags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TagsRequest {
+    /// Volume and snapshot ids.
+    pub resources: Vec<String>,
+    pub tags: Vec<TagRef>,
+    pub dry_run: bool,
 }
 
 /// The EBS direct API's ListChangedBlocks.
@@ -128,17 +159,22 @@ operations! {
     DescribeVolumes => "DescribeVolumes" (DescribeVolumesRequest);
     DeleteVolume => "DeleteVolume" (DeleteVolumeRequest);
     ModifyVolume => "ModifyVolume" (ModifyVolumeRequest);
-    EnableEbsEncryptionByDefault => "EnableEbsEncryptionByDefault" (EmptyRequest);
-    DisableEbsEncryptionByDefault => "DisableEbsEncryptionByDefault" (EmptyRequest);
-    GetEbsEncryptionByDefault => "GetEbsEncryptionByDefault" (EmptyRequest);
-    GetEbsDefaultKmsKeyId => "GetEbsDefaultKmsKeyId" (EmptyRequest);
+    EnableEbsEncryptionByDefault => "EnableEbsEncryptionByDefault" (DryRunRequest);
+    DisableEbsEncryptionByDefault => "DisableEbsEncryptionByDefault" (DryRunRequest);
+    GetEbsEncryptionByDefault => "GetEbsEncryptionByDefault" (DryRunRequest);
+    GetEbsDefaultKmsKeyId => "GetEbsDefaultKmsKeyId" (DryRunRequest);
     ModifyEbsDefaultKmsKeyId => "ModifyEbsDefaultKmsKeyId" (ModifyEbsDefaultKmsKeyIdRequest);
-    ResetEbsDefaultKmsKeyId => "ResetEbsDefaultKmsKeyId" (EmptyRequest);
+    ResetEbsDefaultKmsKeyId => "ResetEbsDefaultKmsKeyId" (DryRunRequest);
     DetachVolume => "DetachVolume" (super::attach::DetachVolumeRequest);
     CreateSnapshot => "CreateSnapshot" (CreateSnapshotRequest);
     DescribeSnapshots => "DescribeSnapshots" (DescribeSnapshotsRequest);
     DeleteSnapshot => "DeleteSnapshot" (DeleteSnapshotRequest);
     CopySnapshot => "CopySnapshot" (CopySnapshotRequest);
+    CreateTags => "CreateTags" (TagsRequest);
+    DeleteTags => "DeleteTags" (TagsRequest);
+    DescribeTags => "DescribeTags" (DescribeTagsRequest);
+    DescribeAvailabilityZones => "DescribeAvailabilityZones" (DescribeAvailabilityZonesRequest);
+    DescribeRegions => "DescribeRegions" (DescribeRegionsRequest);
     ListChangedBlocks => "ListChangedBlocks" (ListChangedBlocksRequest);
     RekeyVolume => "RekeyVolume" (RekeyVolumeRequest);
     Cleanup => "Cleanup" (EmptyRequest);
@@ -157,30 +193,47 @@ impl Ec2Request {
                 .delete_volume(caller, &r.volume_id, r.dry_run)
                 .map(to_value),
             R::ModifyVolume(r) => ec2.modify_volume(caller, r).map(to_value),
-            R::EnableEbsEncryptionByDefault(_) => ec2
-                .set_ebs_encryption_by_default(caller, true)
+            R::EnableEbsEncryptionByDefault(r) => ec2
+                .set_ebs_encryption_by_default_with(caller, true, r.dry_run)
                 .map(to_value),
-            R::DisableEbsEncryptionByDefault(_) => ec2
-                .set_ebs_encryption_by_default(caller, false)
+            R::DisableEbsEncryptionByDefault(r) => ec2
+                .set_ebs_encryption_by_default_with(caller, false, r.dry_run)
                 .map(to_value),
-            R::GetEbsEncryptionByDefault(_) => {
-                ec2.get_ebs_encryption_by_default(caller).map(to_value)
-            }
-            R::GetEbsDefaultKmsKeyId(_) => ec2.get_ebs_default_kms_key_id(caller).map(to_value),
+            R::GetEbsEncryptionByDefault(r) => ec2
+                .get_ebs_encryption_by_default_with(caller, r.dry_run)
+                .map(to_value),
+            R::GetEbsDefaultKmsKeyId(r) => ec2
+                .get_ebs_default_kms_key_id_with(caller, r.dry_run)
+                .map(to_value),
             R::ModifyEbsDefaultKmsKeyId(r) => ec2
-                .modify_ebs_default_kms_key_id(caller, &r.kms_key_id)
+                .modify_ebs_default_kms_key_id_with(caller, &r.kms_key_id, r.dry_run)
                 .map(to_value),
-            R::ResetEbsDefaultKmsKeyId(_) => ec2.reset_ebs_default_kms_key_id(caller).map(to_value),
+            R::ResetEbsDefaultKmsKeyId(r) => ec2
+                .reset_ebs_default_kms_key_id_with(caller, r.dry_run)
+                .map(to_value),
             R::DetachVolume(_) | R::CreateSnapshot(_) => {
                 unreachable!("Services::ec2 runs them through service::attach")
             }
             R::DescribeSnapshots(r) => ec2
-                .describe_snapshots(caller, &r.snapshot_ids, &r.filters)
+                .describe_snapshots_with(caller, &r.snapshot_ids, &r.filters, r.dry_run)
                 .map(to_value),
-            R::DeleteSnapshot(r) => ec2.delete_snapshot(caller, &r.snapshot_id).map(to_value),
+            R::DeleteSnapshot(r) => ec2
+                .delete_snapshot_with(caller, &r.snapshot_id, r.dry_run)
+                .map(to_value),
             R::CopySnapshot(r) => {
+                if let Some(d) = r.destination_region.as_deref()
+                    && d != ec2.region()
+                {
+                    return Err(Error::new(
+                        ErrorKind::InvalidParameterValue,
+                        format!(
+                            "DestinationRegion {d} is not the region this request was sent to ({}).",
+                            ec2.region()
+                        ),
+                    ));
+                }
                 let tags = snapshot_tags(r.tag_specifications)?;
-                let s = ec2.copy_snapshot(
+                let s = ec2.copy_snapshot_with(
                     caller,
                     &r.source_region,
                     &r.source_snapshot_id,
@@ -188,6 +241,7 @@ impl Ec2Request {
                     r.kms_key_id.as_deref(),
                     r.description.as_deref(),
                     tags,
+                    r.dry_run,
                 )?;
                 // CopySnapshot answers with the new id only.
                 Ok(json!({ "SnapshotId": s.snapshot_id }))
@@ -195,6 +249,17 @@ impl Ec2Request {
             R::ListChangedBlocks(r) => ec2
                 .list_changed_blocks(caller, &r.first_snapshot_id, &r.second_snapshot_id)
                 .map(to_value),
+            R::CreateTags(r) => ec2
+                .create_tags(caller, &r.resources, &r.tags, r.dry_run)
+                .map(to_value),
+            R::DeleteTags(r) => ec2
+                .delete_tags(caller, &r.resources, &r.tags, r.dry_run)
+                .map(to_value),
+            R::DescribeTags(r) => ec2.describe_tags(caller, r).map(to_value),
+            R::DescribeAvailabilityZones(r) => {
+                ec2.describe_availability_zones(caller, r).map(to_value)
+            }
+            R::DescribeRegions(r) => ec2.describe_regions(caller, r).map(to_value),
             R::RekeyVolume(r) => rekey_volume(ec2, caller, r),
             R::Cleanup(_) => ec2.cleanup(caller).map(to_value),
         }
