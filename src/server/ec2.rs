@@ -492,7 +492,13 @@ pub fn error_response(e: &Error, request_id: &str) -> Response {
     }
 }
 
-fn run(services: &Services, ctx: &RequestContext, params: &[(String, String)]) -> Result<String> {
+/// Decodes and runs one request: its operation and the service's response in
+/// EC2's member names (what [`encode`] writes as XML).
+pub fn call(
+    services: &Services,
+    ctx: &RequestContext,
+    params: &[(String, String)],
+) -> Result<(&'static Operation, Value)> {
     let (op, json) = decode(params)?;
     let request = Ec2Request::from_json(op.name, json).map_err(|e| match e.kind() {
         // A value the schema let through but the request cannot hold (a
@@ -500,7 +506,11 @@ fn run(services: &Services, ctx: &RequestContext, params: &[(String, String)]) -
         ErrorKind::Serialization => Error::new(ErrorKind::InvalidParameterValue, e.message()),
         _ => e,
     })?;
-    let value = services.ec2(ctx, request)?;
+    Ok((op, services.ec2(ctx, request)?))
+}
+
+fn run(services: &Services, ctx: &RequestContext, params: &[(String, String)]) -> Result<String> {
+    let (op, value) = call(services, ctx, params)?;
     Ok(encode(op, &ctx.request_id, &value).xml)
 }
 
