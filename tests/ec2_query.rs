@@ -697,6 +697,43 @@ fn tags_zones_and_regions_over_the_wire() {
         code(wire::handle(&w.services, &west, &params)),
         "InvalidParameterValue"
     );
+    // Every call is in CloudTrail, refusals too.
+    let events = |name: &str| {
+        let req = ebsim::service::cloudtrail::CloudTrailRequest::from_json(
+            "LookupEvents",
+            json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": name}]}),
+        )
+        .unwrap();
+        let out = w.services.cloudtrail(&w.ctx(w.root()), req).unwrap();
+        out["Events"].as_array().unwrap().clone()
+    };
+    for name in [
+        "CreateTags",
+        "DeleteTags",
+        "DescribeTags",
+        "DescribeAvailabilityZones",
+        "DescribeRegions",
+    ] {
+        let e = events(name);
+        assert!(!e.is_empty(), "{name}: no record");
+        assert!(
+            e.iter().all(|e| e["EventSource"] == "ec2.amazonaws.com"),
+            "{e:?}"
+        );
+    }
+    let created = events("CreateTags");
+    for code in [
+        "Client.UnauthorizedOperation",
+        "Client.TagLimitExceeded",
+        "Client.InvalidID",
+    ] {
+        assert!(
+            created
+                .iter()
+                .any(|e| e["CloudTrailEvent"].as_str().unwrap().contains(code)),
+            "no CreateTags record with {code}"
+        );
+    }
 }
 
 #[test]
