@@ -277,11 +277,14 @@ fn decode_shape(
             Ok(Value::Array(out))
         }
         scalar => {
-            let mut entries = entries.into_iter();
-            let e = entries.next().expect("a scalar is decoded from one entry");
-            if !e.rest.is_empty() {
+            // Names are unique, so one entry at most has nothing left; any with
+            // more (`Size.1`) names something a scalar does not have.
+            if let Some(e) = entries.iter().find(|e| !e.rest.is_empty()) {
                 return Err(unknown(e.full));
             }
+            let e = entries
+                .first()
+                .expect("a member is decoded from its entries");
             decode_scalar(scalar, e.full, e.value)
         }
     }
@@ -743,6 +746,12 @@ mod tests {
         );
         assert_eq!(kind("DryRun=yes"), ErrorKind::InvalidParameterValue);
         assert_eq!(kind("Size=1&Size=2"), ErrorKind::InvalidParameterValue);
+        assert_eq!(kind("Size=1&Size.1=3"), ErrorKind::UnknownParameter);
+        assert_eq!(kind("Size.1=3&Size=1"), ErrorKind::UnknownParameter);
+        assert_eq!(
+            kind("VolumeId.1=a&VolumeId.1.x=b"),
+            ErrorKind::UnknownParameter
+        );
         let e = dec("TagSpecification.1.Tag.1.Value=v").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::MissingParameter);
         assert!(e.message().contains("TagSpecification.1.Tag.1.Key"), "{e}");
