@@ -656,6 +656,20 @@ fn tags_zones_and_regions_over_the_wire() {
         ],
     );
     assert_eq!(z["AvailabilityZones"][0]["ZoneName"], "us-east-1b");
+    // Volumes go in the zones listed, and only there.
+    let (_, v) = w.call(
+        "CreateVolume",
+        &[("SizeBytes", "1048576"), ("AvailabilityZone", "us-east-1c")],
+    );
+    assert_eq!(v["AvailabilityZone"], "us-east-1c");
+    assert_eq!(
+        code(w.handle(
+            w.root(),
+            "CreateVolume",
+            &[("SizeBytes", "1048576"), ("AvailabilityZone", "us-east-1d")]
+        )),
+        "InvalidZone.NotFound"
+    );
     assert_eq!(
         code(w.handle(
             w.root(),

@@ -673,9 +673,8 @@ impl Ec2 {
         trail: &mut trail::Trail,
     ) -> Result<Volume> {
         let region = self.region().to_string();
-        let zone_ok = zone
-            .strip_prefix(region.as_str())
-            .is_some_and(|l| l.len() == 1 && ("a"..="f").contains(&l));
+        // The zones DescribeAvailabilityZones lists.
+        let zone_ok = zones::zones_of(&region).iter().any(|z| z.zone_name == zone);
         if !zone_ok {
             return Err(err(
                 ErrorKind::InvalidZoneNotFound,
