@@ -74,6 +74,9 @@ def requests(ops):
     m = model()
     ser = botocore.serialize.EC2Serializer()
     for op in ops:
+        if op not in m.operation_names:
+            print(json.dumps({"op": op, "not_in_model": True}))
+            continue
         o = m.operation_model(op)
         shape = o.input_shape
         full = sample(shape, op)

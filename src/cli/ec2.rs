@@ -220,6 +220,8 @@ pub enum Ec2Command {
         volume_id: String,
         #[arg(long)]
         kms_key_id: String,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Encrypts every new volume of the region from now on
     EnableEbsEncryptionByDefault {
@@ -323,7 +325,10 @@ pub enum Ec2Command {
     /// collects unreferenced snapshot blocks, and lists images no volume record
     /// names (never removed). Every command does the first part when it opens the
     /// region; this also collects blocks and reports.
-    Cleanup,
+    Cleanup {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
@@ -413,15 +418,17 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             exec!(ctx, "ModifyVolume", call(R::ModifyVolume(req.clone())))
         }
         C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
-        C::Cleanup => ctx.print("Cleanup", &call(R::Cleanup(EmptyRequest {}))?),
+        C::Cleanup { dry_run } => ctx.print("Cleanup", &call(R::Cleanup(dry_run.request()))?),
         C::RekeyVolume {
             volume_id,
             kms_key_id,
+            dry_run,
         } => {
             // Not retried: a re-key resumes where it stopped when run again.
             let req = RekeyVolumeRequest {
                 volume_id,
                 kms_key_id,
+                dry_run: dry_run.dry_run,
             };
             ctx.print("RekeyVolume", &call(R::RekeyVolume(req))?)
         }

@@ -16,10 +16,12 @@
 //! - Errors are EC2's `<Response><Errors><Error>` document, with the status
 //!   `server::status` gives the error's kind.
 //!
+//! ebsim's own RekeyVolume and Cleanup are served too, with schemas in EC2's
+//! style (no model has them: `volumeId`, lists as `…Set` of `<item>`).
+//!
 //! Not served here: AttachVolume (an attachment needs something to attach to;
-//! the router's instances decide that), the EBS direct API's ListChangedBlocks
-//! (REST-JSON, another endpoint), and ebsim's own RekeyVolume and Cleanup
-//! (command line only).
+//! the router's instances decide that) and the EBS direct API's
+//! ListChangedBlocks (REST-JSON, another endpoint).
 
 use super::query::{self, BOOLEAN, Flavour, INTEGER, Member, Output, STRING, Shape, TIMESTAMP};
 use crate::error::{Error, ErrorKind, Result};
@@ -323,6 +325,25 @@ const DESCRIBE_REGIONS_OUT: Shape = Shape::Structure(&[m(
     ])),
 )]);
 
+// ebsim's own operations.
+const REKEY_VOLUME_IN: Shape = Shape::Structure(&[
+    req("VolumeId", "VolumeId", &STRING),
+    req("KmsKeyId", "KmsKeyId", &STRING),
+    DRY_RUN,
+]);
+const CLEANUP_OUT: Shape = Shape::Structure(&[
+    m("AbandonedOperations", "abandonedOperationSet", &STRINGS),
+    m("RemovedFiles", "removedFileSet", &STRINGS),
+    m("RestoredImages", "restoredImageSet", &STRINGS),
+    m("CollectedBlocks", "collectedBlocks", &INTEGER),
+    m("CollectedBytes", "collectedBytes", &INTEGER),
+    m("BlockCollection", "blockCollection", &STRING),
+    m("UnrecordedImages", "unrecordedImageSet", &STRINGS),
+]);
+
+/// The operations of [`OPERATIONS`] that are ebsim's own (no AWS model has them).
+pub const EBSIM_OPERATIONS: &[&str] = &["RekeyVolume", "Cleanup"];
+
 const fn op(name: &'static str, input: &'static Shape, output: Output) -> Operation {
     Operation {
         name,
@@ -413,6 +434,8 @@ pub const OPERATIONS: &[Operation] = &[
         &DESCRIBE_REGIONS_IN,
         Output::Shape(&DESCRIBE_REGIONS_OUT),
     ),
+    op("RekeyVolume", &REKEY_VOLUME_IN, Output::Shape(&VOLUME)),
+    op("Cleanup", &ONLY_DRY_RUN, Output::Shape(&CLEANUP_OUT)),
 ];
 
 /// The operation named `name`.

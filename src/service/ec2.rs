@@ -19,13 +19,8 @@ use crate::kms::access::Caller;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// An operation whose request has no members (ebsim's Cleanup).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct EmptyRequest {}
-
 /// An operation whose request has only EC2's `DryRun` (the account's EBS
-/// encryption settings).
+/// encryption settings, ebsim's Cleanup).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DryRunRequest {
@@ -119,6 +114,7 @@ pub struct ListChangedBlocksRequest {
 pub struct RekeyVolumeRequest {
     pub volume_id: String,
     pub kms_key_id: String,
+    pub dry_run: bool,
 }
 
 macro_rules! operations {
@@ -177,7 +173,7 @@ operations! {
     DescribeRegions => "DescribeRegions" (DescribeRegionsRequest);
     ListChangedBlocks => "ListChangedBlocks" (ListChangedBlocksRequest);
     RekeyVolume => "RekeyVolume" (RekeyVolumeRequest);
-    Cleanup => "Cleanup" (EmptyRequest);
+    Cleanup => "Cleanup" (DryRunRequest);
 }
 
 impl Ec2Request {
@@ -261,7 +257,7 @@ impl Ec2Request {
             }
             R::DescribeRegions(r) => ec2.describe_regions(caller, r).map(to_value),
             R::RekeyVolume(r) => rekey_volume(ec2, caller, r),
-            R::Cleanup(_) => ec2.cleanup(caller).map(to_value),
+            R::Cleanup(r) => ec2.cleanup_with(caller, r.dry_run).map(to_value),
         }
     }
 }
@@ -280,7 +276,7 @@ fn rekey_volume(ec2: &Ec2, caller: &Caller, r: RekeyVolumeRequest) -> Result<Val
             p(&what, done, total);
         }
     };
-    let out = ec2.rekey_volume(caller, &r.volume_id, &r.kms_key_id, &progress);
+    let out = ec2.rekey_volume_with(caller, &r.volume_id, &r.kms_key_id, r.dry_run, &progress);
     if let (Some(p), Some(total)) = (report.as_deref(), last_total.get()) {
         p(&what, total, total);
     }
