@@ -901,3 +901,139 @@ proptest::proptest! {
         }
     }
 }
+
+/// Runs the helper script with `stdin`; its stdout.
+fn helper(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .arg(script())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The plain Query flavour (IAM, STS) against botocore's QuerySerializer and
+/// QueryParser, with schemas written here from their models: `Name.member.N`
+/// lists in, `<Result>` wrapped members and `<member>` list items out.
+#[test]
+fn the_plain_query_flavour_matches_botocore() {
+    use query::{BOOLEAN, Flavour, INTEGER, Member, STRING, Shape, TIMESTAMP};
+    if !botocore() {
+        common::skip("python3 with botocore is not installed");
+        return;
+    }
+    const TAGS: Shape = Shape::List {
+        of: &Shape::Structure(&[
+            Member::new("Key", "Key", &STRING),
+            Member::new("Value", "Value", &STRING),
+        ]),
+        item: "member",
+    };
+    const ASSUME_ROLE: Shape = Shape::Structure(&[
+        Member::required("RoleArn", "RoleArn", &STRING),
+        Member::required("RoleSessionName", "RoleSessionName", &STRING),
+        Member::new(
+            "PolicyArns",
+            "PolicyArns",
+            &Shape::List {
+                of: &Shape::Structure(&[Member::new("arn", "arn", &STRING)]),
+                item: "member",
+            },
+        ),
+        Member::new("DurationSeconds", "DurationSeconds", &INTEGER),
+        Member::new("Tags", "Tags", &TAGS),
+        Member::new(
+            "TransitiveTagKeys",
+            "TransitiveTagKeys",
+            &Shape::List {
+                of: &STRING,
+                item: "member",
+            },
+        ),
+    ]);
+    let params = json!({
+        "RoleArn": "arn:aws:iam::111122223333:role/r",
+        "RoleSessionName": "s1",
+        "PolicyArns": [{"arn": "arn:aws:iam::aws:policy/A1"}, {"arn": "arn:aws:iam::aws:policy/A2"}],
+        "DurationSeconds": 900,
+        "Tags": [{"Key": "k", "Value": "v"}, {"Key": "k2", "Value": "v 2"}],
+        "TransitiveTagKeys": ["k"]
+    });
+    let body = helper(&["serialize", "sts", "AssumeRole"], &params.to_string());
+    let mut form = query::parse_form(body.trim().as_bytes()).unwrap();
+    form.retain(|(k, _)| k != "Action" && k != "Version");
+    assert_eq!(
+        query::decode(&form, &ASSUME_ROLE, Flavour::Query).unwrap(),
+        params
+    );
+    // Responses: a list of structures with a timestamp, a boolean.
+    const LIST_USERS: Shape = Shape::Structure(&[
+        Member::new(
+            "Users",
+            "Users",
+            &Shape::List {
+                of: &Shape::Structure(&[
+                    Member::new("Path", "Path", &STRING),
+                    Member::new("UserName", "UserName", &STRING),
+                    Member::new("UserId", "UserId", &STRING),
+                    Member::new("Arn", "Arn", &STRING),
+                    Member::new("CreateDate", "CreateDate", &TIMESTAMP),
+                    Member::new("Tags", "Tags", &TAGS),
+                ]),
+                item: "member",
+            },
+        ),
+        Member::new("IsTruncated", "IsTruncated", &BOOLEAN),
+    ]);
+    let users = json!({
+        "Users": [
+            {"Path": "/", "UserName": "alice", "UserId": "AIDAEXAMPLE1", "Arn": "arn:aws:iam::111122223333:user/alice",
+             "CreateDate": "2026-01-01T00:00:00.250000+00:00", "Tags": [{"Key": "team", "Value": "a&b"}]},
+            {"Path": "/x/", "UserName": "bob", "UserId": "AIDAEXAMPLE2", "Arn": "arn:aws:iam::111122223333:user/x/bob",
+             "CreateDate": "2026-01-02T00:00:00+00:00"}
+        ],
+        "IsTruncated": false
+    });
+    let xml = query::query_response(
+        "ListUsers",
+        "https://iam.amazonaws.com/doc/2010-05-08/",
+        "rid-1",
+        Some(&LIST_USERS),
+        &users,
+    );
+    assert!(xml.left_out.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.xml");
+    std::fs::write(&file, &xml.xml).unwrap();
+    let parsed: Value = serde_json::from_str(&helper(
+        &["parse", "iam", "ListUsers", file.to_str().unwrap()],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(parsed["ResponseMetadata"]["RequestId"], "rid-1");
+    assert_eq!(parsed["IsTruncated"], false);
+    assert_eq!(parsed["Users"][0]["UserName"], "alice");
+    assert_eq!(parsed["Users"][0]["Tags"][0]["Value"], "a&b");
+    assert_eq!(
+        parsed["Users"][0]["CreateDate"],
+        "2026-01-01T00:00:00.250000+00:00"
+    );
+    assert_eq!(parsed["Users"][1]["Path"], "/x/");
+    assert!(parsed["Users"][1].get("Tags").is_none());
+}

@@ -3,6 +3,8 @@
 
     ec2_query_botocore.py requests OPS...   # one JSON line per request botocore's
                                             # EC2Serializer makes for each operation
+    ec2_query_botocore.py serialize SVC OP  # the body botocore sends for params on stdin
+    ec2_query_botocore.py parse SVC OP FILE # what botocore reads from an XML response
     ec2_query_botocore.py responses DIR     # parses DIR/<Op>.xml with botocore's
                                             # EC2QueryParser, checks every element
                                             # against the model and the parsed
@@ -219,9 +221,32 @@ def responses(d):
     sys.exit(1 if problems else 0)
 
 
+def serialize(service, op):
+    """The form body botocore sends for `op` of `service` with the params on stdin."""
+    m = botocore.session.get_session().get_service_model(service)
+    o = m.operation_model(op)
+    ser = botocore.serialize.create_serializer(m.metadata["protocol"])
+    req = ser.serialize_to_request(json.load(sys.stdin), o)
+    print(urllib.parse.urlencode(req["body"]))
+
+
+def parse(service, op, path):
+    """What botocore reads from the XML response in `path` (status 200)."""
+    m = botocore.session.get_session().get_service_model(service)
+    o = m.operation_model(op)
+    parser = botocore.parsers.create_parser(m.metadata["protocol"])
+    body = open(path, "rb").read()
+    out = parser.parse({"body": body, "headers": {}, "status_code": 200}, o.output_shape)
+    print(json.dumps(out, default=lambda d: d.isoformat()))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "requests":
         requests(sys.argv[2:])
+    elif sys.argv[1] == "serialize":
+        serialize(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "parse":
+        parse(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "responses":
         responses(sys.argv[2])
     else:

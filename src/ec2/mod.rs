@@ -1032,7 +1032,7 @@ impl Ec2 {
             check_filter(&f.name)?;
         }
         let start = match &req.next_token {
-            Some(t) => Some(decode_token(t)?),
+            Some(t) => Some(decode_token("volumes", t)?),
             None => None,
         };
         let mut out = Vec::new();
@@ -1053,7 +1053,7 @@ impl Ec2 {
             {
                 next_token = out
                     .last()
-                    .map(|last: &Volume| encode_token(&last.volume_id));
+                    .map(|last: &Volume| encode_token("volumes", &last.volume_id));
                 break;
             }
             out.push(Volume::from_record(&v, true));
@@ -1893,18 +1893,21 @@ fn matches_filter(v: &VolumeRecord, f: &Filter) -> bool {
         .any(|want| values.iter().any(|have| glob(want, have)))
 }
 
-fn encode_token(last: &str) -> String {
+/// A NextToken of a listing of `what` (`volumes`, `tags`): where the next page
+/// starts after.
+fn encode_token(what: &str, last: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("ebsim-volumes:{last}"))
+    base64::engine::general_purpose::STANDARD.encode(format!("ebsim-{what}:{last}"))
 }
 
-fn decode_token(t: &str) -> Result<String> {
+fn decode_token(what: &str, t: &str) -> Result<String> {
     use base64::Engine;
+    let prefix = format!("ebsim-{what}:");
     base64::engine::general_purpose::STANDARD
         .decode(t)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("ebsim-volumes:").map(str::to_string))
+        .and_then(|s| s.strip_prefix(&prefix).map(str::to_string))
         .ok_or_else(|| {
             err(
                 ErrorKind::InvalidParameterValue,

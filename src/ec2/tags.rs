@@ -313,7 +313,7 @@ impl Ec2 {
                 let start = req
                     .next_token
                     .as_deref()
-                    .map(super::decode_token)
+                    .map(|t| super::decode_token("tags", t))
                     .transpose()?;
                 dry_run(req.dry_run)?;
                 self.describe_tags_op(&req, start.as_deref())
@@ -373,7 +373,9 @@ impl Ec2 {
             if let Some(m) = req.max_results
                 && out.len() == m as usize
             {
-                next_token = out.last().map(|l| super::encode_token(&position(l)));
+                next_token = out
+                    .last()
+                    .map(|l| super::encode_token("tags", &position(l)));
                 break;
             }
             out.push(t);
