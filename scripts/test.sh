@@ -13,10 +13,11 @@ ensure_apt bash coreutils ca-certificates gcc pkg-config libssl-dev openssl pyth
 ensure_rust
 # pyca/cryptography drives OpenSSL's aes-256-xts for the XTS cross-check.
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography || ensure_apt python3-cryptography
-# tests/server.rs: AWS CLI v2 (Debian's awscli, /usr/bin/aws), AWS CLI v1 and boto3 (pip)
-# against `ebsim serve`.
-ensure_apt awscli
-python3 -c 'import awscli, boto3' 2>/dev/null || python3 -m pip install --quiet awscli boto3 || ensure_apt python3-boto3
+# EC2 over Query is checked with botocore's own serializer and parser, boto3, and
+# the AWS CLI v1 (pip) and v2 (Debian) (tests/ec2_query.rs, tests/ec2_query_cli.rs).
+python3 -c 'import boto3' 2>/dev/null || python3 -m pip install --quiet boto3 || ensure_apt python3-boto3
+python3 -m awscli --version >/dev/null 2>&1 || python3 -m pip install --quiet awscli || true
+[ -x /usr/bin/aws ] || ensure_apt awscli
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -54,6 +54,10 @@ pub enum ErrorKind {
     IncorrectInstanceState,
     InvalidAmiIdMalformed,
     InvalidVolumeZoneMismatch,
+    /// EC2's `InvalidID`: a resource id of no kind the operation takes.
+    InvalidId,
+    /// EC2's `TagLimitExceeded`: more than 50 tags on one resource.
+    TagLimitExceeded,
     /// EC2's dry-run answer (KMS's is `DryRunOperationException`).
     Ec2DryRun,
     /// EC2's denial (`UnauthorizedOperation`, HTTP 403): no identity policy allows
@@ -69,6 +73,15 @@ pub enum ErrorKind {
     UnknownOperation,
     /// The request body cannot be read as the operation's request.
     Serialization,
+    /// Query protocol (EC2, IAM, STS): no `Action` parameter.
+    MissingAction,
+    /// Query protocol: an `Action` the service does not have.
+    InvalidAction,
+    /// Query protocol: a parameter the operation does not take.
+    UnknownParameter,
+    /// Query protocol: a body or query string that does not decode (bad
+    /// percent-escapes, not UTF-8, too long, too many parameters).
+    MalformedQueryString,
     // --- local errors that AWS has no name for ---
     /// The data root (root key, store, config) is missing, corrupt or unusable.
     Environment,
@@ -139,6 +152,8 @@ impl ErrorKind {
         ErrorKind::IncorrectInstanceState,
         ErrorKind::InvalidAmiIdMalformed,
         ErrorKind::InvalidVolumeZoneMismatch,
+        ErrorKind::InvalidId,
+        ErrorKind::TagLimitExceeded,
         ErrorKind::Ec2DryRun,
         ErrorKind::UnauthorizedOperation,
         ErrorKind::AccessDenied,
@@ -147,6 +162,10 @@ impl ErrorKind {
         ErrorKind::Validation,
         ErrorKind::UnknownOperation,
         ErrorKind::Serialization,
+        ErrorKind::MissingAction,
+        ErrorKind::InvalidAction,
+        ErrorKind::UnknownParameter,
+        ErrorKind::MalformedQueryString,
         ErrorKind::Environment,
         ErrorKind::Usage,
         ErrorKind::Internal,
@@ -210,12 +229,18 @@ impl ErrorKind {
             IncorrectInstanceState => "IncorrectInstanceState",
             InvalidAmiIdMalformed => "InvalidAMIID.Malformed",
             InvalidVolumeZoneMismatch => "InvalidVolume.ZoneMismatch",
+            InvalidId => "InvalidID",
+            TagLimitExceeded => "TagLimitExceeded",
             AccessDenied => "AccessDeniedException",
             UnrecognizedClient => "UnrecognizedClientException",
             Throttling => "ThrottlingException",
             Validation => "ValidationException",
             UnknownOperation => "UnknownOperationException",
             Serialization => "SerializationException",
+            MissingAction => "MissingAction",
+            InvalidAction => "InvalidAction",
+            UnknownParameter => "UnknownParameter",
+            MalformedQueryString => "MalformedQueryString",
             Environment => "EnvironmentError",
             Usage => "UsageError",
             Internal => "InternalError",

@@ -65,6 +65,8 @@ pub enum Ec2Command {
         max_results: Option<u32>,
         #[arg(long)]
         next_token: Option<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Deletes a volume that is not attached
     DeleteVolume {
@@ -176,6 +178,8 @@ pub enum Ec2Command {
         foreground: bool,
         #[arg(long, hide = true)]
         report_to_parent: bool,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Flushes, unmounts the FUSE mount, stops the daemon and retires the grant
     DetachVolume {
@@ -188,6 +192,8 @@ pub enum Ec2Command {
         instance_id: Option<String>,
         #[arg(long)]
         device: Option<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Snapshots a volume, detached or attached (crash-consistent: writes are held for
     /// the cut); incremental after the first: only changed 512 KiB blocks are stored
@@ -199,6 +205,8 @@ pub enum Ec2Command {
         /// ResourceType=snapshot,Tags=[{Key=k,Value=v}] ... or a JSON list
         #[arg(long, num_args = 1..)]
         tag_specifications: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Describes snapshots, all or by id, optionally filtered
     DescribeSnapshots {
@@ -211,11 +219,15 @@ pub enum Ec2Command {
         /// Accepted for compatibility (every snapshot here is the account's own)
         #[arg(long, num_args = 1..)]
         owner_ids: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Deletes a snapshot; blocks no other snapshot uses are freed
     DeleteSnapshot {
         #[arg(long)]
         snapshot_id: String,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Copies a snapshot into this region (--region), from --source-region
     CopySnapshot {
@@ -234,6 +246,14 @@ pub enum Ec2Command {
         description: Option<String>,
         #[arg(long, num_args = 1..)]
         tag_specifications: Vec<String>,
+        /// Accepted as the AWS CLI sends it (the server verifies presigned URLs)
+        #[arg(long)]
+        presigned_url: Option<String>,
+        /// Must be this region (--region), where the copy is made
+        #[arg(long)]
+        destination_region: Option<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// ebsim extension: re-keys a detached encrypted volume in place under another KMS
     /// key (a new data key; every allocated block decrypted and re-encrypted;
@@ -244,28 +264,115 @@ pub enum Ec2Command {
         volume_id: String,
         #[arg(long)]
         kms_key_id: String,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Encrypts every new volume of the region from now on
-    EnableEbsEncryptionByDefault,
+    EnableEbsEncryptionByDefault {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
     /// Stops encrypting new volumes by default
-    DisableEbsEncryptionByDefault,
+    DisableEbsEncryptionByDefault {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
     /// Shows whether new volumes are encrypted by default
-    GetEbsEncryptionByDefault,
+    GetEbsEncryptionByDefault {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
     /// Shows the region's default KMS key for EBS encryption
-    GetEbsDefaultKmsKeyId,
+    GetEbsDefaultKmsKeyId {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
     /// Sets the region's default KMS key for EBS encryption
     ModifyEbsDefaultKmsKeyId {
         #[arg(long)]
         kms_key_id: String,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
     /// Resets the default KMS key to the AWS managed key alias/aws/ebs
-    ResetEbsDefaultKmsKeyId,
+    ResetEbsDefaultKmsKeyId {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Adds or overwrites tags on volumes and snapshots
+    CreateTags {
+        /// Volume and snapshot ids
+        #[arg(long, num_args = 1.., required = true)]
+        resources: Vec<String>,
+        /// Key=k,Value=v ... or a JSON list
+        #[arg(long, num_args = 1.., required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Removes tags from volumes and snapshots (by key, or key and value; no
+    /// --tags: all of them)
+    DeleteTags {
+        /// Volume and snapshot ids
+        #[arg(long, num_args = 1.., required = true)]
+        resources: Vec<String>,
+        /// Key=k[,Value=v] ... or a JSON list
+        #[arg(long, num_args = 1..)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Describes the tags of the region's volumes and snapshots
+    DescribeTags {
+        /// Name=key,Values=Name ... (key, value, resource-id, resource-type)
+        #[arg(long, num_args = 1..)]
+        filters: Vec<String>,
+        /// One page of at most this many tags (5-1000), with NextToken
+        #[arg(long)]
+        max_results: Option<u32>,
+        #[arg(long)]
+        next_token: Option<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Describes the region's availability zones (<region>a, b and c)
+    DescribeAvailabilityZones {
+        #[arg(long, num_args = 1..)]
+        zone_names: Vec<String>,
+        #[arg(long, num_args = 1..)]
+        zone_ids: Vec<String>,
+        /// Accepted (every zone is opted in)
+        #[arg(long)]
+        all_availability_zones: bool,
+        /// Name=zone-name,Values=… ... (zone-name, zone-id, region-name, state,
+        /// zone-type, group-name, opt-in-status)
+        #[arg(long, num_args = 1..)]
+        filters: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
+    /// Describes the regions the data root has, and this one
+    DescribeRegions {
+        #[arg(long, num_args = 1..)]
+        region_names: Vec<String>,
+        /// Accepted (every region is opted in)
+        #[arg(long)]
+        all_regions: bool,
+        /// Name=region-name,Values=… ... (region-name, endpoint, opt-in-status)
+        #[arg(long, num_args = 1..)]
+        filters: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
     /// ebsim extension: settles what interrupted operations left (pending snapshots
     /// become `error`, temporary files go, a half-deleted volume's image comes back),
     /// collects unreferenced snapshot blocks, and lists images no volume record
     /// names (never removed). Every command does the first part when it opens the
     /// region; this also collects blocks and reports.
-    Cleanup,
+    Cleanup {
+        #[command(flatten)]
+        dry_run: DryRun,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
@@ -312,12 +419,14 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             filters,
             max_results,
             next_token,
+            dry_run,
         } => {
             let req = DescribeVolumesRequest {
                 volume_ids,
                 filters: filters_of(&filters)?,
                 max_results,
                 next_token,
+                dry_run: dry_run.dry_run,
             };
             exec!(
                 ctx,
@@ -411,15 +520,17 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             exec!(ctx, "ModifyVolume", call(R::ModifyVolume(req.clone())))
         }
         C::AttachVolume { .. } | C::DetachVolume { .. } => unreachable!("handled above"),
-        C::Cleanup => ctx.print("Cleanup", &call(R::Cleanup(EmptyRequest {}))?),
+        C::Cleanup { dry_run } => ctx.print("Cleanup", &call(R::Cleanup(dry_run.request()))?),
         C::RekeyVolume {
             volume_id,
             kms_key_id,
+            dry_run,
         } => {
             // Not retried: a re-key resumes where it stopped when run again.
             let req = RekeyVolumeRequest {
                 volume_id,
                 kms_key_id,
+                dry_run: dry_run.dry_run,
             };
             ctx.print("RekeyVolume", &call(R::RekeyVolume(req))?)
         }
@@ -427,6 +538,7 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             volume_id,
             description,
             tag_specifications,
+            dry_run,
         } => {
             // A volume attached through FUSE or NBD is snapshotted by its
             // attachment process (the service layer routes it).
@@ -434,6 +546,7 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 volume_id,
                 description,
                 tag_specifications: tag_specifications_of(&tag_specifications)?,
+                dry_run: dry_run.dry_run,
             };
             exec!(ctx, "CreateSnapshot", call(R::CreateSnapshot(req.clone())))
         }
@@ -441,11 +554,13 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             snapshot_ids,
             filters,
             owner_ids,
+            dry_run,
         } => {
             let req = DescribeSnapshotsRequest {
                 snapshot_ids,
                 filters: filters_of(&filters)?,
                 owner_ids,
+                dry_run: dry_run.dry_run,
             };
             exec!(
                 ctx,
@@ -453,8 +568,14 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 call(R::DescribeSnapshots(req.clone()))
             )
         }
-        C::DeleteSnapshot { snapshot_id } => {
-            let req = DeleteSnapshotRequest { snapshot_id };
+        C::DeleteSnapshot {
+            snapshot_id,
+            dry_run,
+        } => {
+            let req = DeleteSnapshotRequest {
+                snapshot_id,
+                dry_run: dry_run.dry_run,
+            };
             exec!(ctx, "DeleteSnapshot", call(R::DeleteSnapshot(req.clone())))
         }
         C::CopySnapshot {
@@ -465,6 +586,9 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             kms_key_id,
             description,
             tag_specifications,
+            presigned_url,
+            destination_region,
+            dry_run,
         } => {
             let req = CopySnapshotRequest {
                 source_region,
@@ -473,42 +597,140 @@ pub fn run(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 kms_key_id,
                 description,
                 tag_specifications: tag_specifications_of(&tag_specifications)?,
+                destination_region,
+                presigned_url,
+                dry_run: dry_run.dry_run,
             };
             exec!(ctx, "CopySnapshot", call(R::CopySnapshot(req.clone())))
         }
-        C::EnableEbsEncryptionByDefault => exec!(
+        C::EnableEbsEncryptionByDefault { dry_run } => exec!(
             ctx,
             "EnableEbsEncryptionByDefault",
-            call(R::EnableEbsEncryptionByDefault(EmptyRequest {}))
+            call(R::EnableEbsEncryptionByDefault(dry_run.request()))
         ),
-        C::DisableEbsEncryptionByDefault => exec!(
+        C::DisableEbsEncryptionByDefault { dry_run } => exec!(
             ctx,
             "DisableEbsEncryptionByDefault",
-            call(R::DisableEbsEncryptionByDefault(EmptyRequest {}))
+            call(R::DisableEbsEncryptionByDefault(dry_run.request()))
         ),
-        C::GetEbsEncryptionByDefault => exec!(
+        C::GetEbsEncryptionByDefault { dry_run } => exec!(
             ctx,
             "GetEbsEncryptionByDefault",
-            call(R::GetEbsEncryptionByDefault(EmptyRequest {}))
+            call(R::GetEbsEncryptionByDefault(dry_run.request()))
         ),
-        C::GetEbsDefaultKmsKeyId => exec!(
+        C::GetEbsDefaultKmsKeyId { dry_run } => exec!(
             ctx,
             "GetEbsDefaultKmsKeyId",
-            call(R::GetEbsDefaultKmsKeyId(EmptyRequest {}))
+            call(R::GetEbsDefaultKmsKeyId(dry_run.request()))
         ),
-        C::ModifyEbsDefaultKmsKeyId { kms_key_id } => {
-            let req = ModifyEbsDefaultKmsKeyIdRequest { kms_key_id };
+        C::ModifyEbsDefaultKmsKeyId {
+            kms_key_id,
+            dry_run,
+        } => {
+            let req = ModifyEbsDefaultKmsKeyIdRequest {
+                kms_key_id,
+                dry_run: dry_run.dry_run,
+            };
             exec!(
                 ctx,
                 "ModifyEbsDefaultKmsKeyId",
                 call(R::ModifyEbsDefaultKmsKeyId(req.clone()))
             )
         }
-        C::ResetEbsDefaultKmsKeyId => exec!(
+        C::ResetEbsDefaultKmsKeyId { dry_run } => exec!(
             ctx,
             "ResetEbsDefaultKmsKeyId",
-            call(R::ResetEbsDefaultKmsKeyId(EmptyRequest {}))
+            call(R::ResetEbsDefaultKmsKeyId(dry_run.request()))
         ),
+        C::CreateTags {
+            resources,
+            tags,
+            dry_run,
+        } => {
+            let req = TagsRequest {
+                resources,
+                tags: input::structs("tags", &tags)?,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(ctx, "CreateTags", call(R::CreateTags(req.clone())))
+        }
+        C::DeleteTags {
+            resources,
+            tags,
+            dry_run,
+        } => {
+            let req = TagsRequest {
+                resources,
+                tags: if tags.is_empty() {
+                    vec![]
+                } else {
+                    input::structs("tags", &tags)?
+                },
+                dry_run: dry_run.dry_run,
+            };
+            exec!(ctx, "DeleteTags", call(R::DeleteTags(req.clone())))
+        }
+        C::DescribeTags {
+            filters,
+            max_results,
+            next_token,
+            dry_run,
+        } => {
+            let req = DescribeTagsRequest {
+                filters: filters_of(&filters)?,
+                max_results,
+                next_token,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(ctx, "DescribeTags", call(R::DescribeTags(req.clone())))
+        }
+        C::DescribeAvailabilityZones {
+            zone_names,
+            zone_ids,
+            all_availability_zones,
+            filters,
+            dry_run,
+        } => {
+            let req = DescribeAvailabilityZonesRequest {
+                zone_names,
+                zone_ids,
+                all_availability_zones: all_availability_zones.then_some(true),
+                filters: filters_of(&filters)?,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(
+                ctx,
+                "DescribeAvailabilityZones",
+                call(R::DescribeAvailabilityZones(req.clone()))
+            )
+        }
+        C::DescribeRegions {
+            region_names,
+            all_regions,
+            filters,
+            dry_run,
+        } => {
+            let req = DescribeRegionsRequest {
+                region_names,
+                all_regions: all_regions.then_some(true),
+                filters: filters_of(&filters)?,
+                dry_run: dry_run.dry_run,
+            };
+            exec!(
+                ctx,
+                "DescribeRegions",
+                call(R::DescribeRegions(req.clone()))
+            )
+        }
+    }
+}
+
+impl DryRun {
+    /// The request of an operation that takes only DryRun.
+    fn request(&self) -> DryRunRequest {
+        DryRunRequest {
+            dry_run: self.dry_run,
+        }
     }
 }
 
@@ -596,6 +818,7 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             device,
             foreground,
             report_to_parent,
+            dry_run,
         } => {
             if fuse.is_none() && nbd.is_none() && instance_id.is_some() && !foreground {
                 // A simulated instance's device (run-instances): through the
@@ -604,6 +827,7 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                     volume_id,
                     instance_id,
                     device,
+                    dry_run: dry_run.dry_run,
                 };
                 let rc = ctx.request_context();
                 let out = ctx.services.ec2(&rc, Ec2Request::AttachVolume(req))?;
@@ -624,6 +848,7 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
                 volume_id,
                 instance_id,
                 device,
+                dry_run: dry_run.dry_run,
             };
             super::attach::attach_volume(ctx, req, &front, foreground, report_to_parent)
         }
@@ -632,12 +857,14 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
             force,
             instance_id,
             device,
+            dry_run,
         } => {
             let req = crate::service::attach::DetachVolumeRequest {
                 volume_id,
                 force,
                 instance_id,
                 device,
+                dry_run: dry_run.dry_run,
             };
             super::attach::detach_volume(ctx, req)
         }

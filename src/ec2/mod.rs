@@ -26,7 +26,9 @@ pub mod pending;
 mod rekey;
 mod snapshots;
 pub mod store;
+mod tags;
 mod trail;
+pub mod zones;
 
 use crate::clock::Timestamp;
 use crate::crypto::secret::SecretBytes;
@@ -436,6 +438,16 @@ impl Ec2 {
     }
 
     pub fn get_ebs_encryption_by_default(&self, caller: &Caller) -> Result<EbsEncryptionByDefault> {
+        self.get_ebs_encryption_by_default_with(caller, false)
+    }
+
+    /// GetEbsEncryptionByDefault; `dry`: EC2's DryRun (authorized, then
+    /// DryRunOperation).
+    pub fn get_ebs_encryption_by_default_with(
+        &self,
+        caller: &Caller,
+        dry: bool,
+    ) -> Result<EbsEncryptionByDefault> {
         let name = "GetEbsEncryptionByDefault";
         let request = trail::wrapped_request(name, json!({}));
         self.call(
@@ -444,6 +456,7 @@ impl Ec2 {
             request,
             |_| {
                 self.authorize(caller, "ec2:GetEbsEncryptionByDefault", &[Target::any()])?;
+                dry_run(dry)?;
                 Ok(EbsEncryptionByDefault {
                     ebs_encryption_by_default: self.by_default()?,
                     sse_type: Some("sse-ebs".into()),
@@ -459,6 +472,16 @@ impl Ec2 {
         caller: &Caller,
         on: bool,
     ) -> Result<EbsEncryptionByDefault> {
+        self.set_ebs_encryption_by_default_with(caller, on, false)
+    }
+
+    /// [`Ec2::set_ebs_encryption_by_default`] with EC2's DryRun.
+    pub fn set_ebs_encryption_by_default_with(
+        &self,
+        caller: &Caller,
+        on: bool,
+        dry: bool,
+    ) -> Result<EbsEncryptionByDefault> {
         let name = if on {
             "EnableEbsEncryptionByDefault"
         } else {
@@ -470,6 +493,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, &format!("ec2:{name}"), &[Target::any()])?;
+                dry_run(dry)?;
                 self.write(|tx| tx.put_setting(BY_DEFAULT, Some(if on { "true" } else { "false" })))?;
                 Ok(EbsEncryptionByDefault {
                     ebs_encryption_by_default: on,
@@ -498,6 +522,15 @@ impl Ec2 {
     }
 
     pub fn get_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
+        self.get_ebs_default_kms_key_id_with(caller, false)
+    }
+
+    /// [`Ec2::get_ebs_default_kms_key_id`] with EC2's DryRun.
+    pub fn get_ebs_default_kms_key_id_with(
+        &self,
+        caller: &Caller,
+        dry: bool,
+    ) -> Result<EbsDefaultKmsKeyId> {
         let name = "GetEbsDefaultKmsKeyId";
         self.call(
             caller,
@@ -505,6 +538,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, "ec2:GetEbsDefaultKmsKeyId", &[Target::any()])?;
+                dry_run(dry)?;
                 Ok(EbsDefaultKmsKeyId {
                     kms_key_id: self.default_key_id()?,
                 })
@@ -520,6 +554,17 @@ impl Ec2 {
         caller: &Caller,
         key_id: &str,
     ) -> Result<EbsDefaultKmsKeyId> {
+        self.modify_ebs_default_kms_key_id_with(caller, key_id, false)
+    }
+
+    /// [`Ec2::modify_ebs_default_kms_key_id`] with EC2's DryRun (the key is
+    /// resolved first: a key the caller cannot use fails as it would).
+    pub fn modify_ebs_default_kms_key_id_with(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        dry: bool,
+    ) -> Result<EbsDefaultKmsKeyId> {
         let name = "ModifyEbsDefaultKmsKeyId";
         self.call(
             caller,
@@ -528,6 +573,7 @@ impl Ec2 {
             |_| {
                 self.authorize(caller, "ec2:ModifyEbsDefaultKmsKeyId", &[Target::any()])?;
                 let arn = self.resolve_key(caller, key_id)?;
+                dry_run(dry)?;
                 self.write(|tx| tx.put_setting(DEFAULT_KEY, Some(&arn)))?;
                 Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
             },
@@ -537,6 +583,15 @@ impl Ec2 {
 
     /// Back to the AWS managed key `alias/aws/ebs` (created on first use).
     pub fn reset_ebs_default_kms_key_id(&self, caller: &Caller) -> Result<EbsDefaultKmsKeyId> {
+        self.reset_ebs_default_kms_key_id_with(caller, false)
+    }
+
+    /// [`Ec2::reset_ebs_default_kms_key_id`] with EC2's DryRun.
+    pub fn reset_ebs_default_kms_key_id_with(
+        &self,
+        caller: &Caller,
+        dry: bool,
+    ) -> Result<EbsDefaultKmsKeyId> {
         let name = "ResetEbsDefaultKmsKeyId";
         self.call(
             caller,
@@ -544,6 +599,7 @@ impl Ec2 {
             trail::wrapped_request(name, json!({})),
             |_| {
                 self.authorize(caller, "ec2:ResetEbsDefaultKmsKeyId", &[Target::any()])?;
+                dry_run(dry)?;
                 let arn = self.kms.aws_managed_key(self.owner.managed_key())?.arn;
                 self.write(|tx| tx.put_setting(DEFAULT_KEY, None))?;
                 Ok(EbsDefaultKmsKeyId { kms_key_id: arn })
@@ -594,11 +650,12 @@ impl Ec2 {
         Ok(meta.arn)
     }
 
-    /// `zone` must be one of the region's zones (`<region>a` to `<region>f`).
+    /// `zone` must be one of the zones DescribeAvailabilityZones lists
+    /// (`<region>a` to `<region>c`).
     fn check_zone(&self, zone: &str) -> Result<()> {
-        let zone_ok = zone
-            .strip_prefix(self.region())
-            .is_some_and(|l| l.len() == 1 && ("a"..="f").contains(&l));
+        let zone_ok = zones::zones_of(self.region())
+            .iter()
+            .any(|z| z.zone_name == zone);
         if zone_ok {
             Ok(())
         } else {
@@ -947,6 +1004,7 @@ impl Ec2 {
             request,
             |_| {
                 self.authorize(caller, "ec2:DescribeVolumes", &[Target::any()])?;
+                dry_run(req.dry_run)?;
                 self.describe_volumes_op(req)
             },
             |_| Value::Null,
@@ -984,7 +1042,7 @@ impl Ec2 {
             check_filter(&f.name)?;
         }
         let start = match &req.next_token {
-            Some(t) => Some(decode_token(t)?),
+            Some(t) => Some(decode_token("volumes", t)?),
             None => None,
         };
         let mut out = Vec::new();
@@ -1005,7 +1063,7 @@ impl Ec2 {
             {
                 next_token = out
                     .last()
-                    .map(|last: &Volume| encode_token(&last.volume_id));
+                    .map(|last: &Volume| encode_token("volumes", &last.volume_id));
                 break;
             }
             out.push(Volume::from_record(&v, true));
@@ -1411,6 +1469,36 @@ impl Ec2 {
         )
     }
 
+    /// AttachVolume with DryRun: authorized as [`Ec2::attach`] authorizes it and
+    /// recorded, then DryRunOperation; nothing is attached.
+    pub fn attach_dry_run(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> Result<()> {
+        let request = json!({ "volumeId": volume_id, "instanceId": instance_id, "device": device, "dryRun": true });
+        self.call(
+            caller,
+            "AttachVolume",
+            request,
+            |t| {
+                let v = self.record(volume_id)?;
+                t.resources.push(self.volume_arn(volume_id));
+                let instance = self.instance_target(instance_id);
+                t.resources.push(instance.arn.clone());
+                self.authorize(
+                    caller,
+                    "ec2:AttachVolume",
+                    &[instance, self.volume_target(&v)],
+                )?;
+                dry_run(true)
+            },
+            |_| Value::Null,
+        )
+    }
+
     fn attach_op(
         &self,
         caller: &Caller,
@@ -1514,6 +1602,19 @@ impl Ec2 {
         force: bool,
         detach: impl FnOnce(&AttachmentRecord) -> Result<()>,
     ) -> Result<AttachmentRecord> {
+        self.detach_volume_with(caller, volume_id, force, false, detach)
+    }
+
+    /// [`Ec2::detach_volume`] with EC2's DryRun: authorized, then
+    /// DryRunOperation before `detach` is called.
+    pub fn detach_volume_with(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        force: bool,
+        dry: bool,
+        detach: impl FnOnce(&AttachmentRecord) -> Result<()>,
+    ) -> Result<AttachmentRecord> {
         let request = json!({ "volumeId": volume_id, "force": force.then_some(true) });
         self.call(
             caller,
@@ -1534,6 +1635,7 @@ impl Ec2 {
                     "ec2:DetachVolume",
                     &[instance, self.volume_target(&v)],
                 )?;
+                dry_run(dry)?;
                 detach(&a)?;
                 Ok(a)
             },
@@ -1868,18 +1970,21 @@ fn matches_filter(v: &VolumeRecord, f: &Filter) -> bool {
         .any(|want| values.iter().any(|have| glob(want, have)))
 }
 
-fn encode_token(last: &str) -> String {
+/// A NextToken of a listing of `what` (`volumes`, `tags`): where the next page
+/// starts after.
+fn encode_token(what: &str, last: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("ebsim-volumes:{last}"))
+    base64::engine::general_purpose::STANDARD.encode(format!("ebsim-{what}:{last}"))
 }
 
-fn decode_token(t: &str) -> Result<String> {
+fn decode_token(what: &str, t: &str) -> Result<String> {
     use base64::Engine;
+    let prefix = format!("ebsim-{what}:");
     base64::engine::general_purpose::STANDARD
         .decode(t)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("ebsim-volumes:").map(str::to_string))
+        .and_then(|s| s.strip_prefix(&prefix).map(str::to_string))
         .ok_or_else(|| {
             err(
                 ErrorKind::InvalidParameterValue,

@@ -194,6 +194,7 @@ pub struct DescribeVolumesRequest {
     pub filters: Vec<Filter>,
     pub max_results: Option<u32>,
     pub next_token: Option<String>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,6 +380,104 @@ pub struct ListChangedBlocksResponse {
     pub expiry_time: crate::kms::api::Time,
     pub volume_size: u64,
     pub block_size: u64,
+}
+
+/// A tag as CreateTags and DeleteTags take it: CreateTags' missing value is
+/// `""`; DeleteTags removes the key whatever its value when none is given, and
+/// only if it matches when one is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TagRef {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// One tag of one resource (DescribeTags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagDescription {
+    pub key: String,
+    pub resource_id: String,
+    /// `volume` or `snapshot`.
+    pub resource_type: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeTagsRequest {
+    /// `key`, `value`, `resource-id`, `resource-type`, `tag:<key>`.
+    pub filters: Vec<Filter>,
+    pub max_results: Option<u32>,
+    pub next_token: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeTagsResponse {
+    pub tags: Vec<TagDescription>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeAvailabilityZonesRequest {
+    pub zone_names: Vec<String>,
+    pub zone_ids: Vec<String>,
+    /// Accepted: every zone ebsim has is opted in.
+    pub all_availability_zones: Option<bool>,
+    /// `zone-name`, `zone-id`, `region-name`, `state`, `zone-type`, `group-name`,
+    /// `opt-in-status`.
+    pub filters: Vec<Filter>,
+    pub dry_run: bool,
+}
+
+/// `AvailabilityZone` in DescribeAvailabilityZones' response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AvailabilityZone {
+    pub opt_in_status: String,
+    pub region_name: String,
+    pub zone_name: String,
+    pub zone_id: String,
+    pub group_name: String,
+    pub network_border_group: String,
+    pub zone_type: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeAvailabilityZonesResponse {
+    pub availability_zones: Vec<AvailabilityZone>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeRegionsRequest {
+    pub region_names: Vec<String>,
+    /// Accepted: every region ebsim has is opted in.
+    pub all_regions: Option<bool>,
+    /// `region-name`, `endpoint`, `opt-in-status`.
+    pub filters: Vec<Filter>,
+    pub dry_run: bool,
+}
+
+/// `Region` in DescribeRegions' response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Region {
+    pub endpoint: String,
+    pub region_name: String,
+    pub opt_in_status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeRegionsResponse {
+    pub regions: Vec<Region>,
 }
 
 // ---- simulated instances (src/ec2/instances.rs) -----------------------------

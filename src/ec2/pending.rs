@@ -540,12 +540,18 @@ impl Ec2 {
     /// An ebsim extension, authorized as `ec2:Cleanup` on `*` and recorded as
     /// `Cleanup`.
     pub fn cleanup(&self, caller: &crate::kms::access::Caller) -> Result<Cleanup> {
+        self.cleanup_with(caller, false)
+    }
+
+    /// [`Ec2::cleanup`] with EC2's DryRun.
+    pub fn cleanup_with(&self, caller: &crate::kms::access::Caller, dry: bool) -> Result<Cleanup> {
         self.call(
             caller,
             "Cleanup",
             serde_json::json!({}),
             |_| {
                 self.authorize(caller, "ec2:Cleanup", &[super::authz::Target::any()])?;
+                super::dry_run(dry)?;
                 self.cleanup_op()
             },
             |c| {

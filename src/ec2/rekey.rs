@@ -21,6 +21,19 @@ impl Ec2 {
         kms_key_id: &str,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Volume> {
+        self.rekey_volume_with(caller, volume_id, kms_key_id, false, progress)
+    }
+
+    /// [`Ec2::rekey_volume`] with EC2's DryRun: the volume's state and the new
+    /// key are checked, then DryRunOperation before any KMS call for a data key.
+    pub fn rekey_volume_with(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        kms_key_id: &str,
+        dry: bool,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Volume> {
         let request = serde_json::json!({ "volumeId": volume_id, "kmsKeyId": kms_key_id });
         self.call(
             caller,
@@ -34,7 +47,7 @@ impl Ec2 {
                 // it moves to as ec2:KmsKeyId (as the request gave it).
                 let target = self.volume_target(&v).key("ec2:KmsKeyId", kms_key_id);
                 self.authorize(caller, "ec2:RekeyVolume", &[target])?;
-                self.rekey_volume_op(caller, v, kms_key_id, progress)
+                self.rekey_volume_op(caller, v, kms_key_id, dry, progress)
             },
             super::trail::volume_response,
         )
@@ -45,6 +58,7 @@ impl Ec2 {
         caller: &Caller,
         v: VolumeRecord,
         kms_key_id: &str,
+        dry: bool,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Volume> {
         let volume_id = v.volume_id.clone();
@@ -64,6 +78,7 @@ impl Ec2 {
             ));
         }
         let new_arn = self.resolve_key(caller, kms_key_id)?;
+        super::dry_run(dry)?;
         let (image, _) = self.open_image(caller, &v, None)?;
         let new_key = match &image.header().rekey {
             Some(r) if r.kms_key_arn != new_arn => {

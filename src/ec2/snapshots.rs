@@ -83,7 +83,7 @@ pub(super) struct RestoreSource {
     encrypt: bool,
 }
 
-fn snapshot_not_found(id: &str) -> Error {
+pub(super) fn snapshot_not_found(id: &str) -> Error {
     err(
         ErrorKind::InvalidSnapshotNotFound,
         format!("The snapshot '{id}' does not exist."),
@@ -285,6 +285,20 @@ impl Ec2 {
         tags: Vec<Tag>,
         elsewhere: impl FnOnce(&VolumeRecord) -> Result<Option<Snapshot>>,
     ) -> Result<Snapshot> {
+        self.create_snapshot_via_with(caller, volume_id, description, tags, false, elsewhere)
+    }
+
+    /// [`Ec2::create_snapshot_via`] with EC2's DryRun: authorized, then
+    /// DryRunOperation before `elsewhere` is asked.
+    pub fn create_snapshot_via_with(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        description: &str,
+        tags: Vec<Tag>,
+        dry: bool,
+        elsewhere: impl FnOnce(&VolumeRecord) -> Result<Option<Snapshot>>,
+    ) -> Result<Snapshot> {
         let request = json!({
             "volumeId": volume_id,
             "description": description,
@@ -311,6 +325,7 @@ impl Ec2 {
                     &[self.volume_target(&v), new.clone()],
                 )?;
                 self.authorize_tags(caller, "CreateSnapshot", &new, &tags)?;
+                super::dry_run(dry)?;
                 let s = match elsewhere(&v)? {
                     Some(s) => s,
                     None => self.create_snapshot_here(caller, v, description, tags)?,
@@ -497,6 +512,17 @@ impl Ec2 {
         snapshot_ids: &[String],
         filters: &[Filter],
     ) -> Result<DescribeSnapshotsResponse> {
+        self.describe_snapshots_with(caller, snapshot_ids, filters, false)
+    }
+
+    /// [`Ec2::describe_snapshots`] with EC2's DryRun.
+    pub fn describe_snapshots_with(
+        &self,
+        caller: &Caller,
+        snapshot_ids: &[String],
+        filters: &[Filter],
+        dry: bool,
+    ) -> Result<DescribeSnapshotsResponse> {
         let request = json!({
             "snapshotSet": trail::id_set("snapshotId", snapshot_ids),
             "filterSet": trail::filter_set(filters),
@@ -507,6 +533,7 @@ impl Ec2 {
             request,
             |_| {
                 self.authorize(caller, "ec2:DescribeSnapshots", &[Target::any()])?;
+                super::dry_run(dry)?;
                 self.describe_snapshots_op(snapshot_ids, filters)
             },
             |_| Value::Null,
@@ -608,6 +635,16 @@ impl Ec2 {
     }
 
     pub fn delete_snapshot(&self, caller: &Caller, snapshot_id: &str) -> Result<()> {
+        self.delete_snapshot_with(caller, snapshot_id, false)
+    }
+
+    /// [`Ec2::delete_snapshot`] with EC2's DryRun.
+    pub fn delete_snapshot_with(
+        &self,
+        caller: &Caller,
+        snapshot_id: &str,
+        dry: bool,
+    ) -> Result<()> {
         self.call(
             caller,
             "DeleteSnapshot",
@@ -620,6 +657,7 @@ impl Ec2 {
                     "ec2:DeleteSnapshot",
                     &[self.snapshot_target(self.region(), &s)],
                 )?;
+                super::dry_run(dry)?;
                 self.delete_snapshot_op(snapshot_id)
             },
             |_| json!({ "_return": true }),
@@ -770,6 +808,32 @@ impl Ec2 {
         description: Option<&str>,
         tags: Vec<Tag>,
     ) -> Result<Snapshot> {
+        self.copy_snapshot_with(
+            caller,
+            source_region,
+            source_snapshot_id,
+            encrypted,
+            kms_key_id,
+            description,
+            tags,
+            false,
+        )
+    }
+
+    /// [`Ec2::copy_snapshot`] with EC2's DryRun: the source is read and the key
+    /// resolved (a refusal fails as it would), then DryRunOperation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_snapshot_with(
+        &self,
+        caller: &Caller,
+        source_region: &str,
+        source_snapshot_id: &str,
+        encrypted: Option<bool>,
+        kms_key_id: Option<&str>,
+        description: Option<&str>,
+        tags: Vec<Tag>,
+        dry: bool,
+    ) -> Result<Snapshot> {
         let request = json!({
             "sourceRegion": source_region,
             "sourceSnapshotId": source_snapshot_id,
@@ -792,6 +856,7 @@ impl Ec2 {
                     kms_key_id,
                     description,
                     tags,
+                    dry,
                     t,
                 )
             },
@@ -809,6 +874,7 @@ impl Ec2 {
         kms_key_id: Option<&str>,
         description: Option<&str>,
         tags: Vec<Tag>,
+        dry: bool,
         trail: &mut trail::Trail,
     ) -> Result<Snapshot> {
         crate::home::validate_region(source_region)?;
@@ -872,6 +938,7 @@ impl Ec2 {
         } else {
             None
         };
+        super::dry_run(dry)?;
         let snapshot_id = new_id("snap");
         trail
             .resources

@@ -17,7 +17,7 @@
 //! (up to 30 s), idle connections close.
 
 use super::sigv4::{self, AuthError, Protocol, Received};
-use super::{Config, iam, json, status, sts};
+use super::{Config, ec2, iam, json, query, status, sts};
 use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
@@ -457,6 +457,42 @@ fn process(
                 ),
             }
         }
+        (None, "ec2") => {
+            // EC2's Query: the query string's parameters and, for a POST, the
+            // form body's (src/server/ec2.rs decodes, runs and answers).
+            let mut params = match query::parse_form(received.query.unwrap_or("").as_bytes()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let r = ec2::error_response(&e, request_id);
+                    return (
+                        respond(r.status, "text/xml;charset=UTF-8", r.xml, request_id),
+                        format!("{what} by {who}: {}", e.code()),
+                    );
+                }
+            };
+            if method == Method::POST {
+                match query::parse_form(body) {
+                    Ok(p) => params.extend(p),
+                    Err(e) => {
+                        let r = ec2::error_response(&e, request_id);
+                        return (
+                            respond(r.status, "text/xml;charset=UTF-8", r.xml, request_id),
+                            format!("{what} by {who}: {}", e.code()),
+                        );
+                    }
+                }
+            }
+            let action = params
+                .iter()
+                .find(|(k, _)| k == "Action")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let r = ec2::handle(services, &ctx, &params);
+            (
+                respond(r.status, "text/xml;charset=UTF-8", r.xml, request_id),
+                format!("ec2.{action} by {who}: {}", r.status),
+            )
+        }
         (None, service) => fail(
             protocol,
             service,
@@ -464,7 +500,7 @@ fn process(
                 "InvalidAction",
                 400,
                 format!(
-                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts and iam over Query)"
+                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts, iam and ec2 over Query)"
                 ),
             ),
             what,

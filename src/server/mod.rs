@@ -12,9 +12,11 @@
 //! The server holds no engine: it calls the data root's [`Services`], one per
 //! server, shared by every connection.
 
+pub mod ec2;
 pub mod http;
 pub mod iam;
 pub mod json;
+pub mod query;
 pub mod sigv4;
 pub mod status;
 pub mod sts;

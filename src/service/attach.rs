@@ -41,6 +41,9 @@ pub struct AttachVolumeRequest {
     pub instance_id: Option<String>,
     /// Where the volume is served when absent (the FUSE file, or the NBD URI).
     pub device: Option<String>,
+    /// EC2's DryRun (AttachVolume through the table): authorized, then
+    /// DryRunOperation; no process is started.
+    pub dry_run: bool,
 }
 
 /// DetachVolume's request, in EC2's member names.
@@ -53,6 +56,7 @@ pub struct DetachVolumeRequest {
     /// Accepted and ignored: a volume has one attachment.
     pub instance_id: Option<String>,
     pub device: Option<String>,
+    pub dry_run: bool,
 }
 
 /// The instance this machine plays: `i-` and 17 hex digits of its host name's
@@ -129,6 +133,16 @@ pub fn attach_volume(
     req: &AttachVolumeRequest,
     launch: Launch,
 ) -> Result<Value> {
+    if req.dry_run {
+        let ec2 = services.ec2_engine(&ctx.region)?;
+        let instance = req.instance_id.clone().unwrap_or_else(default_instance_id);
+        ec2.attach_dry_run(
+            &ctx.caller,
+            &req.volume_id,
+            &instance,
+            req.device.as_deref().unwrap_or(""),
+        )?;
+    }
     let a = start(services, ctx, &req.volume_id, launch)?;
     Ok(attachment_response(&req.volume_id, &a, "attached"))
 }
@@ -253,6 +267,9 @@ pub fn attach_to_instance(
             ),
         ));
     }
+    if req.dry_run {
+        ec2.attach_dry_run(&ctx.caller, &req.volume_id, instance_id, device)?;
+    }
     let launcher = services.launcher().ok_or_else(|| {
         Error::new(
             ErrorKind::UnsupportedOperation,
@@ -309,7 +326,7 @@ pub fn detach_volume(
     let ec2 = services.ec2_engine(&ctx.region)?;
     let host = services.host(&ctx.region)?;
     let id = req.volume_id.as_str();
-    let a = ec2.detach_volume(&ctx.caller, id, req.force, |a| {
+    let a = ec2.detach_volume_with(&ctx.caller, id, req.force, req.dry_run, |a| {
         stop_attachment(&ec2, &host, id, a, req.force)
     })?;
     Ok(attachment_response(id, &a, "detached"))
@@ -419,11 +436,12 @@ pub fn create_snapshot(
     let ec2 = services.ec2_engine(&ctx.region)?;
     let host = services.host(&ctx.region)?;
     let description = req.description.as_str();
-    ec2.create_snapshot_via(
+    ec2.create_snapshot_via_with(
         &ctx.caller,
         &req.volume_id,
         description,
         tags.clone(),
+        req.dry_run,
         |v| snapshot_elsewhere(&ec2, &host, v, description, &tags),
     )
     .map(to_value)

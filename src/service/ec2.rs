@@ -22,11 +22,13 @@ use crate::kms::access::Caller;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// An operation whose request has no members (besides EC2's `DryRun`, which these
-/// do not take).
+/// An operation whose request has only EC2's `DryRun` (the account's EBS
+/// encryption settings, ebsim's Cleanup).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct EmptyRequest {}
+pub struct DryRunRequest {
+    pub dry_run: bool,
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -39,6 +41,7 @@ pub struct DeleteVolumeRequest {
 #[serde(rename_all = "PascalCase", default)]
 pub struct ModifyEbsDefaultKmsKeyIdRequest {
     pub kms_key_id: String,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +51,7 @@ pub struct CreateSnapshotRequest {
     pub description: String,
     /// Only `ResourceType=snapshot` (see [`snapshot_tags`]).
     pub tag_specifications: Vec<TagSpecification>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,12 +61,14 @@ pub struct DescribeSnapshotsRequest {
     pub filters: Vec<Filter>,
     /// Accepted and ignored: every snapshot here is the account's own.
     pub owner_ids: Vec<String>,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DeleteSnapshotRequest {
     pub snapshot_id: String,
+    pub dry_run: bool,
 }
 
 /// Sent to the destination region (the request context's).
@@ -75,6 +81,26 @@ pub struct CopySnapshotRequest {
     pub kms_key_id: Option<String>,
     pub description: Option<String>,
     pub tag_specifications: Vec<TagSpecification>,
+    /// What SDKs add for a copy from another region (botocore's
+    /// `inject_presigned_url_ec2`): the region the request is sent to, which
+    /// must be this one.
+    pub destination_region: Option<String>,
+    /// The SDK's presigned CopySnapshot request for the source region. Accepted
+    /// here as it is; verifying its SigV4 signature is the wire server's work
+    /// (the service layer knows no credentials): ebsim's source and destination
+    /// regions share one data root, so the copy itself does not need it.
+    pub presigned_url: Option<String>,
+    pub dry_run: bool,
+}
+
+/// CreateTags and DeleteTags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TagsRequest {
+    /// Volume and snapshot ids.
+    pub resources: Vec<String>,
+    pub tags: Vec<TagRef>,
+    pub dry_run: bool,
 }
 
 /// The EBS direct API's ListChangedBlocks.
@@ -91,6 +117,7 @@ pub struct ListChangedBlocksRequest {
 pub struct RekeyVolumeRequest {
     pub volume_id: String,
     pub kms_key_id: String,
+    pub dry_run: bool,
 }
 
 macro_rules! operations {
@@ -131,21 +158,26 @@ operations! {
     DescribeVolumes => "DescribeVolumes" (DescribeVolumesRequest);
     DeleteVolume => "DeleteVolume" (DeleteVolumeRequest);
     ModifyVolume => "ModifyVolume" (ModifyVolumeRequest);
-    EnableEbsEncryptionByDefault => "EnableEbsEncryptionByDefault" (EmptyRequest);
-    DisableEbsEncryptionByDefault => "DisableEbsEncryptionByDefault" (EmptyRequest);
-    GetEbsEncryptionByDefault => "GetEbsEncryptionByDefault" (EmptyRequest);
-    GetEbsDefaultKmsKeyId => "GetEbsDefaultKmsKeyId" (EmptyRequest);
+    EnableEbsEncryptionByDefault => "EnableEbsEncryptionByDefault" (DryRunRequest);
+    DisableEbsEncryptionByDefault => "DisableEbsEncryptionByDefault" (DryRunRequest);
+    GetEbsEncryptionByDefault => "GetEbsEncryptionByDefault" (DryRunRequest);
+    GetEbsDefaultKmsKeyId => "GetEbsDefaultKmsKeyId" (DryRunRequest);
     ModifyEbsDefaultKmsKeyId => "ModifyEbsDefaultKmsKeyId" (ModifyEbsDefaultKmsKeyIdRequest);
-    ResetEbsDefaultKmsKeyId => "ResetEbsDefaultKmsKeyId" (EmptyRequest);
+    ResetEbsDefaultKmsKeyId => "ResetEbsDefaultKmsKeyId" (DryRunRequest);
     AttachVolume => "AttachVolume" (super::attach::AttachVolumeRequest);
     DetachVolume => "DetachVolume" (super::attach::DetachVolumeRequest);
     CreateSnapshot => "CreateSnapshot" (CreateSnapshotRequest);
     DescribeSnapshots => "DescribeSnapshots" (DescribeSnapshotsRequest);
     DeleteSnapshot => "DeleteSnapshot" (DeleteSnapshotRequest);
     CopySnapshot => "CopySnapshot" (CopySnapshotRequest);
+    CreateTags => "CreateTags" (TagsRequest);
+    DeleteTags => "DeleteTags" (TagsRequest);
+    DescribeTags => "DescribeTags" (DescribeTagsRequest);
+    DescribeAvailabilityZones => "DescribeAvailabilityZones" (DescribeAvailabilityZonesRequest);
+    DescribeRegions => "DescribeRegions" (DescribeRegionsRequest);
     ListChangedBlocks => "ListChangedBlocks" (ListChangedBlocksRequest);
     RekeyVolume => "RekeyVolume" (RekeyVolumeRequest);
-    Cleanup => "Cleanup" (EmptyRequest);
+    Cleanup => "Cleanup" (DryRunRequest);
     RunInstances => "RunInstances" (RunInstancesRequest);
     DescribeInstances => "DescribeInstances" (DescribeInstancesRequest);
     TerminateInstances => "TerminateInstances" (TerminateInstancesRequest);
@@ -164,20 +196,24 @@ impl Ec2Request {
                 .delete_volume(caller, &r.volume_id, r.dry_run)
                 .map(to_value),
             R::ModifyVolume(r) => ec2.modify_volume(caller, r).map(to_value),
-            R::EnableEbsEncryptionByDefault(_) => ec2
-                .set_ebs_encryption_by_default(caller, true)
+            R::EnableEbsEncryptionByDefault(r) => ec2
+                .set_ebs_encryption_by_default_with(caller, true, r.dry_run)
                 .map(to_value),
-            R::DisableEbsEncryptionByDefault(_) => ec2
-                .set_ebs_encryption_by_default(caller, false)
+            R::DisableEbsEncryptionByDefault(r) => ec2
+                .set_ebs_encryption_by_default_with(caller, false, r.dry_run)
                 .map(to_value),
-            R::GetEbsEncryptionByDefault(_) => {
-                ec2.get_ebs_encryption_by_default(caller).map(to_value)
-            }
-            R::GetEbsDefaultKmsKeyId(_) => ec2.get_ebs_default_kms_key_id(caller).map(to_value),
+            R::GetEbsEncryptionByDefault(r) => ec2
+                .get_ebs_encryption_by_default_with(caller, r.dry_run)
+                .map(to_value),
+            R::GetEbsDefaultKmsKeyId(r) => ec2
+                .get_ebs_default_kms_key_id_with(caller, r.dry_run)
+                .map(to_value),
             R::ModifyEbsDefaultKmsKeyId(r) => ec2
-                .modify_ebs_default_kms_key_id(caller, &r.kms_key_id)
+                .modify_ebs_default_kms_key_id_with(caller, &r.kms_key_id, r.dry_run)
                 .map(to_value),
-            R::ResetEbsDefaultKmsKeyId(_) => ec2.reset_ebs_default_kms_key_id(caller).map(to_value),
+            R::ResetEbsDefaultKmsKeyId(r) => ec2
+                .reset_ebs_default_kms_key_id_with(caller, r.dry_run)
+                .map(to_value),
             R::AttachVolume(_)
             | R::DetachVolume(_)
             | R::CreateSnapshot(_)
@@ -185,12 +221,25 @@ impl Ec2Request {
                 unreachable!("Services::ec2 runs them through service::attach")
             }
             R::DescribeSnapshots(r) => ec2
-                .describe_snapshots(caller, &r.snapshot_ids, &r.filters)
+                .describe_snapshots_with(caller, &r.snapshot_ids, &r.filters, r.dry_run)
                 .map(to_value),
-            R::DeleteSnapshot(r) => ec2.delete_snapshot(caller, &r.snapshot_id).map(to_value),
+            R::DeleteSnapshot(r) => ec2
+                .delete_snapshot_with(caller, &r.snapshot_id, r.dry_run)
+                .map(to_value),
             R::CopySnapshot(r) => {
+                if let Some(d) = r.destination_region.as_deref()
+                    && d != ec2.region()
+                {
+                    return Err(Error::new(
+                        ErrorKind::InvalidParameterValue,
+                        format!(
+                            "DestinationRegion {d} is not the region this request was sent to ({}).",
+                            ec2.region()
+                        ),
+                    ));
+                }
                 let tags = snapshot_tags(r.tag_specifications)?;
-                let s = ec2.copy_snapshot(
+                let s = ec2.copy_snapshot_with(
                     caller,
                     &r.source_region,
                     &r.source_snapshot_id,
@@ -198,6 +247,7 @@ impl Ec2Request {
                     r.kms_key_id.as_deref(),
                     r.description.as_deref(),
                     tags,
+                    r.dry_run,
                 )?;
                 // CopySnapshot answers with the new id only.
                 Ok(json!({ "SnapshotId": s.snapshot_id }))
@@ -205,8 +255,19 @@ impl Ec2Request {
             R::ListChangedBlocks(r) => ec2
                 .list_changed_blocks(caller, &r.first_snapshot_id, &r.second_snapshot_id)
                 .map(to_value),
+            R::CreateTags(r) => ec2
+                .create_tags(caller, &r.resources, &r.tags, r.dry_run)
+                .map(to_value),
+            R::DeleteTags(r) => ec2
+                .delete_tags(caller, &r.resources, &r.tags, r.dry_run)
+                .map(to_value),
+            R::DescribeTags(r) => ec2.describe_tags(caller, r).map(to_value),
+            R::DescribeAvailabilityZones(r) => {
+                ec2.describe_availability_zones(caller, r).map(to_value)
+            }
+            R::DescribeRegions(r) => ec2.describe_regions(caller, r).map(to_value),
             R::RekeyVolume(r) => rekey_volume(ec2, caller, r),
-            R::Cleanup(_) => ec2.cleanup(caller).map(to_value),
+            R::Cleanup(r) => ec2.cleanup_with(caller, r.dry_run).map(to_value),
             R::RunInstances(r) => ec2.run_instances(caller, r).map(to_value),
             R::DescribeInstances(r) => ec2.describe_instances(caller, r).map(to_value),
         }
@@ -227,7 +288,7 @@ fn rekey_volume(ec2: &Ec2, caller: &Caller, r: RekeyVolumeRequest) -> Result<Val
             p(&what, done, total);
         }
     };
-    let out = ec2.rekey_volume(caller, &r.volume_id, &r.kms_key_id, &progress);
+    let out = ec2.rekey_volume_with(caller, &r.volume_id, &r.kms_key_id, r.dry_run, &progress);
     if let (Some(p), Some(total)) = (report.as_deref(), last_total.get()) {
         p(&what, total, total);
     }

@@ -1,0 +1,21 @@
+# Tags on volumes and snapshots (create, overwrite, describe, delete), zones, regions, DryRun.
+VOL=$(ebsim ec2 create-volume --size-bytes 1048576 --query VolumeId --output text)
+SNAP=$(ebsim ec2 create-snapshot --volume-id $VOL --query SnapshotId --output text)
+t "ebsim ec2 create-tags --resources $VOL $SNAP --tags Key=env,Value=prod Key=owner"
+t "ebsim ec2 create-tags --resources $VOL --tags Key=env,Value=test"
+t "ebsim ec2 describe-tags --output text"
+t "ebsim ec2 describe-tags --filters Name=resource-type,Values=snapshot Name=key,Values=env"
+t "ebsim ec2 describe-volumes --filters Name=tag:env,Values=test --query 'Volumes[].VolumeId' --output text"
+t "ebsim ec2 delete-tags --resources $SNAP --tags Key=env,Value=other Key=owner"
+t "ebsim ec2 describe-snapshots --snapshot-ids $SNAP --query 'Snapshots[0].Tags'"
+t "ebsim ec2 delete-tags --resources $VOL"
+t "ebsim ec2 describe-tags --filters Name=resource-id,Values=$VOL --query 'length(Tags)'"
+t "ebsim ec2 create-tags --resources i-0123456789abcdef0 --tags Key=k,Value=v"
+t "ebsim ec2 create-tags --resources $VOL --tags Key=aws:name,Value=v"
+t "ebsim ec2 create-tags --resources $VOL --tags Key=k,Value=v --dry-run"
+t "ebsim ec2 describe-availability-zones --query 'AvailabilityZones[].[ZoneName, ZoneId, State]' --output text"
+t "ebsim ec2 describe-availability-zones --zone-names us-east-1z"
+t "ebsim --region eu-west-1 ec2 describe-regions --output text"
+t "ebsim ec2 describe-regions --region-names ap-southeast-2 --query 'Regions[0].Endpoint' --output text"
+t "ebsim ec2 describe-snapshots --dry-run"
+t "ebsim ec2 get-ebs-encryption-by-default --dry-run"
