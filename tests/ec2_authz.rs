@@ -149,7 +149,13 @@ fn check(env: &Env, action: &str, extra: &[&str], op: impl Fn(&Caller) -> ebsim:
     let name = action.replace(':', "-");
     let nobody = user(env, &format!("no-{name}"), None);
     let e = op(&nobody).unwrap_err();
-    assert_eq!(e.kind(), K::UnauthorizedOperation, "{action}: {e}");
+    // The EBS direct APIs refuse in their own words (AccessDeniedException).
+    let refused = if action.starts_with("ebs:") {
+        K::AccessDenied
+    } else {
+        K::UnauthorizedOperation
+    };
+    assert_eq!(e.kind(), refused, "{action}: {e}");
     assert!(
         e.message().contains(&format!(
             "is not authorized to perform: {action} on resource: "
@@ -257,7 +263,10 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
     // Every refusal is in the log, as CloudTrail records EC2's errors.
     let refused: Vec<Value> = records(&env)
         .into_iter()
-        .filter(|r| r["errorCode"] == "Client.UnauthorizedOperation")
+        .filter(|r| {
+            r["errorCode"] == "Client.UnauthorizedOperation"
+                || r["errorCode"] == "AccessDeniedException"
+        })
         .collect();
     assert_eq!(refused.len(), 17);
     for r in &refused {
@@ -275,6 +284,8 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
         .filter(|r| r["eventSource"] == "ebs.amazonaws.com")
         .collect();
     assert_eq!(ebs.len(), 1, "ListChangedBlocks is the EBS direct API's");
+    // In the EBS direct APIs' words, without EC2's `Client.` prefix.
+    assert_eq!(ebs[0]["errorCode"], "AccessDeniedException");
 
     // Principals of another account are refused, even its root.
     let stranger = Caller::account_root("444455556666");

@@ -1,6 +1,7 @@
 //! The HTTP/1.1 server: one endpoint, every service behind it, told apart the way
 //! AWS's SDKs address them — `X-Amz-Target` for the JSON protocol (KMS,
-//! CloudTrail), otherwise the Query protocol (STS, IAM), with the service and region
+//! CloudTrail), otherwise the Query protocol (STS, IAM) or, for the signing name
+//! `ebs`, REST-JSON (the EBS direct APIs, ebs.rs), with the service and region
 //! taken from the SigV4 credential scope.
 //!
 //! Per request: read the body (limited in size and time), wait for one of the
@@ -17,7 +18,7 @@
 //! (up to 30 s), idle connections close.
 
 use super::sigv4::{self, AuthError, Protocol, Received};
-use super::{Config, iam, json, status, sts};
+use super::{Config, ebs, iam, json, status, sts};
 use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
@@ -73,7 +74,7 @@ impl WireError {
             e.code()
         } else if status >= 500 {
             "InternalFailure"
-        } else if protocol == Protocol::Json {
+        } else if matches!(protocol, Protocol::Json | Protocol::RestJson) {
             "ValidationException"
         } else {
             "ValidationError"
@@ -119,6 +120,8 @@ fn error_response(protocol: Protocol, service: &str, e: &WireError, request_id: 
                 request_id,
             )
         }
+        // REST-JSON (the EBS direct APIs): the code in a header.
+        Protocol::RestJson => ebs::error_reply(&e.code, &e.message, None, request_id),
         // EC2's own error document.
         Protocol::Ec2Query => respond(
             e.status,
@@ -321,6 +324,9 @@ fn process(
     if protocol != Protocol::Json && claim.service == "ec2" {
         protocol = Protocol::Ec2Query;
     }
+    if protocol != Protocol::Json && claim.service == "ebs" {
+        protocol = Protocol::RestJson;
+    }
     // JSON: the operation, and the service it belongs to, from X-Amz-Target.
     let target = headers
         .get("x-amz-target")
@@ -415,6 +421,11 @@ fn process(
                 Err(e) => fail(protocol, service, WireError::service(&e, protocol), what),
             }
         }
+        // The EBS direct APIs: REST-JSON, the operation from the method and path.
+        (None, "ebs") => {
+            let (response, what) = ebs::call(services, &ctx, method, uri, headers, body);
+            (response, format!("{what} by {who}"))
+        }
         (None, service @ ("sts" | "iam")) => {
             let mut params = received.query.map(sigv4::query_pairs).unwrap_or_default();
             if method == Method::POST {
@@ -457,7 +468,7 @@ fn process(
                 "InvalidAction",
                 400,
                 format!(
-                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts and iam over Query)"
+                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts and iam over Query, ebs over REST-JSON)"
                 ),
             ),
             what,
