@@ -358,6 +358,44 @@ fn aws_cli_v2_lists_snapshot_blocks() {
     let out = run(c);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "3", "5"]);
     let dir = s.path("v2");
+    // get-snapshot-block writes the block to its OUTFILE: block 5 is pattern 4.
+    let mut c = client("/usr/bin/aws", &srv, &key);
+    c.args([
+        "--endpoint-url",
+        &srv.endpoint(),
+        "ebs",
+        "list-snapshot-blocks",
+        "--snapshot-id",
+        &second,
+        "--starting-block-index",
+        "5",
+        "--query",
+        "Blocks[0].BlockToken",
+        "--output",
+        "text",
+    ]);
+    let token = run(c).trim().to_string();
+    let mut c = client("/usr/bin/aws", &srv, &key);
+    c.args([
+        "--endpoint-url",
+        &srv.endpoint(),
+        "ebs",
+        "get-snapshot-block",
+        "--snapshot-id",
+        &second,
+        "--block-index",
+        "5",
+        "--block-token",
+        &token,
+        "block5",
+        "--query",
+        "DataLength",
+        "--output",
+        "text",
+    ]);
+    c.current_dir(&dir);
+    assert_eq!(run(c).trim(), "524288");
+    assert!(std::fs::read(dir.join("block5")).unwrap() == pattern(4));
     let mut c = client("/usr/bin/aws", &srv, &key);
     c.args([
         "--endpoint-url",
@@ -587,5 +625,94 @@ fn an_uncompleted_snapshot_past_its_timeout_is_settled_and_leaves_no_blocks() {
     clock.advance(chrono::TimeDelta::minutes(200));
     ec2.describe_snapshots(&me, &[], &[]).unwrap();
     ec2.collect_blocks().unwrap();
+    assert_eq!(stored(), 1);
+}
+
+/// A PutSnapshotBlock killed between storing its block and naming it leaves the
+/// block to the next process that opens the region, which collects it; the
+/// snapshot is still pending and takes the block again.
+#[test]
+fn a_put_killed_before_its_commit_leaves_no_block_behind() {
+    let s = Sandbox::new();
+    let dir = s.path("crash");
+    let data = pattern(7);
+    let file = dir.join("block");
+    std::fs::write(&file, &data).unwrap();
+    let sum = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data))
+    };
+    let snap = s.ok(&[
+        "ebs",
+        "start-snapshot",
+        "--volume-size",
+        "1",
+        "--query",
+        "SnapshotId",
+        "--output",
+        "text",
+    ]);
+    let blockfile = format!("fileb://{}", file.display());
+    let put: Vec<&str> = vec![
+        "ebs",
+        "put-snapshot-block",
+        "--snapshot-id",
+        &snap,
+        "--block-index",
+        "1",
+        "--block-data",
+        &blockfile,
+        "--data-length",
+        "524288",
+        "--checksum",
+        &sum,
+        "--checksum-algorithm",
+        "SHA256",
+    ];
+    let blocks_dir = s.home().join("regions/us-east-1/snapshots/blocks");
+    let stored = || {
+        common::all_files(&blocks_dir)
+            .iter()
+            .filter(|(p, _)| p.extension().is_some_and(|x| x == "blk"))
+            .count()
+    };
+    let killed = Command::new(env!("CARGO_BIN_EXE_ebsim"))
+        .args(&put)
+        .env("EBSIM_HOME", s.home())
+        .env("EBSIM_FAULT", "put-block:after-store")
+        .env_remove("EBSIM_NOW")
+        .output()
+        .unwrap();
+    assert!(killed.status.code().is_none(), "not killed: {killed:?}");
+    assert_eq!(stored(), 1, "the block was stored before the kill");
+    // The next command collects it; the snapshot is still pending.
+    let state = s.ok(&[
+        "ec2",
+        "describe-snapshots",
+        "--snapshot-ids",
+        &snap,
+        "--query",
+        "Snapshots[0].State",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(state, "pending");
+    assert_eq!(stored(), 0, "the unnamed block is collected");
+    s.ok(&put);
+    assert_eq!(stored(), 1);
+    let done = s.ok(&[
+        "ebs",
+        "complete-snapshot",
+        "--snapshot-id",
+        &snap,
+        "--changed-blocks-count",
+        "1",
+        "--query",
+        "Status",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(done, "completed");
     assert_eq!(stored(), 1);
 }

@@ -18,7 +18,10 @@
 //!   the count (and the aggregated checksum) and completes the record: it is then
 //!   an ordinary snapshot (CreateVolume restores it). One still `pending` past its
 //!   Timeout is set to `error`, and its blocks collected, by the next EBS direct
-//!   call in the region.
+//!   call (or DescribeSnapshots) in the region. Each PutSnapshotBlock asks for a
+//!   collection (kept in `ec2.db`) before it stores its block, so a block a crash
+//!   left unnamed is removed by the next process that opens the region, or by
+//!   CompleteSnapshot.
 //! - Errors carry the EBS model's reason as [`Field::Reason`]; the service layer
 //!   (`service::ebs`) turns EC2's and the KMS's errors into the EBS model's.
 
@@ -252,7 +255,7 @@ impl Ec2 {
 
     /// Sets every snapshot written through StartSnapshot and still `pending` past
     /// its Timeout to `error`, and collects its blocks.
-    fn settle_direct_snapshots(&self) -> Result<()> {
+    pub(super) fn settle_direct_snapshots(&self) -> Result<()> {
         let now = self.kms.clock().now();
         let overdue = |s: &SnapshotRecord| {
             s.state == "pending" && s.direct.as_ref().is_some_and(|d| d.deadline <= now)
@@ -457,6 +460,9 @@ impl Ec2 {
             request,
             |t| {
                 self.direct_snapshot(caller, "ebs:GetSnapshotBlock", snapshot_id, t)?;
+                // Held from before the manifest is read until the block is: no
+                // collection removes it (its snapshot deleted meanwhile) in between.
+                let reading = self.blocks.share()?;
                 let s = self.completed_snapshot(snapshot_id)?;
                 let key = self.token_key()?;
                 let now = self.kms.clock().now();
@@ -471,12 +477,11 @@ impl Ec2 {
                 } else {
                     None
                 };
-                let stored = {
-                    let _reading = self.blocks.share()?;
-                    self.blocks
-                        .get(digest)
-                        .map_err(|e| e.context(format!("{snapshot_id} block {index}")))?
-                };
+                let stored = self
+                    .blocks
+                    .get(digest)
+                    .map_err(|e| e.context(format!("{snapshot_id} block {index}")))?;
+                drop(reading);
                 let mut data = zeroize::Zeroizing::new(Vec::with_capacity(usize_of(BLOCK)));
                 data.extend_from_slice(&stored);
                 data.resize(usize_of(BLOCK), 0);
@@ -855,6 +860,12 @@ impl Ec2 {
                 .map_err(|e| Error::new(ErrorKind::VolumeImage, format!("{id}: {e}")))?;
             units::encrypt(&x, index * BLOCK / DATA_UNIT, &mut data);
         }
+        // A block is stored before the record names it: a crash in between leaves
+        // it unnamed, so a collection is asked for first (kept in ec2.db, the next
+        // process to open the region runs it); CompleteSnapshot runs it.
+        if !self.block_collection_requested()? {
+            self.request_block_collection()?;
+        }
         let writing = self.blocks.share()?;
         let digest = if units::is_zero(&data) {
             None
@@ -863,6 +874,7 @@ impl Ec2 {
             self.blocks.sync()?;
             Some(d)
         };
+        crate::fault::point("put-block:after-store");
         drop(data);
         let now = self.kms.clock().now();
         let committed = self.write(|tx| {
@@ -878,7 +890,7 @@ impl Ec2 {
                     )
                 })?;
             Self::check_writable(&cur, &now)?;
-            let replaced = match &digest {
+            match &digest {
                 Some(d) => cur.blocks.insert(index, d.clone()),
                 None => cur.blocks.remove(&index),
             };
@@ -888,21 +900,12 @@ impl Ec2 {
             if let Some(p) = r.progress {
                 cur.progress = p;
             }
-            tx.put_snapshot(&cur)?;
-            Ok(replaced.is_some_and(|old| Some(&old) != digest.as_ref()))
+            tx.put_snapshot(&cur)
         });
         drop(writing);
-        match committed {
-            // A block written again leaves its first version unnamed: collected later.
-            Ok(true) => self.request_block_collection()?,
-            Ok(false) => {}
-            Err(e) => {
-                if digest.is_some() {
-                    self.request_block_collection()?;
-                }
-                return Err(e);
-            }
-        }
+        // A block written again leaves its first version unnamed, and a refused
+        // commit the new one: the collection asked for above removes them.
+        committed?;
         Ok(PutSnapshotBlockResponse {
             checksum: sum,
             checksum_algorithm: "SHA256".into(),

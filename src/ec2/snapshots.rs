@@ -524,6 +524,9 @@ impl Ec2 {
         for id in snapshot_ids {
             check_snapshot_id(id)?;
         }
+        // A snapshot written through the EBS direct APIs past its Timeout shows
+        // as `error`, not `pending`.
+        self.settle_direct_snapshots()?;
         let all = self.store.lock().expect("ec2 store").snapshots()?;
         if let Some(missing) = snapshot_ids
             .iter()
