@@ -1043,8 +1043,8 @@ pub fn in_ebs_terms(e: Error) -> Error {
         | ErrorKind::InvalidParameterCombination
         | ErrorKind::MissingParameter
         | ErrorKind::IncorrectState
-        | ErrorKind::Validation
-        | ErrorKind::Tag => (ErrorKind::Validation, "INVALID_PARAMETER_VALUE"),
+        | ErrorKind::Validation => (ErrorKind::Validation, "INVALID_PARAMETER_VALUE"),
+        ErrorKind::Tag => (ErrorKind::Validation, "INVALID_TAG"),
         _ => return e,
     };
     let mut out = Error::new(kind, e.message()).with(Field::Reason, reason);

@@ -90,14 +90,16 @@ pub fn error_reply(code: &str, message: &str, reason: Option<&str>, request_id: 
 /// A service-layer error: its EBS code (ebsim's own failures are
 /// InternalServerException) and reason.
 fn service_error(e: &Error, request_id: &str) -> Response {
-    let code = if e.kind().is_service_error() {
-        e.code()
-    } else if e.kind() == ErrorKind::Usage {
-        "ValidationException"
-    } else {
-        "InternalServerException"
+    let (code, reason) = match e.kind() {
+        // A body that does not read as the request: the model has no
+        // SerializationException; REST-JSON services call it a validation error.
+        ErrorKind::Serialization | ErrorKind::Usage => {
+            ("ValidationException", Some("INVALID_PARAMETER_VALUE"))
+        }
+        k if k.is_service_error() => (e.code(), e.field(Field::Reason)),
+        _ => ("InternalServerException", None),
     };
-    error_reply(code, e.message(), e.field(Field::Reason), request_id)
+    error_reply(code, e.message(), reason, request_id)
 }
 
 fn validation(member: &str, value: &str, constraint: &str) -> Error {
@@ -486,6 +488,14 @@ mod tests {
         assert_eq!(r.headers()["x-amzn-errortype"], "ResourceNotFoundException");
         assert_eq!(r.headers()["x-amzn-requestid"], "rid");
         assert_eq!(status_of("AccessDeniedException"), 403);
+        let bad_body =
+            req(Method::POST, "/snapshots", &[], b"{\"VolumeSize\": \"x\"}").unwrap_err();
+        let r = service_error(&bad_body, "rid");
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()["x-amzn-errortype"], "ValidationException");
+        let r = service_error(&Error::new(ErrorKind::Internal, "disk"), "rid");
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.headers()["x-amzn-errortype"], "InternalServerException");
         assert_eq!(status_of("ValidationException"), 400);
     }
 }
