@@ -396,6 +396,56 @@ fn aws_cli_v2_lists_snapshot_blocks() {
     c.current_dir(&dir);
     assert_eq!(run(c).trim(), "524288");
     assert!(std::fs::read(dir.join("block5")).unwrap() == pattern(4));
+    // A snapshot written with start-snapshot, put-snapshot-block (signed with
+    // UNSIGNED-PAYLOAD) and complete-snapshot.
+    let aws = |args: &[&str]| {
+        let mut c = client("/usr/bin/aws", &srv, &key);
+        c.args(["--endpoint-url", &srv.endpoint(), "ebs"])
+            .args(args)
+            .args(["--output", "text"])
+            .current_dir(&dir);
+        run(c).trim().to_string()
+    };
+    let snap = aws(&[
+        "start-snapshot",
+        "--volume-size",
+        "1",
+        "--query",
+        "SnapshotId",
+    ]);
+    let sum = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(pattern(4)))
+    };
+    let got = aws(&[
+        "put-snapshot-block",
+        "--snapshot-id",
+        &snap,
+        "--block-index",
+        "2",
+        "--block-data",
+        "block5",
+        "--data-length",
+        "524288",
+        "--checksum",
+        &sum,
+        "--checksum-algorithm",
+        "SHA256",
+        "--query",
+        "Checksum",
+    ]);
+    assert_eq!(got, sum);
+    let done = aws(&[
+        "complete-snapshot",
+        "--snapshot-id",
+        &snap,
+        "--changed-blocks-count",
+        "1",
+        "--query",
+        "Status",
+    ]);
+    assert_eq!(done, "completed");
     let mut c = client("/usr/bin/aws", &srv, &key);
     c.args([
         "--endpoint-url",

@@ -79,7 +79,7 @@ pub enum EbsCommand {
         snapshot_id: String,
         #[arg(long)]
         block_index: u64,
-        /// fileb://FILE (or base64)
+        /// FILE: a path, as the AWS CLI takes streaming blobs (fileb://FILE too)
         #[arg(long)]
         block_data: String,
         #[arg(long)]
@@ -203,7 +203,15 @@ pub fn run(ctx: &Ctx, cmd: EbsCommand) -> Result<()> {
         } => EbsRequest::PutSnapshotBlock(PutSnapshotBlockRequest {
             snapshot_id,
             block_index,
-            block_data: input::blob("--block-data", &block_data, ctx.binary)?,
+            block_data: input::blob(
+                "--block-data",
+                &if block_data.starts_with("fileb://") {
+                    block_data
+                } else {
+                    format!("fileb://{block_data}")
+                },
+                ctx.binary,
+            )?,
             data_length,
             progress,
             checksum,
