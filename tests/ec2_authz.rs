@@ -228,6 +228,49 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
     check(&env, "ebs:ListChangedBlocks", &[], |who| {
         ec2.list_changed_blocks(who, &s1, &s2).map(drop)
     });
+    // The other EBS direct APIs (tests/server_ebs.rs reads blocks through them).
+    check(&env, "ebs:ListSnapshotBlocks", &[], |who| {
+        ec2.list_snapshot_blocks(who, &s1, &BlockPage::default())
+            .map(drop)
+    });
+    let start = |who: &Caller| {
+        ec2.start_snapshot(
+            who,
+            StartSnapshotRequest {
+                volume_size: 1,
+                ..Default::default()
+            },
+        )
+    };
+    check(&env, "ebs:StartSnapshot", &[], |who| start(who).map(drop));
+    let direct = start(&env.me).unwrap().snapshot_id;
+    let block = vec![7u8; 512 * 1024];
+    check(&env, "ebs:PutSnapshotBlock", &[], |who| {
+        ec2.put_snapshot_block(
+            who,
+            PutSnapshotBlockRequest {
+                snapshot_id: direct.clone(),
+                block_index: 0,
+                data_length: block.len() as u64,
+                block_data: zeroize::Zeroizing::new(block.clone()),
+                progress: None,
+                checksum: ebsim::service::ebs::checksum(&block),
+                checksum_algorithm: "SHA256".into(),
+            },
+        )
+        .map(drop)
+    });
+    check(&env, "ebs:CompleteSnapshot", &[], |who| {
+        ec2.complete_snapshot(
+            who,
+            CompleteSnapshotRequest {
+                snapshot_id: direct.clone(),
+                changed_blocks_count: 1,
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
     check(&env, "ec2:EnableEbsEncryptionByDefault", &[], |who| {
         ec2.set_ebs_encryption_by_default(who, true).map(drop)
     });
@@ -268,7 +311,7 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
                 || r["errorCode"] == "AccessDeniedException"
         })
         .collect();
-    assert_eq!(refused.len(), 17);
+    assert_eq!(refused.len(), 21);
     for r in &refused {
         assert_eq!(r["responseElements"], Value::Null);
         assert!(
@@ -283,9 +326,12 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
         .iter()
         .filter(|r| r["eventSource"] == "ebs.amazonaws.com")
         .collect();
-    assert_eq!(ebs.len(), 1, "ListChangedBlocks is the EBS direct API's");
+    assert_eq!(ebs.len(), 5, "the EBS direct APIs' refusals");
     // In the EBS direct APIs' words, without EC2's `Client.` prefix.
-    assert_eq!(ebs[0]["errorCode"], "AccessDeniedException");
+    assert!(
+        ebs.iter()
+            .all(|r| r["errorCode"] == "AccessDeniedException")
+    );
 
     // Principals of another account are refused, even its root.
     let stranger = Caller::account_root("444455556666");
