@@ -477,17 +477,23 @@ fn ebsim_cli_writes_and_reads_a_snapshot_block_by_block() {
         use sha2::Digest;
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data))
     };
-    let snap = s.ok(&[
-        "ebs",
-        "start-snapshot",
-        "--volume-size",
-        "1",
-        "--encrypted",
-        "--query",
-        "SnapshotId",
-        "--output",
-        "text",
-    ]);
+    let start = || {
+        s.ok(&[
+            "ebs",
+            "start-snapshot",
+            "--volume-size",
+            "1",
+            "--encrypted",
+            "--client-token",
+            "once",
+            "--query",
+            "SnapshotId",
+            "--output",
+            "text",
+        ])
+    };
+    let snap = start();
+    assert_eq!(start(), snap, "the same ClientToken, the same snapshot");
     let bad = s.ebsim(&[
         "ebs",
         "put-snapshot-block",

@@ -591,6 +591,11 @@ impl Ec2 {
             if let Some(s) = started {
                 t.resources
                     .push(snapshot_arn(self.region(), &s.snapshot_id));
+                self.authorize(
+                    caller,
+                    "ebs:StartSnapshot",
+                    &[self.snapshot_target(self.region(), &s)],
+                )?;
                 return Ok(self.start_snapshot_response(&s));
             }
         }
