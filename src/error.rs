@@ -71,6 +71,11 @@ pub enum ErrorKind {
     Validation,
     /// The service has no such operation (AWS JSON protocol).
     UnknownOperation,
+    /// The EBS direct APIs' missing resource (with a `Field::Reason`, e.g.
+    /// `SNAPSHOT_NOT_FOUND`).
+    ResourceNotFound,
+    /// The EBS direct APIs' throttling error (with a `Field::Reason`).
+    RequestThrottled,
     /// The request body cannot be read as the operation's request.
     Serialization,
     /// Query protocol (EC2, IAM, STS): no `Action` parameter.
@@ -161,6 +166,8 @@ impl ErrorKind {
         ErrorKind::Throttling,
         ErrorKind::Validation,
         ErrorKind::UnknownOperation,
+        ErrorKind::ResourceNotFound,
+        ErrorKind::RequestThrottled,
         ErrorKind::Serialization,
         ErrorKind::MissingAction,
         ErrorKind::InvalidAction,
@@ -236,6 +243,8 @@ impl ErrorKind {
             Throttling => "ThrottlingException",
             Validation => "ValidationException",
             UnknownOperation => "UnknownOperationException",
+            ResourceNotFound => "ResourceNotFoundException",
+            RequestThrottled => "RequestThrottledException",
             Serialization => "SerializationException",
             MissingAction => "MissingAction",
             InvalidAction => "InvalidAction",
@@ -283,7 +292,7 @@ impl ErrorKind {
 
     /// Errors worth retrying with backoff (AWS SDKs' "throttling" and "transient" classes).
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Throttling)
+        matches!(self, ErrorKind::Throttling | ErrorKind::RequestThrottled)
     }
 }
 
@@ -304,6 +313,8 @@ pub enum Field {
     File,
     Region,
     Principal,
+    /// The EBS direct APIs' `Reason` member of an error (`INVALID_BLOCK_TOKEN`).
+    Reason,
 }
 
 impl Field {
@@ -319,6 +330,7 @@ impl Field {
             Field::File => "file",
             Field::Region => "region",
             Field::Principal => "principal",
+            Field::Reason => "reason",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | `modify-volume:after-header` | both headers have the new size, the record the old |
 //! | `snapshot:after-blocks` | a snapshot's blocks are stored, its manifest not committed |
 //! | `copy:after-blocks` | a copy's blocks are stored, its manifest not committed |
+//! | `put-block:after-store` | a PutSnapshotBlock's block is stored, not yet named by its snapshot |
 //! | `rekey:started` | the header names the new key (boundary 0), no unit moved yet |
 //! | `rekey:after-journal` | a chunk's journal is durable, its new ciphertext not written |
 //! | `rekey:after-data` | a chunk's new ciphertext is durable, the boundary not moved past it |

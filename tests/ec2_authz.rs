@@ -149,7 +149,13 @@ fn check(env: &Env, action: &str, extra: &[&str], op: impl Fn(&Caller) -> ebsim:
     let name = action.replace(':', "-");
     let nobody = user(env, &format!("no-{name}"), None);
     let e = op(&nobody).unwrap_err();
-    assert_eq!(e.kind(), K::UnauthorizedOperation, "{action}: {e}");
+    // The EBS direct APIs refuse in their own words (AccessDeniedException).
+    let refused = if action.starts_with("ebs:") {
+        K::AccessDenied
+    } else {
+        K::UnauthorizedOperation
+    };
+    assert_eq!(e.kind(), refused, "{action}: {e}");
     assert!(
         e.message().contains(&format!(
             "is not authorized to perform: {action} on resource: "
@@ -222,6 +228,49 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
     check(&env, "ebs:ListChangedBlocks", &[], |who| {
         ec2.list_changed_blocks(who, &s1, &s2).map(drop)
     });
+    // The other EBS direct APIs (tests/server_ebs.rs reads blocks through them).
+    check(&env, "ebs:ListSnapshotBlocks", &[], |who| {
+        ec2.list_snapshot_blocks(who, &s1, &BlockPage::default())
+            .map(drop)
+    });
+    let start = |who: &Caller| {
+        ec2.start_snapshot(
+            who,
+            StartSnapshotRequest {
+                volume_size: 1,
+                ..Default::default()
+            },
+        )
+    };
+    check(&env, "ebs:StartSnapshot", &[], |who| start(who).map(drop));
+    let direct = start(&env.me).unwrap().snapshot_id;
+    let block = vec![7u8; 512 * 1024];
+    check(&env, "ebs:PutSnapshotBlock", &[], |who| {
+        ec2.put_snapshot_block(
+            who,
+            PutSnapshotBlockRequest {
+                snapshot_id: direct.clone(),
+                block_index: 0,
+                data_length: block.len() as u64,
+                block_data: zeroize::Zeroizing::new(block.clone()),
+                progress: None,
+                checksum: ebsim::service::ebs::checksum(&block),
+                checksum_algorithm: "SHA256".into(),
+            },
+        )
+        .map(drop)
+    });
+    check(&env, "ebs:CompleteSnapshot", &[], |who| {
+        ec2.complete_snapshot(
+            who,
+            CompleteSnapshotRequest {
+                snapshot_id: direct.clone(),
+                changed_blocks_count: 1,
+                ..Default::default()
+            },
+        )
+        .map(drop)
+    });
     check(&env, "ec2:EnableEbsEncryptionByDefault", &[], |who| {
         ec2.set_ebs_encryption_by_default(who, true).map(drop)
     });
@@ -257,9 +306,12 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
     // Every refusal is in the log, as CloudTrail records EC2's errors.
     let refused: Vec<Value> = records(&env)
         .into_iter()
-        .filter(|r| r["errorCode"] == "Client.UnauthorizedOperation")
+        .filter(|r| {
+            r["errorCode"] == "Client.UnauthorizedOperation"
+                || r["errorCode"] == "AccessDeniedException"
+        })
         .collect();
-    assert_eq!(refused.len(), 17);
+    assert_eq!(refused.len(), 21);
     for r in &refused {
         assert_eq!(r["responseElements"], Value::Null);
         assert!(
@@ -274,7 +326,12 @@ fn every_operation_needs_its_action_and_the_account_root_needs_none() {
         .iter()
         .filter(|r| r["eventSource"] == "ebs.amazonaws.com")
         .collect();
-    assert_eq!(ebs.len(), 1, "ListChangedBlocks is the EBS direct API's");
+    assert_eq!(ebs.len(), 5, "the EBS direct APIs' refusals");
+    // In the EBS direct APIs' words, without EC2's `Client.` prefix.
+    assert!(
+        ebs.iter()
+            .all(|r| r["errorCode"] == "AccessDeniedException")
+    );
 
     // Principals of another account are refused, even its root.
     let stranger = Caller::account_root("444455556666");

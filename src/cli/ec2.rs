@@ -871,35 +871,3 @@ fn run_attach(ctx: &Ctx, cmd: Ec2Command) -> Result<()> {
         _ => unreachable!("only attach and detach come here"),
     }
 }
-
-#[derive(Subcommand, Debug)]
-pub enum EbsCommand {
-    /// The 512 KiB blocks that differ between two snapshots of one volume lineage
-    ListChangedBlocks {
-        #[arg(long)]
-        first_snapshot_id: String,
-        #[arg(long)]
-        second_snapshot_id: String,
-    },
-}
-
-pub fn run_ebs(ctx: &Ctx, cmd: EbsCommand) -> Result<()> {
-    match cmd {
-        EbsCommand::ListChangedBlocks {
-            first_snapshot_id,
-            second_snapshot_id,
-        } => {
-            let req = ListChangedBlocksRequest {
-                first_snapshot_id,
-                second_snapshot_id,
-            };
-            let rc = ctx.request_context();
-            exec!(
-                ctx,
-                "ListChangedBlocks",
-                ctx.services
-                    .ec2(&rc, Ec2Request::ListChangedBlocks(req.clone()))
-            )
-        }
-    }
-}

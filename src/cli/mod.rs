@@ -17,6 +17,7 @@ pub mod attach;
 pub mod clock;
 pub mod cloudtrail;
 pub mod configure;
+pub mod ebs;
 pub mod ec2;
 pub mod exit;
 pub mod iam;
@@ -110,10 +111,10 @@ pub enum Service {
         #[command(subcommand)]
         op: ec2::Ec2Command,
     },
-    /// EBS direct APIs: compare snapshots block by block
+    /// EBS direct APIs: read and write snapshots block by block
     Ebs {
         #[command(subcommand)]
-        op: ec2::EbsCommand,
+        op: ebs::EbsCommand,
     },
     /// Linux: attach a volume, put a loop device on it, optionally mkfs, and mount it on DIR (root)
     Mount {
@@ -386,7 +387,7 @@ fn run(cli: Cli, attachment_process: bool) -> Result<()> {
         Service::Kms { op } => kms::run(&ctx, op),
         Service::Iam { op } => iam::run(&ctx, op),
         Service::Ec2 { op } => ec2::run(&ctx, op),
-        Service::Ebs { op } => ec2::run_ebs(&ctx, op),
+        Service::Ebs { op } => ebs::run(&ctx, op),
         Service::Mount {
             volume_id,
             dir,

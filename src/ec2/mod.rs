@@ -20,6 +20,7 @@
 //! principal at attach; RetireGrant at detach.
 
 pub mod authz;
+pub mod direct;
 pub mod instances;
 pub mod model;
 pub mod pending;

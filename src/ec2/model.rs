@@ -291,6 +291,27 @@ pub struct SnapshotRecord {
     /// Percent of its blocks written (100 once completed).
     #[serde(default = "hundred")]
     pub progress: u32,
+    /// A snapshot being written through the EBS direct APIs (StartSnapshot,
+    /// PutSnapshotBlock, CompleteSnapshot) while it is `pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectWrite>,
+}
+
+/// The state of a snapshot written block by block (src/ec2/direct.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectWrite {
+    /// Past this time, a snapshot still `pending` goes to `error` (StartSnapshot's
+    /// Timeout, in minutes, from its start).
+    pub deadline: Timestamp,
+    pub timeout_minutes: u32,
+    /// StartSnapshot's ClientToken (idempotency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    /// StartSnapshot's SseType: `sse-ebs` (the AWS managed key), `sse-kms`, `none`.
+    pub sse_type: String,
+    /// Block index → base64 SHA-256 of the plaintext written (what
+    /// CompleteSnapshot counts and checks its aggregated checksum against).
+    pub written: std::collections::BTreeMap<u64, String>,
 }
 
 fn completed() -> String {
@@ -380,6 +401,112 @@ pub struct ListChangedBlocksResponse {
     pub expiry_time: crate::kms::api::Time,
     pub volume_size: u64,
     pub block_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+// ---- the EBS direct APIs (src/ec2/direct.rs) --------------------------------
+
+/// Where a page of ListSnapshotBlocks / ListChangedBlocks starts, and its size.
+#[derive(Debug, Clone, Default)]
+pub struct BlockPage {
+    pub next_token: Option<String>,
+    pub max_results: Option<u64>,
+    pub starting_block_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Block {
+    pub block_index: u64,
+    pub block_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListSnapshotBlocksResponse {
+    pub blocks: Vec<Block>,
+    pub expiry_time: crate::kms::api::Time,
+    pub volume_size: u64,
+    pub block_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// GetSnapshotBlock's answer: the block's plaintext (always 512 KiB) and its
+/// base64 SHA-256.
+pub struct SnapshotBlock {
+    pub data: zeroize::Zeroizing<Vec<u8>>,
+    pub checksum: String,
+}
+
+/// StartSnapshot's request, in the EBS model's member names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct StartSnapshotRequest {
+    pub volume_size: u64,
+    pub parent_snapshot_id: Option<String>,
+    pub tags: Vec<Tag>,
+    pub description: Option<String>,
+    pub client_token: Option<String>,
+    pub encrypted: Option<bool>,
+    pub kms_key_arn: Option<String>,
+    pub timeout: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StartSnapshotResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub snapshot_id: String,
+    pub owner_id: String,
+    pub status: String,
+    pub start_time: crate::kms::api::Time,
+    pub volume_size: u64,
+    pub block_size: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_snapshot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
+    pub sse_type: String,
+}
+
+/// PutSnapshotBlock's request: the block and the headers that describe it.
+#[derive(Debug, Clone, Default)]
+pub struct PutSnapshotBlockRequest {
+    pub snapshot_id: String,
+    pub block_index: u64,
+    pub block_data: zeroize::Zeroizing<Vec<u8>>,
+    pub data_length: u64,
+    pub progress: Option<u32>,
+    pub checksum: String,
+    pub checksum_algorithm: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutSnapshotBlockResponse {
+    pub checksum: String,
+    pub checksum_algorithm: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CompleteSnapshotRequest {
+    pub snapshot_id: String,
+    pub changed_blocks_count: u64,
+    pub checksum: Option<String>,
+    pub checksum_algorithm: Option<String>,
+    pub checksum_aggregation_method: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompleteSnapshotResponse {
+    pub status: String,
 }
 
 /// A tag as CreateTags and DeleteTags take it: CreateTags' missing value is

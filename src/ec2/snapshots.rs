@@ -17,7 +17,7 @@ use crate::crypto::xts::Xts;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kms::access::Caller;
 use crate::kms::api::{Blob, DecryptRequest, ReEncryptRequest};
-use crate::snapshot::{self, BLOCK, Collected, Manifest, ManifestStore};
+use crate::snapshot::{self, Collected, Manifest, ManifestStore};
 use crate::volume::image::Image;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -41,7 +41,9 @@ impl ManifestStore for Manifests<'_> {
             .expect("ec2 store")
             .snapshots()?
             .into_iter()
-            .filter(|s| s.is_completed())
+            // A snapshot being written through the EBS direct APIs owns the
+            // blocks its committed PutSnapshotBlocks named.
+            .filter(|s| s.is_completed() || (s.state == "pending" && s.direct.is_some()))
             .flat_map(|s| s.blocks.into_values())
             .collect())
     }
@@ -145,7 +147,7 @@ impl Ec2 {
     }
 
     /// The snapshot's plaintext data key, decrypted through EC2 for the caller.
-    fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
+    pub(super) fn snapshot_key(&self, caller: &Caller, s: &SnapshotRecord) -> Result<SecretBytes> {
         self.kms.decrypt_locked(
             &self.via(caller),
             DecryptRequest {
@@ -407,6 +409,7 @@ impl Ec2 {
             state: "pending".into(),
             state_message: None,
             progress: 0,
+            direct: None,
         };
         let op = self.begin(
             super::pending::PendingOp::CreateSnapshot {
@@ -548,6 +551,9 @@ impl Ec2 {
         for id in snapshot_ids {
             check_snapshot_id(id)?;
         }
+        // A snapshot written through the EBS direct APIs past its Timeout shows
+        // as `error`, not `pending`.
+        self.settle_direct_snapshots()?;
         let all = self.store.lock().expect("ec2 store").snapshots()?;
         if let Some(missing) = snapshot_ids
             .iter()
@@ -716,81 +722,16 @@ impl Ec2 {
         Ok(collected)
     }
 
-    /// EBS direct API ListChangedBlocks: the 512 KiB blocks that differ between two
-    /// snapshots of one lineage (same data key).
+    /// EBS direct API ListChangedBlocks (its first page): the 512 KiB blocks that
+    /// differ between two snapshots of one lineage (same data key). The direct
+    /// APIs are in `direct.rs`.
     pub fn list_changed_blocks(
         &self,
         caller: &Caller,
         first: &str,
         second: &str,
     ) -> Result<ListChangedBlocksResponse> {
-        let request = json!({ "firstSnapshotId": first, "secondSnapshotId": second });
-        self.call(
-            caller,
-            "ListChangedBlocks",
-            request,
-            |t| {
-                let a = self.snapshot_record(first)?;
-                let b = self.snapshot_record(second)?;
-                t.resources.push(snapshot_arn(self.region(), first));
-                t.resources.push(snapshot_arn(self.region(), second));
-                self.authorize(
-                    caller,
-                    "ebs:ListChangedBlocks",
-                    &[
-                        self.snapshot_target(self.region(), &a),
-                        self.snapshot_target(self.region(), &b),
-                    ],
-                )?;
-                self.list_changed_blocks_op(first, second)
-            },
-            |_| Value::Null,
-        )
-    }
-
-    fn list_changed_blocks_op(
-        &self,
-        first: &str,
-        second: &str,
-    ) -> Result<ListChangedBlocksResponse> {
-        let a = self.completed_snapshot(first)?;
-        let b = self.completed_snapshot(second)?;
-        if a.data_key_id != b.data_key_id || a.encrypted != b.encrypted {
-            return Err(err(
-                ErrorKind::InvalidParameterValue,
-                format!(
-                    "{first} and {second} do not share a data key lineage; their blocks cannot be compared"
-                ),
-            ));
-        }
-        let token = |s: &SnapshotRecord, i: u64| {
-            s.blocks.get(&i).map(|d| {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD.encode(format!(
-                    "{}:{i}:{}",
-                    s.snapshot_id,
-                    &d[..16]
-                ))
-            })
-        };
-        let indices: std::collections::BTreeSet<u64> =
-            a.blocks.keys().chain(b.blocks.keys()).copied().collect();
-        Ok(ListChangedBlocksResponse {
-            changed_blocks: indices
-                .into_iter()
-                .filter(|i| a.blocks.get(i) != b.blocks.get(i))
-                .map(|i| ChangedBlock {
-                    block_index: i,
-                    first_block_token: token(&a, i),
-                    second_block_token: token(&b, i),
-                })
-                .collect(),
-            expiry_time: crate::kms::api::Time(
-                self.kms.clock().now() + chrono::TimeDelta::minutes(10),
-            ),
-            volume_size: b.size_bytes.div_ceil(GIB),
-            block_size: BLOCK,
-        })
+        self.list_changed_blocks_page(caller, Some(first), second, &BlockPage::default())
     }
 
     // ---- CopySnapshot -----------------------------------------------------
@@ -963,6 +904,7 @@ impl Ec2 {
             state: "completed".into(),
             state_message: None,
             progress: 100,
+            direct: None,
         };
         // Both stores are held shared until the copy is committed: no collector
         // removes a source block (its snapshot deleted meanwhile) or a block this

@@ -1,7 +1,8 @@
 //! EC2's own calls in the region's audit log (`cloudtrail.jsonl`, shared with the
 //! KMS: src/kms/audit.rs): one record per call, success or failure, with
-//! `eventSource: ec2.amazonaws.com` (the EBS direct API's ListChangedBlocks:
-//! `ebs.amazonaws.com`, a data event), and the request parameters and response
+//! `eventSource: ec2.amazonaws.com` (the EBS direct APIs: `ebs.amazonaws.com`,
+//! ListSnapshotBlocks, ListChangedBlocks, GetSnapshotBlock and PutSnapshotBlock as
+//! data events, StartSnapshot and CompleteSnapshot as management events), and the request parameters and response
 //! elements in EC2's CloudTrail shape: the Query API's lowerCamelCase members
 //! (`volumeId`, `size`, `zone`, `tagSpecificationSet: {items: […]}`), times in
 //! epoch milliseconds, the record's `requestID` repeated as `requestId` in the
@@ -55,10 +56,11 @@ impl Ec2 {
         op: impl FnOnce(&mut Trail) -> Result<T>,
         response: impl FnOnce(&T) -> Value,
     ) -> Result<T> {
-        let source = if name == "ListChangedBlocks" {
-            audit::EBS_DATA
-        } else {
-            audit::EC2
+        let source = match name {
+            "ListChangedBlocks" | "ListSnapshotBlocks" | "GetSnapshotBlock"
+            | "PutSnapshotBlock" => audit::EBS_DATA,
+            "StartSnapshot" | "CompleteSnapshot" => audit::EBS,
+            _ => audit::EC2,
         };
         self.call_as(caller, name, source, request, op, response)
     }
@@ -89,7 +91,14 @@ impl Ec2 {
             Ok(r) if !reads => with_request_id(response(r), &request_id.to_string()),
             _ => Value::Null,
         };
-        let code = result.as_ref().err().map(error_code);
+        // EC2's records prefix the side (`Client.`); the EBS direct APIs' do not.
+        let code = result.as_ref().err().map(|e| {
+            if source.event_source == audit::EBS.event_source {
+                e.code().to_string()
+            } else {
+                error_code(e)
+            }
+        });
         let recorded = self.trail.record_service(
             source,
             request_id,

@@ -60,6 +60,11 @@ pub const EC2: Source = Source {
     event_source: "ec2.amazonaws.com",
     management: true,
 };
+/// The EBS direct APIs' StartSnapshot and CompleteSnapshot are management events.
+pub const EBS: Source = Source {
+    event_source: "ebs.amazonaws.com",
+    management: true,
+};
 /// The EBS direct API's ListChangedBlocks, ListSnapshotBlocks, GetSnapshotBlock
 /// and PutSnapshotBlock are data events.
 pub const EBS_DATA: Source = Source {

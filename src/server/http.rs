@@ -1,6 +1,7 @@
 //! The HTTP/1.1 server: one endpoint, every service behind it, told apart the way
 //! AWS's SDKs address them — `X-Amz-Target` for the JSON protocol (KMS,
-//! CloudTrail), otherwise the Query protocol (STS, IAM), with the service and region
+//! CloudTrail), otherwise the Query protocol (STS, IAM) or, for the signing name
+//! `ebs`, REST-JSON (the EBS direct APIs, ebs.rs), with the service and region
 //! taken from the SigV4 credential scope.
 //!
 //! Per request: read the body (limited in size and time), wait for one of the
@@ -17,7 +18,7 @@
 //! (up to 30 s), idle connections close.
 
 use super::sigv4::{self, AuthError, Protocol, Received};
-use super::{Config, ec2, iam, json, query, status, sts};
+use super::{Config, ebs, ec2, iam, json, query, status, sts};
 use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
@@ -76,7 +77,7 @@ impl WireError {
             e.code()
         } else if status >= 500 {
             "InternalFailure"
-        } else if protocol == Protocol::Json {
+        } else if matches!(protocol, Protocol::Json | Protocol::RestJson) {
             "ValidationException"
         } else {
             "ValidationError"
@@ -122,6 +123,8 @@ fn error_response(protocol: Protocol, service: &str, e: &WireError, request_id: 
                 request_id,
             )
         }
+        // REST-JSON (the EBS direct APIs): the code in a header.
+        Protocol::RestJson => ebs::error_reply(&e.code, &e.message, None, request_id),
         // EC2's own error document.
         Protocol::Ec2Query => respond(
             e.status,
@@ -328,6 +331,9 @@ fn process(
     if protocol != Protocol::Json && claim.service == "ec2" {
         protocol = Protocol::Ec2Query;
     }
+    if protocol != Protocol::Json && claim.service == "ebs" {
+        protocol = Protocol::RestJson;
+    }
     // JSON: the operation, and the service it belongs to, from X-Amz-Target.
     let target = headers
         .get("x-amz-target")
@@ -422,6 +428,11 @@ fn process(
                 Err(e) => fail(protocol, service, WireError::service(&e, protocol), what),
             }
         }
+        // The EBS direct APIs: REST-JSON, the operation from the method and path.
+        (None, "ebs") => {
+            let (response, what) = ebs::call(services, &ctx, method, uri, headers, body);
+            (response, format!("{what} by {who}"))
+        }
         (None, service @ ("sts" | "iam")) => {
             let mut params = received.query.map(sigv4::query_pairs).unwrap_or_default();
             if method == Method::POST {
@@ -500,7 +511,7 @@ fn process(
                 "InvalidAction",
                 400,
                 format!(
-                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts, iam and ec2 over Query)"
+                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts, iam and ec2 over Query, ebs over REST-JSON)"
                 ),
             ),
             what,

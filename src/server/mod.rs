@@ -12,6 +12,7 @@
 //! The server holds no engine: it calls the data root's [`Services`], one per
 //! server, shared by every connection.
 
+pub mod ebs;
 pub mod ec2;
 pub mod http;
 pub mod iam;

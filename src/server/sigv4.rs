@@ -8,7 +8,10 @@
 //! string to sign, the derived signing key) and compared in constant time. The
 //! payload hash in it is always the received body's SHA-256: a client's
 //! `x-amz-content-sha256` is not taken on trust (and `UNSIGNED-PAYLOAD`, an S3
-//! form, does not verify). This
+//! form, does not verify) — with one exception, the EBS direct APIs'
+//! PutSnapshotBlock (its model's `authtype: v4-unsigned-body`), whose block is
+//! bound to the signature by the signed `x-amz-checksum` header instead, which
+//! the service checks against the data ([`unsigned_body_allowed`]). This
 //! is written on hmac + sha2 rather than the aws-sigv4 crate: aws-sigv4 signs a
 //! request it is given, choosing the headers to sign itself, while a verifier must
 //! sign exactly the headers the client listed in `SignedHeaders`, with the values
@@ -59,11 +62,18 @@ pub enum Protocol {
     IamQuery,
     /// EC2's Query protocol.
     Ec2Query,
+    /// REST-JSON (the EBS direct APIs): JSON's codes, in the `x-amzn-ErrorType`
+    /// header, refused with 403.
+    RestJson,
 }
 
 impl AuthError {
     /// The error code, HTTP status and message `protocol` sends.
     pub fn code(&self, protocol: Protocol) -> (&'static str, u16, String) {
+        if protocol == Protocol::RestJson {
+            let (code, _, message) = self.code(Protocol::Json);
+            return (code, 403, message);
+        }
         use AuthError::*;
         use Protocol::*;
         const INVALID_TOKEN: &str = "The security token included in the request is invalid.";
@@ -118,6 +128,7 @@ impl AuthError {
                 400,
                 "The security token included in the request is expired".into(),
             ),
+            (_, RestJson) => unreachable!("answered with JSON's codes above"),
         }
     }
 }
@@ -411,13 +422,36 @@ pub fn canonical_request(req: &Received<'_>, claim: &Claim) -> String {
     }
     // Always the body's own hash: a signed `x-amz-content-sha256` that differs
     // (or says UNSIGNED-PAYLOAD, which only S3 accepts) makes the signature
-    // fail rather than leave the body unsigned.
-    let payload = hex(&Sha256::digest(req.body));
+    // fail rather than leave the body unsigned. PutSnapshotBlock aside.
+    let payload = if unsigned_body_allowed(req, claim) {
+        UNSIGNED_PAYLOAD.to_string()
+    } else {
+        hex(&Sha256::digest(req.body))
+    };
     format!(
         "{}\n{canonical_path}\n{query}\n{headers}\n{}\n{payload}",
         req.method,
         claim.signed_headers.join(";")
     )
+}
+
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// The one request whose body is signed as `UNSIGNED-PAYLOAD`: the EBS direct
+/// APIs' PutSnapshotBlock (`PUT` to `ebs`; botocore's model gives it
+/// `authtype: v4-unsigned-body`). Its block still cannot be swapped: its
+/// SHA-256 is the `x-amz-checksum` header, which must be among the signed
+/// headers, and the service refuses data that does not match it.
+pub fn unsigned_body_allowed(req: &Received<'_>, claim: &Claim) -> bool {
+    let signed = |h: &str| claim.signed_headers.iter().any(|s| s == h);
+    claim.service == "ebs"
+        && req.method == "PUT"
+        && req
+            .headers
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v.as_bytes() == UNSIGNED_PAYLOAD.as_bytes())
+        && signed("x-amz-content-sha256")
+        && signed("x-amz-checksum")
 }
 
 /// The string to sign for a canonical request.
@@ -636,6 +670,45 @@ mod tests {
             ..claim
         };
         assert!(verify(&req(b"{}"), &claim, b"secret").is_err());
+
+        // PutSnapshotBlock to ebs with a signed x-amz-checksum: UNSIGNED-PAYLOAD
+        // is how botocore signs it; anything else, or without the checksum
+        // signed, is not.
+        let mut h = h.clone();
+        h.insert("x-amz-checksum", "c2hh".parse().unwrap());
+        let mut claim = Claim {
+            service: "ebs".into(),
+            ..claim
+        };
+        fn put(h: &HeaderMap) -> Received<'_> {
+            Received {
+                method: "PUT",
+                path: "/snapshots/snap-1/blocks/0",
+                query: None,
+                headers: h,
+                body: b"data",
+            }
+        }
+        assert!(
+            !unsigned_body_allowed(&put(&h), &claim),
+            "x-amz-checksum unsigned"
+        );
+        claim.signed_headers.insert(0, "x-amz-checksum".into());
+        assert!(unsigned_body_allowed(&put(&h), &claim));
+        let canonical = canonical_request(&put(&h), &claim);
+        assert!(canonical.ends_with("\nUNSIGNED-PAYLOAD"), "{canonical}");
+        assert!(!unsigned_body_allowed(
+            &Received {
+                method: "POST",
+                ..put(&h)
+            },
+            &claim
+        ));
+        let kms = Claim {
+            service: "kms".into(),
+            ..claim.clone()
+        };
+        assert!(!unsigned_body_allowed(&put(&h), &kms));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   names, returning AWS's response shape (as JSON, ready for any front end) or a
 //!   typed error.
 //! - Each service has one table of its operations (`kms::KmsRequest`,
-//!   `iam::IamRequest`, `ec2::Ec2Request`, `sts::StsRequest`): an enum with one variant per operation,
+//!   `iam::IamRequest`, `ec2::Ec2Request`, `sts::StsRequest`, `ebs::EbsRequest`
+//!   for the EBS direct APIs): an enum with one variant per operation,
 //!   its AWS name, how to read it from AWS's JSON, and the one place that runs it. A
 //!   front end builds a request (from arguments, or from a wire body) and calls
 //!   [`Services::kms`], [`Services::iam`], [`Services::ec2`]; it never holds an
@@ -28,6 +29,7 @@
 
 pub mod attach;
 pub mod cloudtrail;
+pub mod ebs;
 pub mod ec2;
 pub mod harness;
 pub mod iam;
@@ -268,6 +270,13 @@ impl Services {
                 req.run(&engine, &ctx.caller)
             }
         }
+    }
+
+    /// Runs one EBS direct API call on the context's region's EC2 (its
+    /// snapshots); errors in the EBS model's words.
+    pub fn ebs(&self, ctx: &RequestContext, req: ebs::EbsRequest) -> Result<ebs::EbsOutput> {
+        let engine = self.ec2_engine(&ctx.region)?;
+        req.run(&engine, &ctx.caller)
     }
 
     /// The caller for principal `arn`: it must parse and, for users and roles,

@@ -207,9 +207,10 @@ pub fn collect(
     let Some(_exclusive) = blocks.try_exclusive()? else {
         return Ok(None);
     };
-    // Under the lock no operation writes blocks, and only completed snapshots
-    // name blocks: a pending one belongs to a process that died before its
-    // manifest was committed.
+    // Under the lock no operation writes blocks, and the manifest store says
+    // which snapshots name blocks: completed ones (a pending CreateSnapshot or
+    // copy belongs to a process that died before its manifest was committed),
+    // and, for EC2, those being written through the EBS direct APIs.
     let used: HashSet<Digest> = manifests.referenced()?;
     let mut out = Collected::default();
     for d in blocks.list()? {
