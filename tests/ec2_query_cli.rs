@@ -513,6 +513,22 @@ try:
 except ec2.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "DryRunOperation", e.response
     assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 412, e.response
+# A copy's PresignedUrl must verify: botocore's own is taken, a forged or
+# tampered one is refused.
+snap = ec2.create_snapshot(VolumeId=ids[1])["SnapshotId"]
+west = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-west-2",
+                    aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
+copy = west.copy_snapshot(SourceRegion="us-east-1", SourceSnapshotId=snap)["SnapshotId"]
+west.delete_snapshot(SnapshotId=copy)
+for url in [sys.argv[1] + "/?Action=CopySnapshot&SourceRegion=us-east-1&SourceSnapshotId=" + snap,
+            "not a url"]:
+    try:
+        west.copy_snapshot(SourceRegion="us-east-1", SourceSnapshotId=snap, PresignedUrl=url)
+        raise SystemExit("a forged PresignedUrl was taken: " + url)
+    except west.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == "InvalidParameterValue", e.response
+        assert "PresignedUrl" in e.response["Error"]["Message"], e.response
+ec2.delete_snapshot(SnapshotId=snap)
 for i in ids:
     ec2.delete_volume(VolumeId=i)
 ec2.get_waiter("volume_deleted").wait(VolumeIds=ids[:1])

@@ -498,6 +498,16 @@ fn process(
                 .find(|(k, _)| k == "Action")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
+            if action == "CopySnapshot"
+                && let Some((_, url)) = params.iter().find(|(k, _)| k == "PresignedUrl")
+                && let Err(e) = check_presigned_copy(shared, &ctx, url, &params)
+            {
+                let r = ec2::error_response(&e, request_id);
+                return (
+                    respond(r.status, "text/xml;charset=UTF-8", r.xml, request_id),
+                    format!("ec2.CopySnapshot by {who}: {}", e.code()),
+                );
+            }
             let r = ec2::handle(services, &ctx, &params);
             (
                 respond(r.status, "text/xml;charset=UTF-8", r.xml, request_id),
@@ -618,6 +628,63 @@ fn harness(
         }
         _ => None,
     }
+}
+
+/// CopySnapshot's `PresignedUrl` (what SDKs add for a copy from another
+/// region): a presigned `CopySnapshot` for the source region, which must verify
+/// as any presigned request does (SigV4 query string, the key's secret, its
+/// time), be signed by the same principal as the request that carries it, and
+/// name the same source snapshot and source region.
+fn check_presigned_copy(
+    shared: &Shared,
+    ctx: &RequestContext,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<(), Error> {
+    let invalid = |why: &str| {
+        Error::new(
+            ErrorKind::InvalidParameterValue,
+            format!("The PresignedUrl is invalid: {why}"),
+        )
+    };
+    let uri: Uri = url.parse().map_err(|_| invalid("it is not a URL"))?;
+    let host = uri.authority().ok_or_else(|| invalid("it names no host"))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::HOST,
+        host.as_str()
+            .parse()
+            .map_err(|_| invalid("its host is not a header value"))?,
+    );
+    let received = Received {
+        method: "GET",
+        path: uri.path(),
+        query: uri.query(),
+        headers: &headers,
+        body: b"",
+    };
+    let claim = sigv4::parse(&received).map_err(|_| invalid("it is not a presigned request"))?;
+    if claim.service != "ec2" {
+        return Err(invalid("it is not signed for ec2"));
+    }
+    let signer = authenticate(shared, &received, &claim)
+        .map_err(|_| invalid("its signature does not verify (or it expired)"))?;
+    if signer.arn() != ctx.caller.arn() {
+        return Err(invalid("it is signed by another principal"));
+    }
+    let inner = query::parse_form(uri.query().unwrap_or("").as_bytes())?;
+    let get = |set: &[(String, String)], k: &str| {
+        set.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    for k in ["SourceSnapshotId", "SourceRegion"] {
+        if get(&inner, k) != get(params, k) {
+            return Err(invalid(&format!("its {k} is not the request's")));
+        }
+    }
+    if get(&inner, "Action").as_deref() != Some("CopySnapshot") {
+        return Err(invalid("it is not a CopySnapshot request"));
+    }
+    Ok(())
 }
 
 fn authenticate(
