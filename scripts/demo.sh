@@ -5,7 +5,8 @@
 # user, identity and key policies, a grant), EBS volumes (encrypted under their own
 # data keys, encryption by default, resize, a disabled key), mounting one (FUSE +
 # loop + ext4; unmount, mount again, same bytes), a live snapshot copied to
-# another region under another key, and the audit trail.
+# another region under another key, the volume over NBD, the same services over
+# AWS's wire protocols (ebsim serve with the aws CLI), and the audit trail.
 # Installs what it needs and builds a release binary first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -209,7 +210,37 @@ show qemu-img compare -f raw -F raw "$work/disk.raw" "$URI"
 show ebsim ec2 detach-volume --volume-id "$VOL" --query State --output text
 ebsim ec2 delete-volume --volume-id "$VOL"
 
-say "13. The audit trail (CloudTrail LookupEvents)"
+say "13. The same services over AWS's own wire protocols: ebsim serve, the aws CLI, SigV4"
+ensure_apt awscli libnbd-bin
+read -r AKID SECRET < <(ebsim iam create-access-key --output text \
+    --query 'AccessKey.[AccessKeyId,SecretAccessKey]')
+ebsim serve --listen 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.log" &
+SERVE=$!
+for _ in $(seq 100); do grep -q 'listening on' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+EP=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/serve.out" | head -1)
+echo "ebsim serve: $EP (pid $SERVE)"
+wire() { AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \
+         AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null /usr/bin/aws --endpoint-url "$EP" "$@"; }
+show wire sts get-caller-identity --query Arn --output text
+echo "attack at dawn" > "$work/wire.txt"
+wire kms encrypt --key-id alias/catrobot --plaintext "fileb://$work/wire.txt" --output text --query CiphertextBlob | base64 -d > "$work/wire.enc"
+printf '\n$ aws --endpoint-url %s kms decrypt --ciphertext-blob fileb://wire.enc --output text --query Plaintext | base64 -d\n' "$EP"
+wire kms decrypt --ciphertext-blob "fileb://$work/wire.enc" --output text --query Plaintext | base64 -d
+INST=$(wire ec2 run-instances --image-id ami-12345678 --count 1 --query 'Instances[0].InstanceId' --output text)
+WVOL=$(wire ec2 create-volume --availability-zone us-east-1a --size 1 --encrypted --query VolumeId --output text)
+wire ec2 wait volume-available --volume-ids "$WVOL"
+show wire ec2 attach-volume --volume-id "$WVOL" --instance-id "$INST" --device /dev/sdf --query State --output text
+DEV="$(cd "$OLDPWD" && pwd)/volumes/regions/us-east-1/instances/$INST/sdf.sock"
+show nbdinfo --size "nbd+unix:///$WVOL?socket=$DEV"
+show wire ec2 describe-instances --instance-ids "$INST" \
+     --query 'Reservations[0].Instances[0].BlockDeviceMappings[0].[DeviceName,Ebs.VolumeId]' --output text
+show wire ec2 terminate-instances --instance-ids "$INST" --query 'TerminatingInstances[0].CurrentState.Name' --output text
+wire ec2 wait volume-available --volume-ids "$WVOL"
+wire ec2 delete-volume --volume-id "$WVOL"
+kill -TERM "$SERVE"; wait "$SERVE" || true
+ebsim iam delete-access-key --access-key-id "$AKID"
+
+say "14. The audit trail (CloudTrail LookupEvents)"
 show env EBSIM_NOW="$GONE" ebsim cloudtrail lookup-events --max-results 12 --output table \
      --query 'Events[].{Time:EventTime,Event:EventName,User:Username}'
 echo
