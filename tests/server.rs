@@ -399,6 +399,33 @@ fn the_cli_shares_the_data_root_and_one_server_runs_per_root() {
         "text",
     ]);
     assert_eq!(aliases.trim(), "alias/from-boto3");
+    // A key the CLI deactivates stops working on the running server at once
+    // (the server keeps credentials it has read only while iam.db is unchanged),
+    // and works again once reactivated.
+    let caller = "import boto3,os\nfrom botocore.exceptions import ClientError\n\
+                  sts=boto3.client('sts',endpoint_url=os.environ['EBSIM_ENDPOINT'])\n\
+                  try:\n    print(sts.get_caller_identity()['Arn'])\n\
+                  except ClientError as e:\n    print(e.response['Error']['Code'])";
+    let identity = || {
+        let mut c = client("python3", &srv, &key);
+        c.args(["-c", caller]);
+        run(c).trim().to_string()
+    };
+    assert_eq!(identity(), format!("arn:aws:iam::{ACCOUNT}:root"));
+    let status = |st: &str| {
+        s.ok(&[
+            "iam",
+            "update-access-key",
+            "--access-key-id",
+            &key.0,
+            "--status",
+            st,
+        ])
+    };
+    status("Inactive");
+    assert_eq!(identity(), "InvalidClientTokenId");
+    status("Active");
+    assert_eq!(identity(), format!("arn:aws:iam::{ACCOUNT}:root"));
     // A second server on the same data root is refused, naming the first.
     let second = s.ebsim(&["serve", "--listen", "127.0.0.1:0"]);
     assert_ne!(second.code, 0);

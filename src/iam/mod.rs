@@ -416,6 +416,15 @@ impl Iam {
         Ok(())
     }
 
+    /// SQLite's `data_version` of `iam.db`: it changes when another connection
+    /// (another process) commits a change, so what was read before can be kept
+    /// until it does.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))
+    }
+
     /// Forgets every user, role, inline policy, session and user access key
     /// (`ebsim serve`'s reset); the account roots' access keys stay, so the client
     /// that asked for the reset can go on. One transaction.

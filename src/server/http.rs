@@ -725,7 +725,7 @@ fn authenticate(
             }
         }
     }
-    Ok(creds.caller)
+    Ok(creds.caller.clone())
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains: requests in

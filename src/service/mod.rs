@@ -121,6 +121,10 @@ pub struct Services {
     /// How the front end starts attachment processes for AttachVolume through
     /// the table (`attach::attach_to_instance`).
     launcher: Option<Arc<attach::Launcher>>,
+    /// Access keys' credentials read so far (`Services::credentials`).
+    credential_cache: Mutex<sts::CredentialCache>,
+    /// When each access key's use was last recorded (`Services::record_key_use`).
+    key_uses: Mutex<HashMap<String, (String, String, crate::clock::Timestamp)>>,
 }
 
 // A network front end shares one `Services` between its connections' threads.
@@ -139,6 +143,8 @@ impl Services {
             ec2: Mutex::new(HashMap::new()),
             ec2_hooks: None,
             launcher: None,
+            credential_cache: Mutex::new(sts::CredentialCache::default()),
+            key_uses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -162,6 +168,16 @@ impl Services {
         self.kms.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.ec2.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *self.iam.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.forget_credentials();
+    }
+
+    /// Empties the credential cache (IAM changed in this process: its own
+    /// commits do not move `data_version`).
+    fn forget_credentials(&self) {
+        self.credential_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// `hooks` is called when a region's EC2 is first opened; what it returns
@@ -253,7 +269,11 @@ impl Services {
     pub fn iam(&self, ctx: &RequestContext, req: iam::IamRequest) -> Result<serde_json::Value> {
         let engine = self.iam_engine()?;
         let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-        req.run(&engine, &ctx.caller, self.clock.now())
+        let out = req.run(&engine, &ctx.caller, self.clock.now());
+        // Still under the IAM lock, which `credentials` reads under: no stale
+        // entry can be cached after this.
+        self.forget_credentials();
+        out
     }
 
     /// Runs one EC2 operation in the context's region. DetachVolume and

@@ -9,8 +9,23 @@ use crate::iam::{EntityKind, Principal};
 use crate::kms::access::Caller;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Who an access key signs for, and the secret its signatures are made with.
+/// Credentials read so far, valid while `iam.db`'s `data_version` is `version`.
+#[derive(Default)]
+pub(super) struct CredentialCache {
+    version: Option<i64>,
+    entries: std::collections::HashMap<String, Arc<Credentials>>,
+}
+
+impl CredentialCache {
+    pub(super) fn clear(&mut self) {
+        self.version = None;
+        self.entries.clear();
+    }
+}
+
 pub struct Credentials {
     pub caller: Caller,
     /// The secret access key (zeroized on drop).
@@ -82,9 +97,39 @@ fn user_id(caller: &Caller) -> String {
 impl Services {
     /// The credentials of access key `access_key_id`: `None` when there is no
     /// such key or it is inactive (AWS: the security token is invalid).
-    pub fn credentials(&self, access_key_id: &str) -> Result<Option<Credentials>> {
+    ///
+    /// Kept in memory once read (the key's row read, its secret unsealed into
+    /// locked memory: most of a request's cost otherwise) until IAM changes:
+    /// another process's commit to `iam.db` moves its `data_version`, and this
+    /// process's own IAM calls and resets empty the cache.
+    pub fn credentials(&self, access_key_id: &str) -> Result<Option<Arc<Credentials>>> {
         let iam = self.iam_engine()?;
         let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
+        let version = iam.data_version()?;
+        let mut cache = self
+            .credential_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.version != Some(version) {
+            cache.entries.clear();
+            cache.version = Some(version);
+        }
+        if let Some(c) = cache.entries.get(access_key_id) {
+            return Ok(Some(c.clone()));
+        }
+        let found = Self::read_credentials(&iam, access_key_id)?.map(Arc::new);
+        if let Some(c) = &found {
+            // Bounded: a client cycling through made-up key ids finds none, and
+            // only keys that exist are kept.
+            if cache.entries.len() >= 4096 {
+                cache.entries.clear();
+            }
+            cache.entries.insert(access_key_id.to_string(), c.clone());
+        }
+        Ok(found)
+    }
+
+    fn read_credentials(iam: &crate::iam::Iam, access_key_id: &str) -> Result<Option<Credentials>> {
         if let Some(s) = iam.session(access_key_id)? {
             let role = iam.get(&s.account, EntityKind::Role, &s.role)?;
             let Some(role) = role else {
@@ -141,6 +186,25 @@ impl Services {
     /// Records that a long-term key signed a request for `service` in `region`
     /// (GetAccessKeyLastUsed).
     pub fn record_key_use(&self, access_key_id: &str, service: &str, region: &str) -> Result<()> {
+        // The engine writes a use at most once a minute per key, service and
+        // region; this skips even its read for the uses in between.
+        let now = self.clock.now();
+        {
+            let mut seen = self.key_uses.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = seen.get(access_key_id).is_some_and(|(s, r, at)| {
+                s == service && r == region && (now - *at).num_seconds().abs() < 60
+            });
+            if fresh {
+                return Ok(());
+            }
+            if seen.len() >= 4096 {
+                seen.clear();
+            }
+            seen.insert(
+                access_key_id.to_string(),
+                (service.to_string(), region.to_string(), now),
+            );
+        }
         let iam = self.iam_engine()?;
         let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
         iam.record_access_key_use(access_key_id, service, region, self.clock.now())
