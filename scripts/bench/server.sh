@@ -126,7 +126,7 @@ measure() { # server op conns round
     case $line in
     *errors_status=0\ *) ;;
     *) echo "$0: $1 answered $2 with errors; its log ends:" >&2
-       tail -5 "$work/$1".* >&2
+       tail -n 5 "$work/$1".* >&2
        exit 1 ;;
     esac
 }

@@ -37,8 +37,10 @@ def load(results):
         kv = dict(p.split("=", 1) for p in line.split()[1:])
         rps = int(kv["requests"]) / (int(kv["duration_us"]) / 1e6)
         data.setdefault((m[1], int(m[2]), m[3]), []).append(
-            {"rps": rps, "p50": int(kv["p50_us"]), "p99": int(kv["p99_us"])}
+            {"round": int(m[4]), "rps": rps, "p50": int(kv["p50_us"]), "p99": int(kv["p99_us"])}
         )
+    for rows in data.values():
+        rows.sort(key=lambda r: r["round"])
     return data
 
 
@@ -74,12 +76,13 @@ def section(results):
             meta["moto"],
             meta["botocore"],
             meta["wrk"],
-            meta["pinning"].capitalize(),
+            meta["pinning"][:1].upper() + meta["pinning"][1:],
             meta["runtime"],
         ),
         "",
         "Requests per second and wrk's latency percentiles, median of the rounds "
-        "(requests per second: min–max in brackets):",
+        "(requests per second: min–max in brackets; ebsim/moto: the ratio of the medians, "
+        "then the range of the rounds' own ratios):",
         "",
         "| operation | clients | ebsim req/s | ebsim p50 | ebsim p99 | moto req/s | moto p50 | moto p99 | ebsim/moto |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -92,11 +95,14 @@ def section(results):
             if not e or not m:
                 continue
             ratio = med(e, "rps") / med(m, "rps")
+            # Each round measured both side by side: the spread of those ratios.
+            mr = {r["round"]: r["rps"] for r in m}
+            paired = [r["rps"] / mr[r["round"]] for r in e if r["round"] in mr]
             ratios.append((op, c, ratio))
             if c == P99_AT:
                 p99s.append((op, med(e, "p99")))
             lines.append(
-                "| %s | %d | %s (%s–%s) | %s | %s | %s (%s–%s) | %s | %s | **%.0f×** |"
+                "| %s | %d | %s (%s–%s) | %s | %s | %s (%s–%s) | %s | %s | **%.0f×** (%.0f–%.0f) |"
                 % (
                     op,
                     c,
@@ -111,6 +117,8 @@ def section(results):
                     fmt_us(med(m, "p50")),
                     fmt_us(med(m, "p99")),
                     ratio,
+                    min(paired),
+                    max(paired),
                 )
             )
     if ratios:
