@@ -49,7 +49,7 @@ def med(rows, k):
 
 
 def fmt_us(us):
-    return "%.0f µs" % us if us < 10000 else "%.1f ms" % (us / 1000)
+    return "%.0f µs" % us if us < 1000 else "%.1f ms" % (us / 1000)
 
 
 def fmt_rps(v):
@@ -126,8 +126,8 @@ def section(results):
         met = all(r >= RATIO_TARGET for (_, _, r) in ratios)
         lines += [
             "",
-            "Target ≥ %.0f× moto_server's requests per second: **%s** (lowest %.0f×, %s at %d clients)."
-            % (RATIO_TARGET, "met" if met else "not met", low[2], low[0], low[1]),
+            "Target ≥ %.0f× moto_server's requests per second: **%s** (lowest %.0f×, %s at %d client%s)."
+            % (RATIO_TARGET, "met" if met else "not met", low[2], low[0], low[1], "" if low[1] == 1 else "s"),
         ]
     if p99s:
         worst = max(p99s, key=lambda t: t[1])
