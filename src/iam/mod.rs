@@ -420,8 +420,10 @@ impl Iam {
     /// (another process) commits a change, so what was read before can be kept
     /// until it does.
     pub fn data_version(&self) -> Result<i64> {
+        // Asked on every call: the statement is kept prepared.
         self.conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))
     }
 

@@ -303,8 +303,10 @@ impl Store {
 
     /// SQLite's `data_version`: changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64> {
+        // Asked on every call: the statement is kept prepared.
         self.conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(|e| crate::home::stores::sqlite_error(&self.path, e))
     }
 
@@ -434,7 +436,10 @@ impl Tx<'_> {
     }
 
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self.tx.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self
+            .tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Deletes every key, alias and grant (the rows of `objects`); the store's own
