@@ -135,7 +135,7 @@ fn required(member: &str, value: Option<String>) -> Result<String, Error> {
 
 /// Reads the operation and its request from the method, path, query, headers
 /// and body.
-fn parse(
+pub fn parse(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
