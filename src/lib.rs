@@ -53,4 +53,7 @@ pub mod service;
 pub mod snapshot;
 pub mod volume;
 
+#[cfg(test)]
+mod test_skip;
+
 pub use error::{Error, ErrorKind, Result};

@@ -249,7 +249,7 @@ mod tests {
             let sp = stack_pointer();
             let w = locked_windows();
             if w.is_empty() {
-                eprintln!("SKIP: mlock refused (RLIMIT_MEMLOCK)");
+                crate::test_skip::skip("mlock refused (RLIMIT_MEMLOCK)");
                 return;
             }
             assert_eq!(w.len(), 1);
@@ -329,7 +329,7 @@ mod tests {
             )
         };
         let Some(left) = on_stack(1) else {
-            eprintln!("SKIP: cannot read this process's memory");
+            crate::test_skip::skip("cannot read this process's memory");
             for n in 2..=4 {
                 on_stack(n);
             }

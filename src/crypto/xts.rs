@@ -456,7 +456,6 @@ mod tests {
         let k = key();
         let fast = Xts::new(&k).unwrap();
         let slow = Xts::portable(&k).unwrap();
-        eprintln!("engine: {}", fast.engine());
         for (first, units) in [(0u64, 1usize), (u64::MAX - 3, 9), (1 << 33, 40)] {
             let plain = crate::crypto::random_bytes(units * DATA_UNIT);
             let (mut a, mut b) = (plain.clone(), plain.clone());
