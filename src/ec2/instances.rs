@@ -22,7 +22,10 @@
 use super::authz::{Target, instance_arn};
 use super::model::*;
 use super::trail;
-use super::{Ec2, dry_run, err, new_id};
+use super::{
+    Ec2, check_filter_name, check_max_results, check_resource_id, decode_token, dry_run,
+    encode_token, err, new_id, tag_filter_values,
+};
 use crate::error::{ErrorKind, Result};
 use crate::kms::access::Caller;
 use serde_json::{Value, json};
@@ -32,17 +35,7 @@ const MAX_PER_CALL: u32 = 20;
 
 /// `i-` and 8 or 17 hex digits, as EC2 accepts.
 pub fn check_instance_id(id: &str) -> Result<()> {
-    let ok = id.strip_prefix("i-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(err(
-            ErrorKind::InvalidInstanceIdMalformed,
-            format!("Invalid id: \"{id}\" (expecting \"i-...\")"),
-        ))
-    }
+    check_resource_id(id, "i", ErrorKind::InvalidInstanceIdMalformed)
 }
 
 fn instance_not_found(ids: &[&str]) -> crate::Error {
@@ -55,21 +48,12 @@ fn instance_not_found(ids: &[&str]) -> crate::Error {
 }
 
 fn check_image_id(id: &str) -> Result<()> {
-    let ok = id.strip_prefix("ami-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(err(
-            ErrorKind::InvalidAmiIdMalformed,
-            format!("Invalid id: \"{id}\" (expecting \"ami-...\")"),
-        ))
-    }
+    check_resource_id(id, "ami", ErrorKind::InvalidAmiIdMalformed)
 }
 
 /// The filters DescribeInstances understands (besides `tag:KEY`).
 const FILTERS: &[&str] = &[
+    "tag-key",
     "availability-zone",
     "block-device-mapping.device-name",
     "block-device-mapping.volume-id",
@@ -79,7 +63,6 @@ const FILTERS: &[&str] = &[
     "instance-state-name",
     "instance-type",
     "reservation-id",
-    "tag-key",
 ];
 
 impl Ec2 {
@@ -372,31 +355,15 @@ impl Ec2 {
         for id in &req.instance_ids {
             check_instance_id(id)?;
         }
-        if let Some(m) = req.max_results {
-            if !req.instance_ids.is_empty() {
-                return Err(err(
-                    ErrorKind::InvalidParameterCombination,
-                    "The parameter instancesSet cannot be used with the parameter maxResults",
-                ));
-            }
-            if !(5..=1000).contains(&m) {
-                return Err(err(
-                    ErrorKind::InvalidParameterValue,
-                    format!(
-                        "Value ( {m} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
-                    ),
-                ));
-            }
+        if req.max_results.is_some() && !req.instance_ids.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidParameterCombination,
+                "The parameter instancesSet cannot be used with the parameter maxResults",
+            ));
         }
+        check_max_results(req.max_results)?;
         for f in &req.filters {
-            if !FILTERS.contains(&f.name.as_str())
-                && f.name.strip_prefix("tag:").is_none_or(str::is_empty)
-            {
-                return Err(err(
-                    ErrorKind::InvalidParameterValue,
-                    format!("The filter '{}' is invalid", f.name),
-                ));
-            }
+            check_filter_name(&f.name, FILTERS)?;
         }
         let (all, volumes) = {
             let store = self.store.lock().expect("ec2 store");
@@ -412,7 +379,7 @@ impl Ec2 {
             return Err(instance_not_found(&missing));
         }
         let start = match &req.next_token {
-            Some(t) => Some(decode_instance_token(t)?),
+            Some(t) => Some(decode_token("instances", t)?),
             None => None,
         };
         let mut chosen: Vec<Instance> = Vec::new();
@@ -436,7 +403,9 @@ impl Ec2 {
             if let Some(m) = req.max_results
                 && chosen.len() == crate::num::usize_of(u64::from(m))
             {
-                next_token = chosen.last().map(|l| encode_instance_token(&l.instance_id));
+                next_token = chosen
+                    .last()
+                    .map(|l| encode_token("instances", &l.instance_id));
                 break;
             }
             chosen.push(shape);
@@ -579,40 +548,11 @@ fn instance_matches(shape: &Instance, i: &InstanceRecord, f: &Filter) -> bool {
         "instance-state-name" => vec![i.state.clone()],
         "instance-type" => vec![i.instance_type.clone()],
         "reservation-id" => vec![i.reservation_id.clone()],
-        "tag-key" => i.tags.iter().map(|t| t.key.clone()).collect(),
-        name => match name.strip_prefix("tag:") {
-            Some(k) => i
-                .tags
-                .iter()
-                .filter(|t| t.key == k)
-                .map(|t| t.value.clone())
-                .collect(),
-            None => vec![],
-        },
+        name => tag_filter_values(&i.tags, name).unwrap_or_default(),
     };
     values
         .iter()
         .any(|v| f.values.iter().any(|p| super::glob(p, v)))
-}
-
-fn encode_instance_token(last: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("ebsim-instances:{last}"))
-}
-
-fn decode_instance_token(t: &str) -> Result<String> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(t)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("ebsim-instances:").map(str::to_string))
-        .ok_or_else(|| {
-            err(
-                ErrorKind::InvalidParameterValue,
-                format!("Invalid value '{t}' for nextToken"),
-            )
-        })
 }
 
 /// RunInstances's response elements.

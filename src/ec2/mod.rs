@@ -175,17 +175,66 @@ fn not_found(id: &str) -> Error {
 
 /// `vol-` and 8 or 17 hex digits, as EC2 accepts.
 pub fn check_volume_id(id: &str) -> Result<()> {
-    let ok = id.strip_prefix("vol-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
-    });
+    check_resource_id(id, "vol", ErrorKind::InvalidVolumeIdMalformed)
+}
+
+/// `PREFIX-` and 8 or 17 hex digits (EC2's resource ids: `vol-`, `i-`, `ami-`),
+/// else `malformed` with EC2's message.
+fn check_resource_id(id: &str, prefix: &str, malformed: ErrorKind) -> Result<()> {
+    let ok = id
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|h| {
+            (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+        });
     if ok {
         Ok(())
     } else {
         Err(err(
-            ErrorKind::InvalidVolumeIdMalformed,
-            format!("Invalid id: \"{id}\" (expecting \"vol-...\")"),
+            malformed,
+            format!("Invalid id: \"{id}\" (expecting \"{prefix}-...\")"),
         ))
     }
+}
+
+/// DescribeVolumes', DescribeTags' and DescribeInstances' `MaxResults`: 5 to 1000.
+fn check_max_results(max: Option<u32>) -> Result<()> {
+    match max {
+        Some(m) if !(5..=1000).contains(&m) => Err(err(
+            ErrorKind::InvalidParameterValue,
+            format!(
+                "Value ( {m} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A filter name a Describe understands: one of `known`, or `tag:KEY`.
+fn check_filter_name(name: &str, known: &[&str]) -> Result<()> {
+    if known.contains(&name) || name.strip_prefix("tag:").is_some_and(|k| !k.is_empty()) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::InvalidParameterValue,
+            format!("The filter '{name}' is invalid"),
+        ))
+    }
+}
+
+/// The values of the tag filters (`tag-key`, `tag:KEY`) for a resource with
+/// `tags`; None for any other filter name.
+fn tag_filter_values(tags: &[Tag], name: &str) -> Option<Vec<String>> {
+    if name == "tag-key" {
+        return Some(tags.iter().map(|t| t.key.clone()).collect());
+    }
+    let k = name.strip_prefix("tag:")?;
+    Some(
+        tags.iter()
+            .filter(|t| t.key == k)
+            .map(|t| t.value.clone())
+            .collect(),
+    )
 }
 
 fn new_id(prefix: &str) -> String {
@@ -1016,16 +1065,7 @@ impl Ec2 {
         for id in &req.volume_ids {
             check_volume_id(id)?;
         }
-        if let Some(m) = req.max_results
-            && !(5..=1000).contains(&m)
-        {
-            return Err(err(
-                ErrorKind::InvalidParameterValue,
-                format!(
-                    "Value ( {m} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
-                ),
-            ));
-        }
+        check_max_results(req.max_results)?;
         let all = self.store.lock().expect("ec2 store").volumes()?;
         let missing: Vec<&str> = req
             .volume_ids
@@ -1040,7 +1080,7 @@ impl Ec2 {
             ));
         }
         for f in &req.filters {
-            check_filter(&f.name)?;
+            check_filter_name(&f.name, FILTERS)?;
         }
         let start = match &req.next_token {
             Some(t) => Some(decode_token("volumes", t)?),
@@ -1929,17 +1969,6 @@ const FILTERS: &[&str] = &[
     "volume-type",
 ];
 
-fn check_filter(name: &str) -> Result<()> {
-    if FILTERS.contains(&name) || name.strip_prefix("tag:").is_some_and(|k| !k.is_empty()) {
-        Ok(())
-    } else {
-        Err(err(
-            ErrorKind::InvalidParameterValue,
-            format!("The filter '{name}' is invalid"),
-        ))
-    }
-}
-
 fn matches_filter(v: &VolumeRecord, f: &Filter) -> bool {
     let a = v.attachment.as_ref();
     let values: Vec<String> = match f.name.as_str() {
@@ -1953,18 +1982,9 @@ fn matches_filter(v: &VolumeRecord, f: &Filter) -> bool {
         "size" => vec![v.size_gib().to_string()],
         "snapshot-id" => vec![v.snapshot_id.clone().unwrap_or_default()],
         "status" => vec![v.state.clone()],
-        "tag-key" => v.tags.iter().map(|t| t.key.clone()).collect(),
         "volume-id" => vec![v.volume_id.clone()],
         "volume-type" => vec![v.volume_type.clone()],
-        name => match name.strip_prefix("tag:") {
-            Some(k) => v
-                .tags
-                .iter()
-                .filter(|t| t.key == k)
-                .map(|t| t.value.clone())
-                .collect(),
-            None => vec![],
-        },
+        name => tag_filter_values(&v.tags, name).unwrap_or_default(),
     };
     f.values
         .iter()

@@ -300,16 +300,7 @@ impl Ec2 {
                         ));
                     }
                 }
-                if let Some(m) = req.max_results
-                    && !(5..=1000).contains(&m)
-                {
-                    return Err(err(
-                        ErrorKind::InvalidParameterValue,
-                        format!(
-                            "Value ( {m} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
-                        ),
-                    ));
-                }
+                super::check_max_results(req.max_results)?;
                 let start = req
                     .next_token
                     .as_deref()
