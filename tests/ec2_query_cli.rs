@@ -7,71 +7,31 @@
 
 mod common;
 
-use std::io::BufRead;
+use common::sandbox::Sandbox;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
+/// `ebsim serve` on a sandbox's data root, with the account root's access key,
+/// and a HOME of its own for the AWS CLI.
 struct Server {
-    _dir: tempfile::TempDir,
+    // Dropped first: the server stops before its data root goes.
+    _srv: common::server::Server,
+    _sandbox: Sandbox,
     url: String,
     home: tempfile::TempDir,
     key: (String, String),
-    child: Child,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `ebsim serve` on a new data root, on a free loopback port, with the account
-/// root's access key.
 fn server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let ebsim = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_ebsim"))
-            .args(args)
-            .env("EBSIM_HOME", dir.path())
-            .env_remove("EBSIM_NOW")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{args:?}: {o:?}");
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let k: serde_json::Value = serde_json::from_str(&ebsim(&["iam", "create-access-key"])).unwrap();
-    let key = (
-        k["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string(),
-        k["AccessKey"]["SecretAccessKey"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ebsim"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("EBSIM_HOME", dir.path())
-        .env_remove("EBSIM_NOW")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("ebsim serve did not start: {line:?}"))
-        .to_string();
+    let sandbox = Sandbox::new();
+    let key = common::server::root_key(&sandbox);
+    let srv = common::server::Server::start(&sandbox, &[]);
     Server {
-        _dir: dir,
-        url,
+        url: srv.endpoint(),
+        _srv: srv,
+        _sandbox: sandbox,
         home: tempfile::tempdir().unwrap(),
         key,
-        child,
     }
 }
 

@@ -12,96 +12,16 @@
 mod common;
 
 use common::sandbox::Sandbox;
+use common::server::{Server, client, key_of, run};
 use ebsim::ec2::Ec2;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const BLOCK: usize = 512 * 1024;
 const INSTANCE: &str = "i-0123456789abcdef0";
 
-/// A running `ebsim serve`.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(s: &Sandbox) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ebsim"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("EBSIM_HOME", s.home())
-            .env_remove("EBSIM_NOW")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("ebsim serve did not start: {line:?}"));
-        Server { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn key_of(json: &str) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    (
-        v["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string(),
-        v["AccessKey"]["SecretAccessKey"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    )
-}
-
-fn client(program: &str, srv: &Server, key: &(String, String)) -> Command {
-    let mut c = Command::new(program);
-    c.env("EBSIM_ENDPOINT", srv.endpoint())
-        .env("AWS_ACCESS_KEY_ID", &key.0)
-        .env("AWS_SECRET_ACCESS_KEY", &key.1)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    c
-}
-
-fn run(mut c: Command) -> String {
-    let o = c.output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{c:?} failed:\n{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
 fn have_boto3() -> bool {
-    Command::new("python3")
-        .args(["-c", "import boto3"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    common::server::have_python_module("boto3")
 }
 
 /// tests/server_ebs.py's mode with `args`: its last line, as JSON.
@@ -211,7 +131,7 @@ fn boto3_reads_compares_writes_and_is_refused_snapshot_blocks() {
     let (key_arn, vol, first, second) = setup(&s);
     let bytes_now = read_all(&s, &vol, None);
     let root_key = key_of(&s.ok(&["iam", "create-access-key"]));
-    let srv = Server::start(&s);
+    let srv = Server::start(&s, &[]);
 
     // Every block of the second snapshot: the volume's bytes, checksums checked.
     let out = s.path("blocks");
@@ -341,7 +261,7 @@ fn aws_cli_v2_lists_snapshot_blocks() {
     let s = Sandbox::new();
     let (_, _, _, second) = setup(&s);
     let key = key_of(&s.ok(&["iam", "create-access-key"]));
-    let srv = Server::start(&s);
+    let srv = Server::start(&s, &[]);
     let mut c = client("/usr/bin/aws", &srv, &key);
     c.args([
         "--endpoint-url",

@@ -6,6 +6,7 @@
 pub mod nbd_client;
 pub mod pki;
 pub mod sandbox;
+pub mod server;
 
 use ebsim::clock::{Clock, Timestamp, parse_time};
 use ebsim::home::DataRoot;
