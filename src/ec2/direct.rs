@@ -62,6 +62,15 @@ pub fn ebs_error(kind: ErrorKind, reason: &str, message: impl Into<String>) -> E
     Error::new(kind, message).with(Field::Reason, reason)
 }
 
+/// ResourceNotFoundException (SNAPSHOT_NOT_FOUND) for `id`.
+fn no_snapshot(id: &str) -> Error {
+    ebs_error(
+        ErrorKind::ResourceNotFound,
+        "SNAPSHOT_NOT_FOUND",
+        format!("The snapshot '{id}' does not exist."),
+    )
+}
+
 fn invalid(reason: &str, message: impl Into<String>) -> Error {
     ebs_error(ErrorKind::Validation, reason, message)
 }
@@ -883,17 +892,7 @@ impl Ec2 {
         drop(data);
         let now = self.kms.clock().now();
         let committed = self.write(|tx| {
-            let mut cur = tx
-                .snapshots()?
-                .into_iter()
-                .find(|x| &x.snapshot_id == id)
-                .ok_or_else(|| {
-                    ebs_error(
-                        ErrorKind::ResourceNotFound,
-                        "SNAPSHOT_NOT_FOUND",
-                        format!("The snapshot '{id}' does not exist."),
-                    )
-                })?;
+            let mut cur = tx.snapshot(id)?.ok_or_else(|| no_snapshot(id))?;
             Self::check_writable(&cur, &now)?;
             match &digest {
                 Some(d) => cur.blocks.insert(index, d.clone()),
@@ -992,17 +991,7 @@ impl Ec2 {
         }
         let now = self.kms.clock().now();
         self.write(|tx| {
-            let mut cur = tx
-                .snapshots()?
-                .into_iter()
-                .find(|x| &x.snapshot_id == id)
-                .ok_or_else(|| {
-                    ebs_error(
-                        ErrorKind::ResourceNotFound,
-                        "SNAPSHOT_NOT_FOUND",
-                        format!("The snapshot '{id}' does not exist."),
-                    )
-                })?;
+            let mut cur = tx.snapshot(id)?.ok_or_else(|| no_snapshot(id))?;
             Self::check_writable(&cur, &now)?;
             if cur.direct.as_ref().map(|d| d.written.len()) != Some(written.len()) {
                 return Err(Error::new(

@@ -389,10 +389,7 @@ impl Ec2 {
                     rec.pid
                 );
                 self.write(|tx| {
-                    if let Some(mut s) = tx
-                        .snapshots()?
-                        .into_iter()
-                        .find(|s| &s.snapshot_id == snapshot_id)
+                    if let Some(mut s) = tx.snapshot(snapshot_id)?
                         && s.state == "pending"
                     {
                         mark_error(&mut s, &message);

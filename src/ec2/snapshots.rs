@@ -113,9 +113,7 @@ impl Ec2 {
         self.store
             .lock()
             .expect("ec2 store")
-            .snapshots()?
-            .into_iter()
-            .find(|s| s.snapshot_id == id)
+            .snapshot(id)?
             .ok_or_else(|| snapshot_not_found(id))
     }
 
@@ -136,7 +134,7 @@ impl Ec2 {
     /// Records the progress of a pending snapshot.
     pub(super) fn record_progress(&self, id: &str, pct: u32) -> Result<()> {
         self.write(|tx| {
-            if let Some(mut s) = tx.snapshots()?.into_iter().find(|s| s.snapshot_id == id)
+            if let Some(mut s) = tx.snapshot(id)?
                 && s.state == "pending"
             {
                 s.progress = pct;
@@ -674,9 +672,7 @@ impl Ec2 {
         let live = self.live_resources()?;
         self.write(|tx| {
             let cur = tx
-                .snapshots()?
-                .into_iter()
-                .find(|s| s.snapshot_id == snapshot_id)
+                .snapshot(snapshot_id)?
                 .ok_or_else(|| snapshot_not_found(snapshot_id))?;
             if cur.state == "pending" && live.contains(snapshot_id) {
                 return Err(err(

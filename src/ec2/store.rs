@@ -110,6 +110,11 @@ impl Store {
         pending(&self.conn).map_err(|e| e.in_store(&self.path))
     }
 
+    /// One snapshot's record, by its id (its row alone).
+    pub fn snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        snapshot(&self.conn, id).map_err(|e| e.in_store(&self.path))
+    }
+
     /// Every simulated instance, terminated ones included, in launch order.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
         instances(&self.conn).map_err(|e| e.in_store(&self.path))
@@ -161,6 +166,10 @@ impl Tx<'_> {
 
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         snapshots(&self.tx)
+    }
+
+    pub fn snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        snapshot(&self.tx, id)
     }
 
     pub fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<()> {
@@ -269,6 +278,17 @@ fn snapshots(conn: &Connection) -> Result<Vec<SnapshotRecord>> {
         })?);
     }
     Ok(out)
+}
+
+fn snapshot(conn: &Connection, id: &str) -> Result<Option<SnapshotRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM snapshots WHERE snapshot_id = ?1")?;
+    let json: Option<String> = stmt.query_row(params![id], |r| r.get(0)).optional()?;
+    json.map(|j| {
+        serde_json::from_str(&j).map_err(|e| {
+            crate::Error::environment(format!("a snapshot record in ec2.db is not readable: {e}"))
+        })
+    })
+    .transpose()
 }
 
 fn pending(conn: &Connection) -> Result<Vec<PendingRecord>> {
