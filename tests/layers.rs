@@ -218,30 +218,40 @@ fn ec2_never_touches_a_mount_or_a_socket() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src.join("ec2"), &mut files);
-    let mut broken = Vec::new();
-    for f in &files {
-        let code = code_of(&std::fs::read_to_string(f).unwrap(), f);
-        for word in [
+    let broken = naming(
+        &src,
+        &files,
+        &[
             "nix::mount",
             "umount",
             "UnixStream",
             "UnixListener",
             "remove_stale_socket",
             ".sock\"",
-        ] {
-            if code.contains(word) {
-                broken.push(format!(
-                    "{}: {word}",
-                    f.strip_prefix(&src).unwrap().display()
-                ));
-            }
-        }
-    }
+        ],
+    );
     assert!(
         broken.is_empty(),
         "EC2 touches the host:\n{}",
         broken.join("\n")
     );
+}
+
+/// `file: word` for each of `words` that the code of one of `files` names.
+fn naming(src: &Path, files: &[PathBuf], words: &[&str]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for f in files {
+        let code = code_of(&std::fs::read_to_string(f).unwrap(), f);
+        for word in words {
+            if code.contains(word) {
+                broken.push(format!(
+                    "{}: {word}",
+                    f.strip_prefix(src).unwrap().display()
+                ));
+            }
+        }
+    }
+    broken
 }
 
 /// The CLI opens no engine: every call, attach and detach included, goes through
@@ -253,10 +263,10 @@ fn the_cli_opens_no_engine() {
     let mut files = Vec::new();
     rust_files(&src.join("cli"), &mut files);
     files.push(src.join("main.rs"));
-    let mut broken = Vec::new();
-    for f in &files {
-        let code = code_of(&std::fs::read_to_string(f).unwrap(), f);
-        for word in [
+    let broken = naming(
+        &src,
+        &files,
+        &[
             "ec2_engine",
             "kms_engine",
             "iam_engine",
@@ -264,15 +274,8 @@ fn the_cli_opens_no_engine() {
             "Ec2::with_host",
             "Kms::open",
             "agent::",
-        ] {
-            if code.contains(word) {
-                broken.push(format!(
-                    "{}: {word}",
-                    f.strip_prefix(&src).unwrap().display()
-                ));
-            }
-        }
-    }
+        ],
+    );
     assert!(
         broken.is_empty(),
         "the CLI opens an engine:\n{}",
