@@ -5,37 +5,41 @@
 //! secret its own page is what makes `munlock` on drop safe: unlocking a page that
 //! another secret still lived on would silently unlock that secret too.
 //!
-//! The page is found inside an owned two-page buffer (one full, aligned page always
-//! lies within any two-page allocation), which keeps this module free of `unsafe`.
+//! Locking and unlocking a page are system calls that also split and merge the
+//! process's memory map, which made them a tenth of a KMS request's CPU time over
+//! HTTP (docs/BENCHMARKS.md). So a secret's page, once zeroized, goes back to a
+//! small pool of pages that stay locked and is handed to the next secret: at most
+//! [`POOL_PAGES`] pages, each of them zero while it waits, none of them ever
+//! holding more than the one secret it lent itself to. The pool never holds more
+//! pages than were once in use at the same time, so it locks no more memory than
+//! the secrets themselves did.
 
 use std::fmt;
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 use zeroize::Zeroize;
 
 const PAGE: usize = 4096;
 
-/// Secret bytes (at most one page) in locked, zeroize-on-drop memory.
-pub struct SecretBytes {
-    buf: Box<[u8]>,
-    start: usize,
-    len: usize,
-    _lock: Option<region::LockGuard>,
+/// Zeroized locked pages kept for the next secret.
+const POOL_PAGES: usize = 32;
+
+/// One page of its own, locked while it lives (`lock` is `None` when `mlock` was
+/// refused; such a page is never pooled).
+struct Page {
+    buf: Box<PageAligned<[u8; PAGE]>>,
+    lock: Option<region::LockGuard>,
 }
 
-impl SecretBytes {
-    /// The largest secret: one page.
-    pub const MAX_LEN: usize = PAGE;
+static POOL: Mutex<Vec<Page>> = Mutex::new(Vec::new());
 
-    /// A zero-filled secret of `len` bytes, ready to be written through [`Self::expose_mut`].
-    ///
-    /// # Panics
-    /// If `len` is larger than one page (4096 bytes); no key in ebsim is.
-    pub fn zeroed(len: usize) -> Self {
-        assert!(len <= PAGE, "a secret is at most {PAGE} bytes, not {len}");
-        let buf = vec![0u8; 2 * PAGE].into_boxed_slice();
-        let addr = buf.as_ptr() as usize;
-        let start = (PAGE - addr % PAGE) % PAGE;
-        let lock = match region::lock(buf[start..].as_ptr(), PAGE) {
+impl Page {
+    /// A zero page: from the pool, or allocated and locked now.
+    fn take() -> Page {
+        if let Some(page) = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return page;
+        }
+        let buf = Box::new(PageAligned([0u8; PAGE]));
+        let lock = match region::lock(buf.0.as_ptr(), PAGE) {
             Ok(guard) => Some(guard),
             Err(e) => {
                 static WARN: Once = Once::new();
@@ -48,11 +52,44 @@ impl SecretBytes {
                 None
             }
         };
+        Page { buf, lock }
+    }
+
+    /// Zeroizes the first `used` bytes (still locked; a secret is only ever
+    /// given the first `len` bytes of its page, the rest stays zero), then pools
+    /// the page or, past the pool's size, frees it (unlocking after the zeroize).
+    fn give_back(mut self, used: usize) {
+        self.buf.0[..used].zeroize();
+        if self.lock.is_none() {
+            return;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_PAGES {
+            pool.push(self);
+        }
+    }
+}
+
+/// Secret bytes (at most one page) in locked, zeroize-on-drop memory.
+pub struct SecretBytes {
+    /// Always `Some` but inside `drop`.
+    page: Option<Page>,
+    len: usize,
+}
+
+impl SecretBytes {
+    /// The largest secret: one page.
+    pub const MAX_LEN: usize = PAGE;
+
+    /// A zero-filled secret of `len` bytes, ready to be written through [`Self::expose_mut`].
+    ///
+    /// # Panics
+    /// If `len` is larger than one page (4096 bytes); no key in ebsim is.
+    pub fn zeroed(len: usize) -> Self {
+        assert!(len <= PAGE, "a secret is at most {PAGE} bytes, not {len}");
         SecretBytes {
-            buf,
-            start,
+            page: Some(Page::take()),
             len,
-            _lock: lock,
         }
     }
 
@@ -79,14 +116,24 @@ impl SecretBytes {
         self.len == 0
     }
 
+    fn page(&self) -> &Page {
+        self.page.as_ref().expect("a live secret has its page")
+    }
+
     /// The secret bytes. Keep the borrow short and never copy them into ordinary memory
     /// that outlives the call.
     pub fn expose(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
+        &self.page().buf.0[..self.len]
     }
 
     pub fn expose_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + self.len]
+        let len = self.len;
+        &mut self
+            .page
+            .as_mut()
+            .expect("a live secret has its page")
+            .buf
+            .0[..len]
     }
 
     /// A second, independently locked copy.
@@ -96,14 +143,15 @@ impl SecretBytes {
 
     /// Whether the page is locked in memory (false when `mlock` was refused).
     pub fn is_locked(&self) -> bool {
-        self._lock.is_some()
+        self.page().lock.is_some()
     }
 }
 
 impl Drop for SecretBytes {
     fn drop(&mut self) {
-        // Zeroize while still locked; the LockGuard unlocks after this body runs.
-        self.buf.zeroize();
+        if let Some(page) = self.page.take() {
+            page.give_back(self.len);
+        }
     }
 }
 
@@ -216,6 +264,26 @@ mod tests {
         let text = format!("{s:?}");
         assert!(!text.contains("171") && !text.to_lowercase().contains("ab,"));
         assert_eq!(text, "SecretBytes([REDACTED; 32])");
+    }
+
+    #[test]
+    fn a_pooled_page_comes_back_zeroed_and_locked() {
+        // Fill more pages than the pool keeps, drop them, and take them again:
+        // every page handed out is zero, whoever held it before.
+        let held: Vec<SecretBytes> = (0..POOL_PAGES + 4)
+            .map(|_| SecretBytes::from_slice(&[0x5A; PAGE]))
+            .collect();
+        let locked = held.iter().all(SecretBytes::is_locked);
+        drop(held);
+        for _ in 0..POOL_PAGES + 4 {
+            let s = SecretBytes::zeroed(PAGE);
+            assert!(s.expose().iter().all(|&b| b == 0));
+            assert_eq!(s.expose().as_ptr() as usize % PAGE, 0);
+            if locked {
+                assert!(s.is_locked());
+            }
+        }
+        assert!(POOL.lock().unwrap().len() <= POOL_PAGES);
     }
 
     #[test]
