@@ -4,7 +4,9 @@
 //!
 //! One [`Kms`] serves one region of one data root. Its state lives in the region's
 //! sealed store ([`store`]); a cache of opened records sits in memory and is
-//! reloaded whenever another process has committed (SQLite's `data_version`).
+//! reloaded whenever another process has committed (SQLite's `data_version`,
+//! asked at most once per [`RECHECK`]: a call that starts at least that long
+//! after another process's commit sees it).
 //! Every mutation is one immediate transaction that first brings the cache up to
 //! date, so concurrent processes never lose each other's updates.
 //!
@@ -21,6 +23,13 @@ pub mod model;
 pub mod quota;
 pub mod spec;
 pub mod store;
+
+/// How long a cache may go without asking SQLite whether another process has
+/// committed. Asking takes a shared lock on the store (four `fcntl` calls); at
+/// thousands of calls per second that was a tenth of a call's time
+/// (docs/BENCHMARKS.md). A millisecond is less than any process takes to commit
+/// and then hand the next request to this one.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
 
 mod aliases;
 mod authz;
@@ -85,6 +94,8 @@ pub const PREDEFINED_AWS_ALIASES: &[&str] = &[
 struct Cache {
     /// `data_version` the cache was loaded at; None = must reload.
     version: Option<i64>,
+    /// When `version` was last compared with the store's.
+    checked: Option<std::time::Instant>,
     keys: HashMap<String, Arc<KeyRecord>>,
     aliases: BTreeMap<String, AliasRecord>,
     /// Grants by key id.
@@ -306,12 +317,21 @@ impl Kms {
     /// Brings the cache up to date and applies whatever fell due; returns the guard.
     fn fresh(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
         let mut inner = self.lock();
-        let version = inner.store.data_version()?;
-        if inner.cache.version != Some(version) {
-            let keys = inner.store.list(Kind::Key)?;
-            let aliases = inner.store.list(Kind::Alias)?;
-            let grants = inner.store.list(Kind::Grant)?;
-            inner.cache.load(keys, aliases, grants, version);
+        let started = std::time::Instant::now();
+        let recent = inner.cache.version.is_some()
+            && inner
+                .cache
+                .checked
+                .is_some_and(|t| started.duration_since(t) < RECHECK);
+        if !recent {
+            let version = inner.store.data_version()?;
+            if inner.cache.version != Some(version) {
+                let keys = inner.store.list(Kind::Key)?;
+                let aliases = inner.store.list(Kind::Alias)?;
+                let grants = inner.store.list(Kind::Grant)?;
+                inner.cache.load(keys, aliases, grants, version);
+            }
+            inner.cache.checked = Some(started);
         }
         let now = self.clock.now();
         if inner.cache.next_due.is_some_and(|d| d <= now) {

@@ -23,6 +23,7 @@
 //! movable clock is not used here); a presigned URL is good from its date for
 //! `X-Amz-Expires` seconds (at most 7 days).
 
+use crate::crypto::SecretBytes;
 use axum::http::HeaderMap;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use hmac::{KeyInit, Mac};
@@ -473,6 +474,14 @@ pub fn string_to_sign(claim: &Claim, canonical: &str) -> String {
 
 /// The signature of `string_to_sign` with `secret` over `claim`'s scope.
 pub fn signature(secret: &[u8], claim: &Claim, string_to_sign: &str) -> String {
+    sign(signing_key(secret, claim).expose(), string_to_sign)
+}
+
+/// SigV4's signing key for `claim`'s credential scope: four HMACs from the
+/// secret, in locked memory. It depends only on the secret, the date, the
+/// region and the service, so a caller may keep it for them (the SDKs do, and
+/// so does the server: http.rs).
+pub fn signing_key(secret: &[u8], claim: &Claim) -> SecretBytes {
     let mut k = b"AWS4".to_vec();
     k.extend_from_slice(secret);
     let k = zeroize::Zeroizing::new(k);
@@ -480,11 +489,25 @@ pub fn signature(secret: &[u8], claim: &Claim, string_to_sign: &str) -> String {
     let k_region = zeroize::Zeroizing::new(hmac(&k_date, claim.region.as_bytes()));
     let k_service = zeroize::Zeroizing::new(hmac(&k_region, claim.service.as_bytes()));
     let k_signing = zeroize::Zeroizing::new(hmac(&k_service, b"aws4_request"));
-    hex(&hmac(&k_signing, string_to_sign.as_bytes()))
+    SecretBytes::from_slice(&k_signing)
+}
+
+fn sign(signing_key: &[u8], string_to_sign: &str) -> String {
+    hex(&hmac(signing_key, string_to_sign.as_bytes()))
 }
 
 /// Checks the request's signature with `secret`, in constant time.
 pub fn verify(req: &Received<'_>, claim: &Claim, secret: &[u8]) -> Result<(), AuthError> {
+    verify_with_key(req, claim, signing_key(secret, claim).expose())
+}
+
+/// Checks the request's signature with the signing key of its scope
+/// ([`signing_key`]), in constant time.
+pub fn verify_with_key(
+    req: &Received<'_>,
+    claim: &Claim,
+    signing_key: &[u8],
+) -> Result<(), AuthError> {
     if !claim.amz_date.starts_with(&claim.scope_date) {
         return Err(AuthError::BadSignature(format!(
             " Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
@@ -494,7 +517,7 @@ pub fn verify(req: &Received<'_>, claim: &Claim, secret: &[u8]) -> Result<(), Au
     }
     let canonical = canonical_request(req, claim);
     let sts = string_to_sign(claim, &canonical);
-    let expected = signature(secret, claim, &sts);
+    let expected = sign(signing_key, &sts);
     if bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes())) {
         Ok(())
     } else {

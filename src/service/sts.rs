@@ -12,17 +12,35 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Who an access key signs for, and the secret its signatures are made with.
-/// Credentials read so far, valid while `iam.db`'s `data_version` is `version`.
+/// Credentials read so far, valid while `iam.db`'s `data_version` is `version`
+/// (asked at most once per [`crate::kms::RECHECK`], as the KMS asks its store).
 #[derive(Default)]
 pub(super) struct CredentialCache {
     version: Option<i64>,
+    /// When `version` was last compared with `iam.db`'s.
+    checked: Option<std::time::Instant>,
     entries: std::collections::HashMap<String, Arc<Credentials>>,
 }
 
 impl CredentialCache {
     pub(super) fn clear(&mut self) {
         self.version = None;
+        self.checked = None;
         self.entries.clear();
+    }
+
+    /// The cached credentials of `access_key_id` if `iam.db` was asked about
+    /// other processes' commits less than [`crate::kms::RECHECK`] ago.
+    fn recent(&self, access_key_id: &str, now: std::time::Instant) -> Option<Arc<Credentials>> {
+        let recent = self.version.is_some()
+            && self
+                .checked
+                .is_some_and(|t| now.duration_since(t) < crate::kms::RECHECK);
+        if recent {
+            self.entries.get(access_key_id).cloned()
+        } else {
+            None
+        }
     }
 }
 
@@ -32,6 +50,10 @@ pub struct Credentials {
     pub secret: SecretBytes,
     /// A session's credentials need their session token; `Some` for them.
     pub session: Option<crate::iam::sessions::SessionCheck>,
+    /// The last SigV4 signing key derived from `secret`, with its credential
+    /// scope: a front end that checks signatures keeps it here (it depends only on
+    /// the secret, the day, the region and the service), zeroized with the rest.
+    pub signing_key: std::sync::Mutex<Option<(String, SecretBytes)>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -103,6 +125,15 @@ impl Services {
     /// another process's commit to `iam.db` moves its `data_version`, and this
     /// process's own IAM calls and resets empty the cache.
     pub fn credentials(&self, access_key_id: &str) -> Result<Option<Arc<Credentials>>> {
+        let started = std::time::Instant::now();
+        let cached = self
+            .credential_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recent(access_key_id, started);
+        if let Some(c) = cached {
+            return Ok(Some(c));
+        }
         let iam = self.iam_engine()?;
         let iam = iam.lock().unwrap_or_else(|p| p.into_inner());
         let version = iam.data_version()?;
@@ -114,6 +145,7 @@ impl Services {
             cache.entries.clear();
             cache.version = Some(version);
         }
+        cache.checked = Some(started);
         if let Some(c) = cache.entries.get(access_key_id) {
             return Ok(Some(c.clone()));
         }
@@ -152,6 +184,7 @@ impl Services {
                 },
                 secret: s.secret,
                 session: Some(s.check),
+                signing_key: std::sync::Mutex::new(None),
             }));
         }
         let Some(k) = iam.access_key_secret(access_key_id)? else {
@@ -180,6 +213,7 @@ impl Services {
             caller,
             secret: k.secret,
             session: None,
+            signing_key: std::sync::Mutex::new(None),
         }))
     }
 
