@@ -6,9 +6,9 @@
 //!
 //! Per request: read the body (limited in size and time), wait for one of the
 //! in-flight slots, check the signature (sigv4.rs) and find the caller, then run
-//! the operation on the shared [`Services`] in a blocking task (the engines use
-//! std mutexes and blocking I/O), and answer in the protocol's shape with
-//! `x-amzn-RequestId`.
+//! the operation on the shared [`Services`] — KMS's short operations in place,
+//! the rest in a blocking task (the engines use std mutexes and blocking I/O,
+//! and may fsync) — and answer in the protocol's shape with `x-amzn-RequestId`.
 //!
 //! Limits (docs/SERVER.md): request headers 64 KiB and 100 lines, read within
 //! 30 s; bodies 1 MiB (413 past it), read within 30 s (408); 64 requests in
@@ -263,12 +263,31 @@ async fn handle(
             }
         };
 
-    let rid = request_id.clone();
-    let run = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        process(&shared, peer, &method, &uri, &headers, &body, &rid)
-    });
-    let (response, summary) = match run.await {
+    // KMS's data plane runs here, on the connection's thread: it takes tens of
+    // microseconds of CPU and never waits on the disk, and handing it to the
+    // blocking pool and back cost more than the call (two thread wake-ups and
+    // the pool's own lock; docs/BENCHMARKS.md). Everything else may commit
+    // (fsync) or read files, so it runs in the blocking pool.
+    let short = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(json::is_short);
+    let ran = if short {
+        let run = std::panic::AssertUnwindSafe(|| {
+            let _permit = permit;
+            process(&shared, peer, &method, &uri, &headers, &body, &request_id)
+        });
+        std::panic::catch_unwind(run).map_err(|_| String::from("the operation panicked"))
+    } else {
+        let rid = request_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            process(&shared, peer, &method, &uri, &headers, &body, &rid)
+        })
+        .await
+        .map_err(|e| e.to_string())
+    };
+    let (response, summary) = match ran {
         Ok(r) => r,
         Err(e) => (
             fail(WireError::new(
@@ -702,7 +721,20 @@ fn authenticate(
         .credentials(&claim.access_key_id)
         .map_err(Err)?
         .ok_or(Ok(AuthError::UnknownKey))?;
-    sigv4::verify(received, claim, creds.secret.expose()).map_err(Ok)?;
+    {
+        // The signing key of this scope, derived once per access key, day,
+        // region and service rather than with four HMACs per request.
+        let scope = claim.scope();
+        let mut slot = creds.signing_key.lock().unwrap_or_else(|p| p.into_inner());
+        let key = match &mut *slot {
+            Some((s, key)) if *s == scope => key,
+            slot => {
+                let key = sigv4::signing_key(creds.secret.expose(), claim);
+                &mut slot.insert((scope, key)).1
+            }
+        };
+        sigv4::verify_with_key(received, claim, key.expose()).map_err(Ok)?;
+    }
     match &creds.session {
         Some(check) => {
             use crate::iam::sessions::TokenProblem;
@@ -736,8 +768,25 @@ pub async fn serve(
     config: Arc<Config>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let here = vec![tokio::runtime::Handle::current()];
+    serve_on(listener, services, config, shutdown, &here).await;
+}
+
+/// [`serve`], with each connection handed, in turn, to one of `workers`: a
+/// connection then lives on that runtime's thread, which reads its requests,
+/// runs KMS's short operations and writes the answers, with no hand-off between
+/// threads (mod.rs gives one single-threaded runtime per CPU).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    services: Arc<Services>,
+    config: Arc<Config>,
+    shutdown: impl std::future::Future<Output = ()>,
+    workers: &[tokio::runtime::Handle],
+) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
+    assert!(!workers.is_empty(), "a server needs a runtime to serve on");
+    let mut next_worker = 0usize;
     let limits = config.limits;
     let shared = Shared {
         services,
@@ -773,16 +822,34 @@ pub async fn serve(
                 req.extensions_mut().insert(Peer(peer));
                 router.clone().oneshot(req.map(Body::new))
             });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192))
-            .max_header_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        // The socket moves to its worker's reactor: registered there, its
+        // readiness wakes that thread and no other.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "ebsim::server", "dropping {peer}: {e}");
+                continue;
+            }
+        };
+        let watcher = graceful.watcher();
+        let worker = &workers[next_worker % workers.len()];
+        next_worker = next_worker.wrapping_add(1);
+        worker.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(target: "ebsim::server", "dropping {peer}: {e}");
+                    return;
+                }
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_header_size(limits.max_header_bytes)
+                .max_headers(limits.max_headers)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(target: "ebsim::server", "connection from {peer}: {e}");
             }
             drop(slot);

@@ -29,6 +29,28 @@ pub fn service_of(prefix: &str) -> Option<&'static str> {
     }
 }
 
+/// KMS operations that read the key cache and answer without writing a store or
+/// waiting on the disk: the data plane and the key's description. The server
+/// runs them on the connection's own thread (http.rs); the rest, which commit
+/// transactions (fsync) or read files, go to the blocking pool.
+const KMS_SHORT: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateRandom",
+    "DescribeKey",
+];
+
+/// Whether `target` (an `X-Amz-Target` value) names one of [`KMS_SHORT`].
+pub fn is_short(target: &str) -> bool {
+    target
+        .strip_prefix(KMS_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|op| KMS_SHORT.contains(&op))
+}
+
 /// The members each KMS operation requires (the KMS model's `required` lists).
 const KMS_REQUIRED: &[(&str, &[&str])] = &[
     ("DescribeKey", &["KeyId"]),

@@ -178,14 +178,42 @@ async fn stop_signal() {
 
 /// Runs a server until SIGTERM or SIGINT: binds `config.listen`, calls `ready`
 /// with the bound address, serves, drains.
+///
+/// One single-threaded tokio runtime per CPU the process may use (its affinity
+/// mask): this thread's accepts and serves; the others only serve. A connection
+/// stays on the thread it was given, so a request is read, run (KMS's short
+/// operations in place, the rest in the runtime's blocking pool) and answered
+/// without crossing threads — on one CPU a work-stealing runtime's hand-offs cost
+/// more than the calls (docs/BENCHMARKS.md).
 pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     config.check()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ebsim-serve")
-        .build()
-        .map_err(|e| Error::io("cannot start the server's runtime", e))?;
-    runtime.block_on(async move {
+    let single = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("ebsim-serve")
+            .build()
+            .map_err(|e| Error::io("cannot start the server's runtime", e))
+    };
+    let runtime = single()?;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = vec![runtime.handle().clone()];
+    let mut threads = Vec::new();
+    for i in 1..cpus {
+        let rt = single()?;
+        workers.push(rt.handle().clone());
+        let mut stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ebsim-serve-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
+            })
+            .map_err(|e| Error::io("cannot start the server's threads", e))?;
+        threads.push(thread);
+    }
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
@@ -196,7 +224,19 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
             tracing::warn!(target: "ebsim::server", "--accept-any-credentials: every signed request acts as the account root of {}; signatures are not checked", config.account_id);
         }
         ready(addr);
-        http::serve(listener, Arc::new(services), Arc::new(config), stop_signal()).await;
+        http::serve_on(
+            listener,
+            Arc::new(services),
+            Arc::new(config),
+            stop_signal(),
+            &workers,
+        )
+        .await;
         Ok(())
-    })
+    });
+    let _ = stop.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    served
 }
