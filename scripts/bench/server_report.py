@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """The table of scripts/bench/server.sh: ebsim serve against moto_server.
 
-usage: server_report.py RESULTS_DIR BENCHMARKS_MD   (rewrites the server section)
+usage: server_report.py RESULTS_DIR BENCHMARKS_MD   (rewrites this machine kind's section)
        server_report.py RESULTS_DIR -               (prints it)
+
+BENCHMARKS.md keeps one section per machine kind (the CPU's vendor and family,
+with or without AVX-512), between `<!-- server:begin KIND -->` and
+`<!-- server:end KIND -->`, so that figures from different machines are never
+compared: a run replaces its own kind's section and adds one for a new kind.
 
 RESULTS_DIR holds `meta` and one wrk output per measurement, named
 <op>.<connections>.<server>.<round>, each with the RESULT line of the wrk script
@@ -14,8 +19,8 @@ import re
 import statistics
 import sys
 
-BEGIN = "<!-- server:begin (scripts/bench/server.sh writes this section) -->"
-END = "<!-- server:end -->"
+BEGIN = "<!-- server:begin %s -->"
+END = "<!-- server:end %s -->"
 OPS = ["Encrypt", "Decrypt", "GenerateDataKey"]
 SERVERS = ["ebsim", "moto"]
 # PERF.md's targets for KMS over the wire.
@@ -56,15 +61,25 @@ def fmt_rps(v):
     return "{:,.0f}".format(v)
 
 
+def kind(meta):
+    """The machine kind: vendor and family from the CPU model, and AVX-512."""
+    cpu = meta["cpu"]
+    name = next((k for k in ("AMD EPYC", "Intel Xeon", "AMD Ryzen", "Intel Core") if k.split()[1] in cpu and k.split()[0] in cpu), cpu.split("(")[0].strip())
+    flags = meta["flags"].split()
+    return "%s %s AVX-512" % (name, "with" if "avx512f" in flags else "without")
+
+
 def section(results):
     with open(os.path.join(results, "meta")) as f:
         meta = dict(l.rstrip("\n").split(": ", 1) for l in f if ": " in l)
     data = load(results)
     conns = sorted({c for (_, c, _) in data})
     lines = [
-        BEGIN,
+        BEGIN % kind(meta),
         "",
-        "**Machine: %s** (%s, %s vCPUs; flags %s). Kernel %s. ebsim %s; moto %s; "
+        "### %s" % kind(meta),
+        "",
+        "Machine: `%s` (%s, %s vCPUs; flags %s). Kernel %s. ebsim %s; moto %s; "
         "botocore %s (signer); wrk %s. %s; %s."
         % (
             meta["cpu"],
@@ -136,7 +151,7 @@ def section(results):
             "Target p99 < 1 ms at %d clients: **%s** (highest %s, %s)."
             % (P99_AT, "met" if met else "not met", fmt_us(worst[1]), worst[0])
         )
-    lines += ["", END]
+    lines += ["", END % kind(meta)]
     return "\n".join(lines) + "\n"
 
 
@@ -149,11 +164,17 @@ def main():
         return
     with open(sys.argv[2]) as f:
         doc = f.read()
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    begin = text.split("\n", 1)[0]
+    end = text.rstrip("\n").rsplit("\n", 1)[1]
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + text.rstrip("\n") + rest.split(end, 1)[1]
     else:
-        raise SystemExit("%s has no server markers" % sys.argv[2])
+        # A new machine kind: after the last server section.
+        last = [m.end() for m in re.finditer(r"<!-- server:end [^>]* -->", doc)]
+        if not last:
+            raise SystemExit("%s has no server sections" % sys.argv[2])
+        doc = doc[: last[-1]] + "\n\n" + text.rstrip("\n") + doc[last[-1] :]
     with open(sys.argv[2], "w") as f:
         f.write(doc)
 
