@@ -220,6 +220,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_kms_reads_run_in_place() {
+        assert!(is_short("TrentService.Encrypt"));
+        assert!(is_short("TrentService.DescribeKey"));
+        // Changes commit a transaction; other services and near-misses are not KMS's reads.
+        assert!(!is_short("TrentService.CreateKey"));
+        assert!(!is_short("TrentService.ScheduleKeyDeletion"));
+        assert!(!is_short(&format!("{CLOUDTRAIL_PREFIX}.LookupEvents")));
+        assert!(!is_short("TrentServiceEncrypt"));
+        assert!(!is_short("Other.Encrypt"));
+        assert!(!is_short("TrentService.Encrypt2"));
+    }
+
+    #[test]
     fn missing_members_read_as_aws_writes_them() {
         let e = check_required("Encrypt", &serde_json::json!({"KeyId": "k"})).unwrap_err();
         assert_eq!(
