@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Allow a non-loopback --listen address (plain HTTP: use a trusted network)
     #[arg(long)]
     pub allow_remote: bool,
+    /// Microseconds a worker keeps polling its sockets after an answer before it
+    /// sleeps, so a client's next request finds it awake (0: sleep at once)
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = crate::server::DEFAULT_BUSY_POLL_US)]
+    pub busy_poll_us: u64,
 }
 
 pub fn run(ctx: Ctx, args: ServeArgs) -> Result<()> {
@@ -56,6 +60,7 @@ pub fn run(ctx: Ctx, args: ServeArgs) -> Result<()> {
         account_id: config.account_id.clone(),
         region: ctx.region.clone(),
         limits: Limits::default(),
+        busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
     };
     server.check()?;
     let lock = ServeLock::acquire(&ctx.root)?;

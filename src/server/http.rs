@@ -306,6 +306,7 @@ async fn handle(
         ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "{summary}"
     );
+    super::poll::answered();
     response
 }
 
@@ -848,7 +849,7 @@ pub async fn serve_on(
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .max_header_size(limits.max_header_bytes)
                 .max_headers(limits.max_headers)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(super::poll::Coalesced::new(stream)), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(target: "ebsim::server", "connection from {peer}: {e}");
             }
@@ -893,6 +894,7 @@ mod tests {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),
             limits,
+            busy_poll: Duration::ZERO,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(serve(

@@ -8,6 +8,8 @@
 //! - `json`: AWS JSON 1.1 (KMS, CloudTrail).
 //! - `sts`: STS over the Query protocol (form in, XML out); `iam`: IAM over it.
 //! - `status`: the HTTP status of each kind of error; the core knows none.
+//! - `poll`: a worker's busy-polling window and coalesced answers (what a
+//!   request saves by not sleeping).
 //!
 //! The server holds no engine: it calls the data root's [`Services`], one per
 //! server, shared by every connection.
@@ -17,6 +19,7 @@ pub mod ec2;
 pub mod http;
 pub mod iam;
 pub mod json;
+pub mod poll;
 pub mod query;
 pub mod sigv4;
 pub mod status;
@@ -87,7 +90,14 @@ pub struct Config {
     /// (`aws-global`).
     pub region: String,
     pub limits: Limits,
+    /// How long a worker keeps polling its sockets after an answer before it
+    /// sleeps (`--busy-poll-us`; zero: it sleeps at once). poll.rs.
+    pub busy_poll: Duration,
 }
+
+/// The default busy-polling window: longer than a client's turnaround between
+/// an answer and its next request on loopback (docs/BENCHMARKS.md).
+pub const DEFAULT_BUSY_POLL_US: u64 = 200;
 
 impl Config {
     /// Refuses a non-loopback address unless `allow_remote`.
@@ -212,6 +222,11 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
             })
             .map_err(|e| Error::io("cannot start the server's threads", e))?;
         threads.push(thread);
+    }
+    if !config.busy_poll.is_zero() {
+        for w in &workers {
+            w.spawn(poll::spin(config.busy_poll));
+        }
     }
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
