@@ -17,6 +17,7 @@ use crate::clock::{Timestamp, cloudtrail_time, iso8601, parse_time};
 use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -186,7 +187,7 @@ fn resource_type(arn: &str) -> &'static str {
 /// `aws:ec2-infrastructure` named after the instance
 /// (`arn:aws:sts::ACCOUNT:assumed-role/aws:ec2-infrastructure/i-…`), with its
 /// session issuer; the grantee principal is its `principalId`.
-fn identity(c: &Caller, event_time: &str) -> Identity {
+fn identity<'a>(c: &'a Caller, event_time: &str) -> Identity<'a> {
     if let crate::iam::Principal::Service { name, account } = &c.principal
         && let [acct, "aws", role, session] = name.split(':').collect::<Vec<_>>()[..]
         && acct == account
@@ -194,9 +195,9 @@ fn identity(c: &Caller, event_time: &str) -> Identity {
     {
         return Identity {
             kind: "AssumedRole".into(),
-            principal_id: name.clone(),
-            arn: format!("arn:aws:sts::{account}:assumed-role/aws:{role}/{session}"),
-            account_id: account.clone(),
+            principal_id: name.into(),
+            arn: format!("arn:aws:sts::{account}:assumed-role/aws:{role}/{session}").into(),
+            account_id: account.into(),
             user_name: None,
             session_context: Some(json!({
                 "sessionIssuer": {
@@ -218,10 +219,11 @@ fn identity(c: &Caller, event_time: &str) -> Identity {
         kind: c.identity_type().into(),
         principal_id: c
             .principal_id
-            .clone()
-            .unwrap_or_else(|| c.account_id().to_string()),
-        arn: c.arn().to_string(),
-        account_id: c.account_id().to_string(),
+            .as_deref()
+            .unwrap_or_else(|| c.account_id())
+            .into(),
+        arn: c.arn().into(),
+        account_id: c.account_id().into(),
         user_name: matches!(c.principal, crate::iam::Principal::User { .. }).then(|| c.user_name()),
         session_context: None,
         invoked_by: c.via_service.as_deref().map(|via| {
@@ -236,7 +238,7 @@ fn identity(c: &Caller, event_time: &str) -> Identity {
 #[serde(rename_all = "camelCase")]
 struct Record<'a> {
     event_version: &'static str,
-    user_identity: Identity,
+    user_identity: Identity<'a>,
     event_time: String,
     event_source: &'static str,
     event_name: &'a str,
@@ -264,12 +266,12 @@ struct Record<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Identity {
+struct Identity<'a> {
     #[serde(rename = "type")]
-    kind: String,
-    principal_id: String,
-    arn: String,
-    account_id: String,
+    kind: Cow<'a, str>,
+    principal_id: Cow<'a, str>,
+    arn: Cow<'a, str>,
+    account_id: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

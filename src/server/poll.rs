@@ -205,7 +205,11 @@ mod tests {
             assert_eq!(&buf[..n], b"request");
             let p = Pin::new(&mut server).poll_write(&mut cx, b"answer");
             assert!(p.is_pending(), "{p:?}");
-            assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was not re-queued");
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                1,
+                "the task was not re-queued"
+            );
             let bufs = [IoSlice::new(b"ans"), IoSlice::new(b"wer")];
             let p = Pin::new(&mut server).poll_write_vectored(&mut cx, &bufs);
             assert!(matches!(p, Poll::Ready(Ok(3 | 6))), "{p:?}");

@@ -222,14 +222,22 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
 /// SigV4's URI encoding: everything but `A-Za-z0-9-_.~` (and `/` when asked).
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
+    uri_encode_into(&mut out, s, keep_slash);
+    out
+}
+
+/// [`uri_encode`], appended to `out`.
+fn uri_encode_into(out: &mut String, s: &str, keep_slash: bool) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s.as_bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
         }
     }
-    out
 }
 
 fn parse_amz_date(s: &str) -> Result<DateTime<Utc>, AuthError> {
@@ -390,57 +398,91 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-/// The canonical request for `claim` over `req`.
+/// The canonical request for `claim` over `req`, built in one buffer (every
+/// authenticated request makes one).
 pub fn canonical_request(req: &Received<'_>, claim: &Claim) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(256 + req.path.len() + req.query.map_or(0, str::len));
+    out.push_str(req.method);
+    out.push('\n');
     // The path: each segment URI-encoded again (what every service but S3 signs).
     let path = if req.path.is_empty() { "/" } else { req.path };
-    let canonical_path = path
-        .split('/')
-        .map(|seg| uri_encode(seg, false))
-        .collect::<Vec<_>>()
-        .join("/");
-    let mut pairs: Vec<(String, String)> = req
-        .query
-        .map(query_pairs)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| !(claim.presigned() && k == "X-Amz-Signature"))
-        .map(|(k, v)| (uri_encode(&k, false), uri_encode(&v, false)))
-        .collect();
-    pairs.sort();
-    let query = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut headers = String::new();
-    for name in &claim.signed_headers {
-        let values: Vec<String> = req
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        headers.push_str(&format!("{name}:{}\n", values.join(",")));
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        uri_encode_into(&mut out, seg, false);
     }
+    out.push('\n');
+    if let Some(q) = req.query {
+        let mut pairs: Vec<(String, String)> = query_pairs(q)
+            .into_iter()
+            .filter(|(k, _)| !(claim.presigned() && k == "X-Amz-Signature"))
+            .map(|(k, v)| (uri_encode(&k, false), uri_encode(&v, false)))
+            .collect();
+        pairs.sort();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    out.push('\n');
+    // Each signed header: its values, trimmed, inner runs of white space folded
+    // to one space, joined with commas.
+    for name in &claim.signed_headers {
+        out.push_str(name);
+        out.push(':');
+        for (i, v) in req.headers.get_all(name.as_str()).iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let v = String::from_utf8_lossy(v.as_bytes());
+            for (j, word) in v.split_whitespace().enumerate() {
+                if j > 0 {
+                    out.push(' ');
+                }
+                out.push_str(word);
+            }
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for (i, name) in claim.signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
+    out.push('\n');
     // Always the body's own hash: a signed `x-amz-content-sha256` that differs
     // (or says UNSIGNED-PAYLOAD, which only S3 accepts) makes the signature
     // fail rather than leave the body unsigned. PutSnapshotBlock aside.
-    let payload = if unsigned_body_allowed(req, claim) {
-        UNSIGNED_PAYLOAD.to_string()
+    if unsigned_body_allowed(req, claim) {
+        out.push_str(UNSIGNED_PAYLOAD);
     } else {
-        hex(&Sha256::digest(req.body))
-    };
-    format!(
-        "{}\n{canonical_path}\n{query}\n{headers}\n{}\n{payload}",
-        req.method,
-        claim.signed_headers.join(";")
-    )
+        let _ = write!(out, "{}", HexDigest(&Sha256::digest(req.body)));
+    }
+    out
+}
+
+/// Lower-case hex, written straight into a formatter.
+struct HexDigest<'a>(&'a [u8]);
+
+impl std::fmt::Display for HexDigest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pair = [0u8; 2];
+        for b in self.0 {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+            f.write_str(std::str::from_utf8(&pair).map_err(|_| std::fmt::Error)?)?;
+        }
+        Ok(())
+    }
 }
 
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -468,7 +510,7 @@ pub fn string_to_sign(claim: &Claim, canonical: &str) -> String {
         "{ALGORITHM}\n{}\n{}\n{}",
         claim.amz_date,
         claim.scope(),
-        hex(&Sha256::digest(canonical.as_bytes()))
+        HexDigest(&Sha256::digest(canonical.as_bytes()))
     )
 }
 
