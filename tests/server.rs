@@ -142,6 +142,28 @@ fn boto3_calls_every_kms_operation_and_cloudtrail() {
 }
 
 #[test]
+fn every_answer_s_audit_record_is_in_the_log_before_the_answer_arrives() {
+    if !have_python_module("boto3") {
+        return common::skip("boto3 is not installed (pip install boto3)");
+    }
+    let s = Sandbox::new();
+    let key = root_key(&s);
+    let srv = Server::start(&s, &[]);
+    let trail = s.home().join("regions/us-east-1/cloudtrail.jsonl");
+    let trail = trail.display().to_string();
+    assert_eq!(
+        boto3(
+            &srv,
+            &key,
+            "audit-before-answer",
+            &[("EBSIM_TRAIL", &trail)]
+        ),
+        "ok audit-before-answer 640 answers"
+    );
+    srv.stop();
+}
+
+#[test]
 fn boto3_manages_iam_users_roles_policies_and_access_keys_over_query() {
     if !have_python_module("boto3") {
         return common::skip("boto3 is not installed (pip install boto3)");

@@ -404,7 +404,47 @@ def raw_path(method, path, key=None, secret=None, query=""):
         return e.code, dict(e.headers), e.read()
 
 
+def audit_before_answer():
+    """Concurrent clients (their answers coalesced by the server's workers):
+    every answer's CloudTrail record, found by the answer's request id, is
+    already in the log file when the client reads the answer."""
+    import threading
+
+    trail = os.environ["EBSIM_TRAIL"]
+    key_id = client("kms").create_key()["KeyMetadata"]["KeyId"]
+    missing, done = [], []
+
+    def worker(n):
+        kms = client("kms")
+        for i in range(40):
+            if i % 2:
+                r = kms.encrypt(KeyId=key_id, Plaintext=b"x" * 32)
+            else:
+                r = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256")
+            rid = r["ResponseMetadata"]["RequestId"]
+            with open(trail) as f:
+                if ('"requestID":"%s"' % rid) not in f.read():
+                    missing.append(rid)
+            done.append(rid)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == 16 * 40, len(done)
+    assert not missing, "answers whose records were not yet in the log: %s" % missing[:5]
+    # Each record once, as a whole line.
+    with open(trail) as f:
+        lines = f.read().splitlines()
+    ids = [json.loads(l)["requestID"] for l in lines]
+    for rid in done:
+        assert ids.count(rid) == 1, rid
+    print("ok audit-before-answer %d answers" % len(done))
+
+
 MODES = {
+    "audit-before-answer": audit_before_answer,
     "iam": iam_query,
     "kms-all": kms_all,
     "caller": caller,

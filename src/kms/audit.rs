@@ -11,6 +11,11 @@
 //! that). Each record is written with one `write` on an `O_APPEND` file, so
 //! concurrent processes interleave whole lines. The log is not fsynced per record;
 //! CloudTrail itself delivers events minutes late.
+//!
+//! A thread may hold its records to write them together ([`hold_on_this_thread`],
+//! [`write_held`]): `ebsim serve`'s workers do, and write what they hold before
+//! any answer leaves, so a record is in the file before its caller can see the
+//! answer, and a turn's records cost one `write` per file instead of one each.
 
 use super::access::Caller;
 use crate::clock::{Timestamp, cloudtrail_time, iso8601, parse_time};
@@ -18,14 +23,80 @@ use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub struct AuditLog {
     path: PathBuf,
+    file: Arc<Log>,
+}
+
+/// The open file, shared with the records a thread holds for it.
+struct Log {
+    path: PathBuf,
     file: Mutex<std::fs::File>,
+}
+
+impl Log {
+    /// Appends whole lines with one `write` (O_APPEND: never interleaved
+    /// with another writer's lines).
+    fn append(&self, lines: &[u8]) -> Result<()> {
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(lines).map_err(|e| {
+            Error::io(
+                format!("cannot append to the audit log {}", self.path.display()),
+                e,
+            )
+        })
+    }
+}
+
+/// The records a thread holds, per file; `None`: it writes each at once.
+/// Whatever is still held when the thread ends is written then.
+struct Held(RefCell<Option<Vec<Lines>>>);
+
+/// Records held for one log: whole lines, in the order they were made.
+type Lines = (Arc<Log>, Vec<u8>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for (log, lines) in self.0.get_mut().take().into_iter().flatten() {
+            if let Err(e) = log.append(&lines) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+thread_local! {
+    static HELD: Held = const { Held(RefCell::new(None)) };
+}
+
+/// From now on this thread holds its records until [`write_held`].
+pub fn hold_on_this_thread() {
+    HELD.with(|h| {
+        let mut h = h.0.borrow_mut();
+        if h.is_none() {
+            *h = Some(Vec::new());
+        }
+    });
+}
+
+/// Writes the records this thread holds, one `write` per file. A failure is
+/// logged, as for a record written at once (the calls' outcomes stand).
+pub fn write_held() {
+    let held = HELD
+        .try_with(|h| h.0.borrow_mut().as_mut().map(std::mem::take))
+        .ok()
+        .flatten();
+    for (log, lines) in held.into_iter().flatten() {
+        if let Err(e) = log.append(&lines) {
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 /// What one call contributes to its record.
@@ -83,14 +154,17 @@ impl AuditLog {
             .map_err(|e| Error::io(format!("cannot open the audit log {}", path.display()), e))?;
         Ok(AuditLog {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            file: Arc::new(Log {
+                path: path.to_path_buf(),
+                file: Mutex::new(file),
+            }),
         })
     }
 
     /// Empties the log (its writers append with O_APPEND, so they go on at the
     /// new end).
     pub fn clear(&self) -> Result<()> {
-        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.file.file.lock().unwrap_or_else(|p| p.into_inner());
         file.set_len(0)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io_file(&self.path, e))
@@ -160,13 +234,26 @@ impl AuditLog {
         let mut line = Vec::with_capacity(1024);
         serde_json::to_writer(&mut line, &rec).expect("records serialize");
         line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line).map_err(|e| {
-            Error::io(
-                format!("cannot append to the audit log {}", self.path.display()),
-                e,
-            )
-        })
+        // Held by this thread (module docs), or written now (also while the
+        // thread is ending and its holdings are gone).
+        let mut line = Some(line);
+        let _ = HELD.try_with(|h| {
+            if let Some(held) = h.0.borrow_mut().as_mut()
+                && let Some(line) = line.take()
+            {
+                match held
+                    .iter_mut()
+                    .find(|(log, _)| Arc::ptr_eq(log, &self.file))
+                {
+                    Some((_, lines)) => lines.extend_from_slice(&line),
+                    None => held.push((self.file.clone(), line)),
+                }
+            }
+        });
+        let Some(line) = line else {
+            return Ok(());
+        };
+        self.file.append(&line)
     }
 }
 
@@ -483,5 +570,76 @@ impl CloudTrailCode for Error {
     /// puts CloudTrail's name in the message.
     fn with_cloudtrail(self, code: &'static str) -> Self {
         Error::new(self.kind(), format!("{} ({code})", self.message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event<'a>(caller: &'a Caller, name: &'a str) -> Event<'a> {
+        Event {
+            time: crate::clock::parse_time("2026-03-04T05:06:07Z").unwrap(),
+            region: "us-east-1",
+            caller,
+            event_name: name,
+            read_only: true,
+            request: json!({"keyId": "alias/x"}),
+            response: Value::Null,
+            resources: &[],
+            error: None,
+        }
+    }
+
+    fn names(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("whole JSON lines");
+                v["eventName"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_holding_thread_writes_its_records_together_and_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloudtrail.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        let caller = Caller::account_root("111122223333");
+
+        // A thread that does not hold writes each record at once.
+        log.record(&event(&caller, "Encrypt")).unwrap();
+        assert_eq!(names(&path), ["Encrypt"]);
+
+        // A holding thread: nothing reaches the file until write_held, then
+        // every record does, in order, as whole lines.
+        let held = log.clone();
+        std::thread::spawn(move || {
+            hold_on_this_thread();
+            let caller = Caller::account_root("111122223333");
+            held.record(&event(&caller, "Decrypt")).unwrap();
+            held.record(&event(&caller, "GenerateDataKey")).unwrap();
+            assert_eq!(names(held.path()), ["Encrypt"], "held records were written");
+            write_held();
+            assert_eq!(
+                names(held.path()),
+                ["Encrypt", "Decrypt", "GenerateDataKey"]
+            );
+            // Held again, and the thread ends before writing: its records are
+            // written as it ends.
+            held.record(&event(&caller, "ReEncrypt")).unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            names(&path),
+            ["Encrypt", "Decrypt", "GenerateDataKey", "ReEncrypt"]
+        );
+
+        // This thread still writes at once.
+        log.record(&event(&caller, "DescribeKey")).unwrap();
+        assert_eq!(names(&path).len(), 5);
     }
 }

@@ -22,7 +22,6 @@ use super::{Config, ebs, ec2, iam, json, query, status, sts};
 use crate::error::{Error, ErrorKind};
 use crate::service::{Caller, RequestContext, Services, Source};
 use axum::body::Body;
-use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use http_body_util::BodyExt;
@@ -41,10 +40,6 @@ struct Shared {
     /// beside another call on the same services).
     gate: Arc<std::sync::RwLock<()>>,
 }
-
-/// The client's address, put on each request by the connection that read it.
-#[derive(Clone, Copy)]
-struct Peer(SocketAddr);
 
 /// An error as the wire carries it.
 struct WireError {
@@ -150,19 +145,22 @@ fn protocol_of(headers: &HeaderMap) -> Protocol {
     }
 }
 
-/// Builds the app: every path and method reaches [`handle`].
-fn app(shared: Shared) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
-}
-
+/// Every request, whatever its path and method: hyper's request taken apart
+/// as it is (no router: the protocol, not the path, picks the service, and a
+/// router's extractors would copy the headers).
 async fn handle(
-    State(shared): State<Shared>,
-    Extension(Peer(peer)): Extension<Peer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
+    let (parts, body) = req.into_parts();
+    let axum::http::request::Parts {
+        method,
+        uri,
+        headers,
+        ..
+    } = parts;
+    let body = Body::new(body);
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let protocol = protocol_of(&headers);
@@ -785,7 +783,6 @@ pub async fn serve_on(
     workers: &[tokio::runtime::Handle],
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
     assert!(!workers.is_empty(), "a server needs a runtime to serve on");
     let mut next_worker = 0usize;
     let limits = config.limits;
@@ -795,7 +792,7 @@ pub async fn serve_on(
         config,
         gate: Arc::new(std::sync::RwLock::new(())),
     };
-    let router = app(shared);
+    let shared = Arc::new(shared);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -817,12 +814,11 @@ pub async fn serve_on(
             drop(stream);
             continue;
         };
-        let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Peer(peer));
-                router.clone().oneshot(req.map(Body::new))
-            });
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(shared, peer, req).await) }
+        });
         // The socket moves to its worker's reactor: registered there, its
         // readiness wakes that thread and no other.
         let stream = match stream.into_std() {

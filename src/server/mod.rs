@@ -197,10 +197,12 @@ async fn stop_signal() {
 /// more than the calls (docs/BENCHMARKS.md).
 pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     config.check()?;
+    // A worker writes the audit records it holds before it sleeps (poll.rs).
     let single = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("ebsim-serve")
+            .on_thread_park(poll::before_answering)
             .build()
             .map_err(|e| Error::io("cannot start the server's runtime", e))
     };
@@ -216,9 +218,12 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
         let thread = std::thread::Builder::new()
             .name(format!("ebsim-serve-{i}"))
             .spawn(move || {
+                poll::worker_started();
                 rt.block_on(async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 });
+                drop(rt);
+                poll::before_answering();
             })
             .map_err(|e| Error::io("cannot start the server's threads", e))?;
         threads.push(thread);
@@ -228,6 +233,7 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
             w.spawn(poll::spin(config.busy_poll));
         }
     }
+    poll::worker_started();
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -249,6 +255,8 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
         .await;
         Ok(())
     });
+    drop(runtime);
+    poll::before_answering();
     let _ = stop.send(true);
     for t in threads {
         let _ = t.join();

@@ -20,9 +20,15 @@
 //!   nginx's postponed writes do). The wait is a place at the back of the
 //!   worker's run queue, not a timer: with one connection it is one more poll.
 //!
-//! Both rely on the server's threading (mod.rs): one single-threaded runtime
-//! per worker thread, every connection kept on one, so a thread-local is the
-//! worker's own.
+//!
+//! A worker also holds the audit records of its turn's calls and writes them
+//! with one `write` per log ([`worker_started`], [`before_answering`]): before
+//! the first answer of the turn leaves, so no client sees an answer whose
+//! record is not in the log; and whenever the worker is about to sleep or spins.
+//!
+//! All of this relies on the server's threading (mod.rs): one single-threaded
+//! runtime per worker thread, every connection kept on one, so a thread-local is
+//! the worker's own.
 
 use std::cell::Cell;
 use std::io::IoSlice;
@@ -49,6 +55,19 @@ thread_local! {
     };
 }
 
+/// Called on a worker's thread before its runtime starts: from now on its
+/// calls' audit records are held until [`before_answering`] (or the worker is
+/// about to sleep: mod.rs calls that too).
+pub fn worker_started() {
+    crate::service::hold_audit_records_on_this_thread();
+}
+
+/// What a worker does before any answer leaves it, and before it sleeps:
+/// writes the audit records it holds.
+pub fn before_answering() {
+    crate::service::write_held_audit_records();
+}
+
 /// Records that this worker just answered a request, and starts its spinner's
 /// window if the spinner was waiting. Cheap: a clock read, and a wake-up only
 /// when the worker had gone quiet.
@@ -71,6 +90,7 @@ pub async fn spin(window: Duration) {
         wake.notified().await;
         ACTIVITY.with(|a| a.spinning.set(true));
         loop {
+            before_answering();
             let quiet = ACTIVITY.with(|a| a.last.get().is_none_or(|t| t.elapsed() >= window));
             if quiet {
                 break;
@@ -109,6 +129,7 @@ impl<S> Coalesced<S> {
             cx.waker().wake_by_ref();
             true
         } else {
+            before_answering();
             false
         }
     }

@@ -51,6 +51,20 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+/// This thread holds the audit records of the calls it runs until
+/// [`write_held_audit_records`], which it must call before it answers any of
+/// them (a server worker: src/server/poll.rs), so that a turn's records take one
+/// write per file.
+pub fn hold_audit_records_on_this_thread() {
+    crate::kms::audit::hold_on_this_thread();
+}
+
+/// Writes the audit records this thread holds (none unless it called
+/// [`hold_audit_records_on_this_thread`]).
+pub fn write_held_audit_records() {
+    crate::kms::audit::write_held();
+}
+
 /// Where a request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
