@@ -10,6 +10,9 @@ say "installing what the tests need"
 # libssl-dev and pkg-config: the openssl crate builds against the system OpenSSL
 # (TLS-PSK for the NBD export, src/nbd/tls.rs).
 ensure_apt bash coreutils ca-certificates gcc pkg-config libssl-dev openssl python3 util-linux mount e2fsprogs xfsprogs fuse3 fio libnbd-bin qemu-utils
+# PostgreSQL 15 (server and psql): src/host/postgres.rs and tests/postgres_host.rs,
+# the server RDS instances run (issue 17).
+ensure_apt postgresql-15 postgresql-client-15
 ensure_rust
 # pyca/cryptography drives OpenSSL's aes-256-xts for the XTS cross-check.
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography || ensure_apt python3-cryptography

@@ -8,6 +8,9 @@
 //! - `agent.rs`: the attachment process itself: unlocks the volume through the
 //!   EC2 engine the service layer hands it and gives the unlocked image to FUSE
 //!   and NBD.
+//! - `postgres.rs`: a PostgreSQL 15 server (initdb, pg_ctl) on a data
+//!   directory of the caller's, as the `postgres` user when ebsim runs as root:
+//!   what RDS instances will run on their encrypted volumes.
 //! - `linux.rs`: [`LinuxHost`], the [`crate::ec2::AttachmentHost`] the service
 //!   layer gives each EC2 engine it opens: mounts, loop devices, holders, stale
 //!   sockets.
@@ -18,6 +21,7 @@
 pub mod agent;
 pub mod linux;
 pub mod messages;
+pub mod postgres;
 pub mod supervisor;
 
 pub use agent::{Frontends, serve};

@@ -1,0 +1,400 @@
+//! A PostgreSQL server on this host, the way ebsim's RDS instances run one
+//! (issue 17; docs/RDS.md will describe the instances built on it): Debian's
+//! PostgreSQL 15 binaries, `initdb` and `pg_ctl`, a data directory the caller
+//! chooses (for an RDS instance, on the ext4 of an `ebsim mount` of its
+//! encrypted volume), the server log inside that data directory (so it is on
+//! the same volume), a unix socket in a directory of its own and one loopback
+//! TCP port.
+//!
+//! As root, every server command runs as the `postgres` user (`runuser -u
+//! postgres --`; PostgreSQL refuses to run as root) and the data directory is
+//! theirs, mode 0700. Otherwise they run as the caller.
+//!
+//! The master user is the cluster's bootstrap superuser, with a SCRAM-SHA-256
+//! password and every connection (socket or TCP) authenticated by it. The
+//! password reaches `initdb` through a 0600 file beside the data directory (on
+//! the same volume), removed as soon as `initdb` has read it.
+
+use crate::error::{Error, ErrorKind, Result};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Where Debian puts PostgreSQL 15's server programs.
+pub const DEBIAN_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The user PostgreSQL's server runs as when ebsim runs as root.
+pub const SERVER_USER: &str = "postgres";
+
+/// How long `pg_ctl` may take to start or stop a server.
+pub const PG_CTL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How a server is stopped (`pg_ctl stop -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Waits for clients to disconnect.
+    Smart,
+    /// Disconnects clients, checkpoints, stops (a clean shutdown).
+    Fast,
+    /// Stops at once; the next start replays the WAL (a crash, to the data).
+    Immediate,
+}
+
+impl StopMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Smart => "smart",
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        }
+    }
+}
+
+/// One PostgreSQL cluster: its data directory, socket directory and port.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+}
+
+/// The directory of the server programs: `EBSIM_PG_BIN` if set, else Debian's
+/// PostgreSQL 15. An error names what is missing and how to install it.
+pub fn server_binaries() -> Result<PathBuf> {
+    let bin = std::env::var_os("EBSIM_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEBIAN_BIN));
+    for program in ["initdb", "pg_ctl", "postgres"] {
+        if !bin.join(program).is_file() {
+            return Err(Error::new(
+                ErrorKind::Environment,
+                format!(
+                    "PostgreSQL's {program} is not in {} (install Debian's postgresql-15, or set EBSIM_PG_BIN to the directory of initdb and pg_ctl)",
+                    bin.display()
+                ),
+            ));
+        }
+    }
+    Ok(bin)
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+impl Postgres {
+    /// A cluster in `data`, listening on `socket_dir` and 127.0.0.1:`port`,
+    /// run with the programs in `bin` ([`server_binaries`]).
+    pub fn new(bin: &Path, data: &Path, socket_dir: &Path, port: u16) -> Self {
+        Postgres {
+            bin: bin.to_path_buf(),
+            data: data.to_path_buf(),
+            socket_dir: socket_dir.to_path_buf(),
+            port,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server log's directory (PostgreSQL's `log_directory`), inside the
+    /// data directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data.join("log")
+    }
+
+    /// A server program's command line, as the server's user.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", SERVER_USER, "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Runs `c`; its failure names `what` and ends with the program's own
+    /// last lines.
+    fn run(&self, what: &str, mut c: Command) -> Result<std::process::Output> {
+        let out = c.output().map_err(|e| {
+            Error::new(
+                ErrorKind::Environment,
+                format!("cannot run {what} for {}: {e}", self.data.display()),
+            )
+        })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(6).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "{what} failed for the PostgreSQL data directory {} ({}): {}",
+                    self.data.display(),
+                    out.status,
+                    tail.join(" / ")
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Gives `path` to the server's user (as root), with `mode`.
+    fn own(&self, path: &Path, mode: u32) -> Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io_file(path, e))?;
+        if running_as_root() {
+            let user = nix::unistd::User::from_name(SERVER_USER)
+                .map_err(|e| Error::io(format!("cannot look up the user {SERVER_USER}"), e.into()))?
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Environment,
+                        format!(
+                            "there is no user {SERVER_USER} to run PostgreSQL as (Debian's postgresql-15 package makes it)"
+                        ),
+                    )
+                })?;
+            nix::unistd::chown(path, Some(user.uid), Some(user.gid))
+                .map_err(|e| Error::io_file(path, e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// As root: every directory above `path` must let the server's user pass
+    /// (search permission for others, or theirs), or the server could not
+    /// reach its files; the error names the directory that stops it.
+    fn check_reachable(&self, path: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if !running_as_root() {
+            return Ok(());
+        }
+        let uid = nix::unistd::User::from_name(SERVER_USER)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        for dir in path.ancestors().skip(1) {
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            let m = std::fs::metadata(dir).map_err(|e| Error::io_file(dir, e))?;
+            if m.mode() & 0o001 == 0 && Some(m.uid()) != uid {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!(
+                        "PostgreSQL's user {SERVER_USER} cannot reach {}: {} is mode {:04o} (it needs search permission for others, such as 0711)",
+                        path.display(),
+                        dir.display(),
+                        m.mode() & 0o7777
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a new cluster in the data directory, which must be absent or
+    /// empty: `master_user` is its superuser, with `password`; UTF-8; every
+    /// connection authenticated with SCRAM-SHA-256; the socket directory, the
+    /// port and the log directory configured.
+    pub fn init(&self, master_user: &str, password: &str) -> Result<()> {
+        self.check_reachable(&self.data)?;
+        self.check_reachable(&self.socket_dir)?;
+        if self.data.exists() {
+            let mut entries =
+                std::fs::read_dir(&self.data).map_err(|e| Error::io_file(&self.data, e))?;
+            if entries.next().is_some() {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "the PostgreSQL data directory {} is not empty; a new cluster needs an empty one",
+                        self.data.display()
+                    ),
+                ));
+            }
+        } else {
+            std::fs::create_dir(&self.data).map_err(|e| Error::io_file(&self.data, e))?;
+        }
+        self.own(&self.data, 0o700)?;
+        self.ensure_socket_dir()?;
+
+        let pwfile = self.data.with_extension("pwfile");
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)?;
+            writeln!(f, "{password}")?;
+            f.sync_all()
+        })();
+        let result = written
+            .map_err(|e| Error::io_file(&pwfile, e))
+            .and_then(|()| self.own(&pwfile, 0o600))
+            .and_then(|()| {
+                let mut c = self.command("initdb");
+                c.arg("-D")
+                    .arg(&self.data)
+                    .args(["-U", master_user, "--auth=scram-sha-256", "-E", "UTF8"])
+                    .args(["--locale=C.UTF-8", "--no-instructions"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+                self.run("initdb", c).map(|_| ())
+            });
+        // The password is gone from the disk whatever initdb did.
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+
+        let conf = format!(
+            "\n# ebsim (src/host/postgres.rs)\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\npassword_encryption = 'scram-sha-256'\nlogging_collector = on\nlog_directory = 'log'\nlog_filename = 'postgresql-%Y-%m-%d_%H%M%S.log'\n",
+            self.port,
+            self.socket_dir.display()
+        );
+        let conf_path = self.data.join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf_path)
+            .map_err(|e| Error::io_file(&conf_path, e))?;
+        std::io::Write::write_all(&mut f, conf.as_bytes())
+            .map_err(|e| Error::io_file(&conf_path, e))?;
+        f.sync_all().map_err(|e| Error::io_file(&conf_path, e))?;
+        Ok(())
+    }
+
+    /// The socket directory, made if absent: the server's to write, anyone's
+    /// to reach (the socket itself needs the password).
+    fn ensure_socket_dir(&self) -> Result<()> {
+        if !self.socket_dir.is_dir() {
+            std::fs::create_dir_all(&self.socket_dir)
+                .map_err(|e| Error::io_file(&self.socket_dir, e))?;
+        }
+        self.own(&self.socket_dir, 0o755)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) -> Result<()> {
+        self.check_reachable(&self.data)?;
+        self.check_reachable(&self.socket_dir)?;
+        self.ensure_socket_dir()?;
+        let startup_log = self.data.join("log").join("startup.log");
+        let mut c = self.command("pg_ctl");
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&startup_log)
+            .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
+            .arg("-o")
+            .arg(format!("-p {} -k {}", self.port, self.socket_dir.display()))
+            .arg("start");
+        // pg_ctl writes the startup log itself, as the server's user.
+        let log_dir = self.log_dir();
+        if !log_dir.is_dir() {
+            std::fs::create_dir(&log_dir).map_err(|e| Error::io_file(&log_dir, e))?;
+            self.own(&log_dir, 0o700)?;
+        }
+        self.run("pg_ctl start", c).map(|_| ())
+    }
+
+    /// Stops the server (`mode`) and waits until none of its processes is
+    /// left in the data directory: `pg_ctl stop -w` returns once the
+    /// postmaster removed its pid file, while the postmaster and its log
+    /// collector may still be exiting there, and the filesystem beneath them
+    /// could not be unmounted yet.
+    pub fn stop(&self, mode: StopMode) -> Result<()> {
+        let mut c = self.command("pg_ctl");
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
+            .args(["-m", mode.as_str(), "stop"]);
+        self.run("pg_ctl stop", c)?;
+        let deadline = std::time::Instant::now() + PG_CTL_TIMEOUT;
+        loop {
+            let left = processes_in(&self.data);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "the PostgreSQL server of {} stopped, but processes {left:?} are still in its data directory after {} s",
+                        self.data.display(),
+                        PG_CTL_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether a server runs on the data directory (`pg_ctl status`: 0 running,
+    /// 3 not running; anything else, such as a missing data directory, is an
+    /// error).
+    pub fn is_running(&self) -> Result<bool> {
+        let mut c = self.command("pg_ctl");
+        c.arg("-D").arg(&self.data).arg("status");
+        let out = c.output().map_err(|e| {
+            Error::new(
+                ErrorKind::Environment,
+                format!("cannot run pg_ctl status for {}: {e}", self.data.display()),
+            )
+        })?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(3) => Ok(false),
+            _ => Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "pg_ctl status for the PostgreSQL data directory {} failed ({}): {}",
+                    self.data.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            )),
+        }
+    }
+}
+
+/// The live processes (not zombies) whose working directory is `dir` or below
+/// it: a PostgreSQL server's processes all work in its data directory.
+fn processes_in(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) else {
+            continue;
+        };
+        if !cwd.starts_with(dir) {
+            continue;
+        }
+        // A zombie holds no directory; its parent may never reap it.
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false);
+        if !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
