@@ -18,15 +18,11 @@ fn missing() -> Option<String> {
     if !Path::new("/dev/fuse").exists() {
         return Some("/dev/fuse is missing".into());
     }
-    for tool in ["losetup", "mkfs.ext4", "mount", "umount", "fio"] {
-        let found = std::env::var("PATH")
-            .unwrap_or_default()
-            .split(':')
-            .chain(["/usr/sbin", "/sbin"])
-            .any(|d| Path::new(d).join(tool).exists());
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
+    if let Some(tool) = ["losetup", "mkfs.ext4", "mount", "umount", "fio"]
+        .into_iter()
+        .find(|t| !common::have(t))
+    {
+        return Some(format!("{tool} is not installed"));
     }
     None
 }

@@ -23,17 +23,24 @@ fn missing() -> Option<String> {
     if let Err(e) = server_binaries() {
         return Some(e.to_string());
     }
-    for tool in ["losetup", "mkfs.ext4", "psql", "runuser"] {
-        let found = std::env::var("PATH")
-            .unwrap_or_default()
-            .split(':')
-            .chain(["/usr/sbin", "/sbin"])
-            .any(|d| Path::new(d).join(tool).exists());
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
+    if let Some(tool) = ["losetup", "mkfs.ext4", "psql", "runuser"]
+        .into_iter()
+        .find(|t| !common::have(t))
+    {
+        return Some(format!("{tool} is not installed"));
     }
     None
+}
+
+/// Records the test as skipped, saying why, when it cannot run here.
+fn skipped() -> bool {
+    let Some(why) = missing() else {
+        return false;
+    };
+    common::skip(&format!(
+        "{why} (scripts/test.sh installs PostgreSQL 15 and the tools; CI runs as root)"
+    ));
+    true
 }
 
 fn free_port() -> u16 {
@@ -73,10 +80,8 @@ fn psql(pg: &Postgres, password: &str, sql: &str) -> Result<String, String> {
 
 #[test]
 fn postgres_on_an_encrypted_mount_keeps_its_rows_and_the_image_holds_none() {
-    if let Some(why) = missing() {
-        return common::skip(&format!(
-            "{why} (scripts/test.sh installs PostgreSQL 15 and the tools; CI runs as root)"
-        ));
+    if skipped() {
+        return;
     }
     let s = Sandbox::new();
     let vol = s.volume(true, 256 << 20);
@@ -167,10 +172,8 @@ fn postgres_on_an_encrypted_mount_keeps_its_rows_and_the_image_holds_none() {
 
 #[test]
 fn a_cluster_is_made_only_in_an_empty_reachable_directory() {
-    if let Some(why) = missing() {
-        return common::skip(&format!(
-            "{why} (scripts/test.sh installs PostgreSQL 15 and the tools; CI runs as root)"
-        ));
+    if skipped() {
+        return;
     }
     let s = Sandbox::new();
     let bin = server_binaries().unwrap();

@@ -143,8 +143,9 @@ pub enum Service {
         #[command(subcommand)]
         op: cloudtrail::CloudTrailCommand,
     },
-    /// Serves KMS, CloudTrail, STS and IAM over HTTP in AWS's wire protocols, for the
-    /// AWS CLI, boto3 and the SDKs (--endpoint-url http://127.0.0.1:4599)
+    /// Serves KMS, CloudTrail, EC2, the EBS direct APIs, STS and IAM over HTTP in AWS's
+    /// wire protocols, for the AWS CLI, boto3 and the SDKs (--endpoint-url
+    /// http://127.0.0.1:4599)
     Serve(serve::ServeArgs),
     /// ebsim's movable clock (an ebsim extension): make a year pass in a second
     Clock {

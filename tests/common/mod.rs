@@ -167,11 +167,13 @@ pub fn skip(why: &str) {
     }
 }
 
-/// True if `tool` is on the PATH.
+/// True if `tool` is on the PATH (or in /usr/sbin or /sbin, where root's
+/// tools live when a PATH leaves them out).
 pub fn have(tool: &str) -> bool {
     std::env::var("PATH")
         .unwrap_or_default()
         .split(':')
+        .chain(["/usr/sbin", "/sbin"])
         .any(|d| std::path::Path::new(d).join(tool).exists())
 }
 
