@@ -84,6 +84,44 @@ fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The user the server runs as when ebsim runs as root; `None` otherwise (it
+/// runs as the caller).
+fn server_user() -> Result<Option<nix::unistd::User>> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    nix::unistd::User::from_name(SERVER_USER)
+        .map_err(|e| Error::io(format!("cannot look up the user {SERVER_USER}"), e.into()))?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Environment,
+                format!(
+                    "there is no user {SERVER_USER} to run PostgreSQL as (Debian's postgresql-15 package makes it)"
+                ),
+            )
+        })
+        .map(Some)
+}
+
+/// A path as a postgresql.conf string: quoted, its quotes and backslashes
+/// doubled. A path holding a control character or a comma (which would split
+/// `unix_socket_directories`) is refused.
+fn conf_string(path: &Path) -> Result<String> {
+    let s = path
+        .to_str()
+        .filter(|s| !s.chars().any(|c| c.is_control() || c == ','));
+    let Some(s) = s else {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "{} cannot be PostgreSQL's socket directory: it is not UTF-8 or holds a comma or a control character",
+                path.display()
+            ),
+        ));
+    };
+    Ok(format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")))
+}
+
 impl Postgres {
     /// A cluster in `data`, listening on `socket_dir` and 127.0.0.1:`port`,
     /// run with the programs in `bin` ([`server_binaries`]).
@@ -152,49 +190,45 @@ impl Postgres {
         Ok(out)
     }
 
-    /// Gives `path` to the server's user (as root), with `mode`.
+    /// Gives `path`, which this code just made, to the server's user (as
+    /// root), with `mode`.
     fn own(&self, path: &Path, mode: u32) -> Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io_file(path, e))?;
-        if running_as_root() {
-            let user = nix::unistd::User::from_name(SERVER_USER)
-                .map_err(|e| Error::io(format!("cannot look up the user {SERVER_USER}"), e.into()))?
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Environment,
-                        format!(
-                            "there is no user {SERVER_USER} to run PostgreSQL as (Debian's postgresql-15 package makes it)"
-                        ),
-                    )
-                })?;
+        if let Some(user) = server_user()? {
             nix::unistd::chown(path, Some(user.uid), Some(user.gid))
                 .map_err(|e| Error::io_file(path, e.into()))?;
         }
         Ok(())
     }
 
-    /// As root: every directory above `path` must let the server's user pass
-    /// (search permission for others, or theirs), or the server could not
-    /// reach its files; the error names the directory that stops it.
+    /// As root: every existing directory above `path` must let the server's
+    /// user pass (the search bit of its owner, group or others, whichever
+    /// applies to that user), or the server could not reach its files; the
+    /// error names the directory that stops it. Directories still to be made
+    /// are made passable.
     fn check_reachable(&self, path: &Path) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
-        if !running_as_root() {
+        let Some(user) = server_user()? else {
             return Ok(());
-        }
-        let uid = nix::unistd::User::from_name(SERVER_USER)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw());
+        };
         for dir in path.ancestors().skip(1) {
-            if dir.as_os_str().is_empty() {
+            if dir.as_os_str().is_empty() || !dir.exists() {
                 continue;
             }
             let m = std::fs::metadata(dir).map_err(|e| Error::io_file(dir, e))?;
-            if m.mode() & 0o001 == 0 && Some(m.uid()) != uid {
+            let bit = if m.uid() == user.uid.as_raw() {
+                0o100
+            } else if m.gid() == user.gid.as_raw() {
+                0o010
+            } else {
+                0o001
+            };
+            if m.mode() & bit == 0 {
                 return Err(Error::new(
                     ErrorKind::Usage,
                     format!(
-                        "PostgreSQL's user {SERVER_USER} cannot reach {}: {} is mode {:04o} (it needs search permission for others, such as 0711)",
+                        "PostgreSQL's user {SERVER_USER} cannot reach {}: {} is mode {:04o} (it needs search permission for that user, such as 0711)",
                         path.display(),
                         dir.display(),
                         m.mode() & 0o7777
@@ -210,6 +244,28 @@ impl Postgres {
     /// connection authenticated with SCRAM-SHA-256; the socket directory, the
     /// port and the log directory configured.
     pub fn init(&self, master_user: &str, password: &str) -> Result<()> {
+        if master_user.is_empty()
+            || !master_user.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !master_user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "the master user name {master_user:?} must start with a letter and hold only letters, digits and underscores"
+                ),
+            ));
+        }
+        // initdb reads the first line of its password file: a line break
+        // would cut the password, and an empty one would leave no way in.
+        if password.is_empty() || password.chars().any(char::is_control) {
+            return Err(Error::new(
+                ErrorKind::InvalidParameterValue,
+                "the master password must not be empty or hold control characters (line breaks)",
+            ));
+        }
+        let socket_conf = conf_string(&self.socket_dir)?;
         self.check_reachable(&self.data)?;
         self.check_reachable(&self.socket_dir)?;
         if self.data.exists() {
@@ -230,7 +286,27 @@ impl Postgres {
         self.own(&self.data, 0o700)?;
         self.ensure_socket_dir()?;
 
+        // The password file: ebsim's own name beside the data directory; one
+        // left by a crash in an earlier initdb is removed first. Owned through
+        // its handle (no path to swap for a link in between), never synced:
+        // it lives for one initdb.
         let pwfile = self.data.with_extension("pwfile");
+        match std::fs::symlink_metadata(&pwfile) {
+            Ok(m) if m.is_file() => {
+                std::fs::remove_file(&pwfile).map_err(|e| Error::io_file(&pwfile, e))?
+            }
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!(
+                        "{} is in the way of initdb's password file and is not a file ebsim left",
+                        pwfile.display()
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
+        let user = server_user()?;
         let written = (|| {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
@@ -238,12 +314,13 @@ impl Postgres {
                 .create_new(true)
                 .mode(0o600)
                 .open(&pwfile)?;
-            writeln!(f, "{password}")?;
-            f.sync_all()
+            if let Some(u) = &user {
+                std::os::unix::fs::fchown(&f, Some(u.uid.as_raw()), Some(u.gid.as_raw()))?;
+            }
+            writeln!(f, "{password}")
         })();
         let result = written
             .map_err(|e| Error::io_file(&pwfile, e))
-            .and_then(|()| self.own(&pwfile, 0o600))
             .and_then(|()| {
                 let mut c = self.command("initdb");
                 c.arg("-D")
@@ -258,9 +335,8 @@ impl Postgres {
         result?;
 
         let conf = format!(
-            "\n# ebsim (src/host/postgres.rs)\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\npassword_encryption = 'scram-sha-256'\nlogging_collector = on\nlog_directory = 'log'\nlog_filename = 'postgresql-%Y-%m-%d_%H%M%S.log'\n",
-            self.port,
-            self.socket_dir.display()
+            "\n# ebsim (src/host/postgres.rs)\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = {}\npassword_encryption = 'scram-sha-256'\nlogging_collector = on\nlog_directory = 'log'\nlog_filename = 'postgresql-%Y-%m-%d_%H%M%S.log'\n",
+            self.port, socket_conf
         );
         let conf_path = self.data.join("postgresql.conf");
         let mut f = std::fs::OpenOptions::new()
@@ -273,13 +349,15 @@ impl Postgres {
         Ok(())
     }
 
-    /// The socket directory, made if absent: the server's to write, anyone's
-    /// to reach (the socket itself needs the password).
+    /// The socket directory, made if absent (the server's to write, anyone's
+    /// to reach: the socket itself needs the password); an existing one is
+    /// left as it is.
     fn ensure_socket_dir(&self) -> Result<()> {
-        if !self.socket_dir.is_dir() {
-            std::fs::create_dir_all(&self.socket_dir)
-                .map_err(|e| Error::io_file(&self.socket_dir, e))?;
+        if self.socket_dir.is_dir() {
+            return Ok(());
         }
+        std::fs::create_dir_all(&self.socket_dir)
+            .map_err(|e| Error::io_file(&self.socket_dir, e))?;
         self.own(&self.socket_dir, 0o755)
     }
 
@@ -295,8 +373,8 @@ impl Postgres {
             .arg("-l")
             .arg(&startup_log)
             .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
-            .arg("-o")
-            .arg(format!("-p {} -k {}", self.port, self.socket_dir.display()))
+            // The port and the socket directory are in postgresql.conf (no
+            // `-o`: pg_ctl hands that to a shell).
             .arg("start");
         // pg_ctl writes the startup log itself, as the server's user.
         let log_dir = self.log_dir();
@@ -319,9 +397,14 @@ impl Postgres {
             .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
             .args(["-m", mode.as_str(), "stop"]);
         self.run("pg_ctl stop", c)?;
+        let data = std::fs::canonicalize(&self.data).unwrap_or_else(|_| self.data.clone());
+        let uid = match server_user()? {
+            Some(u) => u.uid.as_raw(),
+            None => nix::unistd::geteuid().as_raw(),
+        };
         let deadline = std::time::Instant::now() + PG_CTL_TIMEOUT;
         loop {
-            let left = processes_in(&self.data);
+            let left = processes_in(&data, uid);
             if left.is_empty() {
                 return Ok(());
             }
@@ -367,9 +450,11 @@ impl Postgres {
     }
 }
 
-/// The live processes (not zombies) whose working directory is `dir` or below
-/// it: a PostgreSQL server's processes all work in its data directory.
-fn processes_in(dir: &Path) -> Vec<u32> {
+/// The live processes (not zombies) of user `uid` whose working directory is
+/// `dir` (canonical) or below it: a PostgreSQL server's processes all work in
+/// its data directory.
+fn processes_in(dir: &Path, uid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -381,7 +466,7 @@ fn processes_in(dir: &Path) -> Vec<u32> {
         let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) else {
             continue;
         };
-        if !cwd.starts_with(dir) {
+        if !cwd.starts_with(dir) || e.metadata().map(|m| m.uid()).ok() != Some(uid) {
             continue;
         }
         // A zombie holds no directory; its parent may never reap it.
@@ -397,4 +482,54 @@ fn processes_in(dir: &Path) -> Vec<u32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_quoted_for_postgresql_conf_or_refused() {
+        assert_eq!(conf_string(Path::new("/tmp/s")).unwrap(), "'/tmp/s'");
+        assert_eq!(
+            conf_string(Path::new("/tmp/o'brien\\x")).unwrap(),
+            "'/tmp/o''brien\\\\x'"
+        );
+        for bad in ["/tmp/a,b", "/tmp/a\nlisten_addresses = '*'"] {
+            let e = conf_string(Path::new(bad)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("cannot be PostgreSQL's socket directory"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn init_refuses_a_master_user_or_password_initdb_would_mangle_before_touching_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pg = Postgres::new(
+            Path::new("/nonexistent"),
+            &data,
+            &dir.path().join("s"),
+            5432,
+        );
+        for (user, password) in [
+            ("dbadmin", ""),
+            ("dbadmin", "two\nlines"),
+            ("", "password1"),
+            ("1admin", "password1"),
+            ("db-admin", "password1"),
+        ] {
+            let e = pg.init(user, password).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::InvalidParameterValue,
+                "{user:?} {password:?}: {e}"
+            );
+        }
+        assert!(!data.exists());
+        assert!(!dir.path().join("s").exists());
+    }
 }

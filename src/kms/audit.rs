@@ -37,20 +37,39 @@ pub struct AuditLog {
 /// The open file, shared with the records a thread holds for it.
 struct Log {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    file: Mutex<File>,
+}
+
+/// The file and its generation: [`AuditLog::clear`] (a reset) starts a new
+/// one, and records held from before it are dropped rather than written into
+/// the emptied log.
+struct File {
+    file: std::fs::File,
+    generation: u64,
 }
 
 impl Log {
     /// Appends whole lines with one `write` (O_APPEND: never interleaved
-    /// with another writer's lines).
-    fn append(&self, lines: &[u8]) -> Result<()> {
+    /// with another writer's lines), unless they were made in an earlier
+    /// generation of the log (before a reset emptied it).
+    fn append(&self, generation: Option<u64>, lines: &[u8]) -> Result<()> {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(lines).map_err(|e| {
+        if generation.is_some_and(|g| g != f.generation) {
+            return Ok(());
+        }
+        f.file.write_all(lines).map_err(|e| {
             Error::io(
                 format!("cannot append to the audit log {}", self.path.display()),
                 e,
             )
         })
+    }
+
+    fn generation(&self) -> u64 {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
     }
 }
 
@@ -58,16 +77,25 @@ impl Log {
 /// Whatever is still held when the thread ends is written then.
 struct Held(RefCell<Option<Vec<Lines>>>);
 
-/// Records held for one log: whole lines, in the order they were made.
-type Lines = (Arc<Log>, Vec<u8>);
+/// Records held for one log and generation: whole lines, in the order they
+/// were made.
+struct Lines {
+    log: Arc<Log>,
+    generation: u64,
+    lines: Vec<u8>,
+}
+
+fn write_all_held(held: Vec<Lines>) {
+    for l in held {
+        if let Err(e) = l.log.append(Some(l.generation), &l.lines) {
+            tracing::warn!("{e}");
+        }
+    }
+}
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for (log, lines) in self.0.get_mut().take().into_iter().flatten() {
-            if let Err(e) = log.append(&lines) {
-                tracing::warn!("{e}");
-            }
-        }
+        write_all_held(self.0.get_mut().take().unwrap_or_default());
     }
 }
 
@@ -92,11 +120,13 @@ pub fn write_held() {
         .try_with(|h| h.0.borrow_mut().as_mut().map(std::mem::take))
         .ok()
         .flatten();
-    for (log, lines) in held.into_iter().flatten() {
-        if let Err(e) = log.append(&lines) {
-            tracing::warn!("{e}");
-        }
-    }
+    write_all_held(held.unwrap_or_default());
+}
+
+/// Writes what this thread holds and from now on writes each record at once.
+pub fn stop_holding_on_this_thread() {
+    let held = HELD.try_with(|h| h.0.borrow_mut().take()).ok().flatten();
+    write_all_held(held.unwrap_or_default());
 }
 
 /// What one call contributes to its record.
@@ -156,7 +186,10 @@ impl AuditLog {
             path: path.to_path_buf(),
             file: Arc::new(Log {
                 path: path.to_path_buf(),
-                file: Mutex::new(file),
+                file: Mutex::new(File {
+                    file,
+                    generation: 0,
+                }),
             }),
         })
     }
@@ -164,9 +197,12 @@ impl AuditLog {
     /// Empties the log (its writers append with O_APPEND, so they go on at the
     /// new end).
     pub fn clear(&self) -> Result<()> {
-        let file = self.file.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.set_len(0)
-            .and_then(|()| file.sync_all())
+        let mut f = self.file.file.lock().unwrap_or_else(|p| p.into_inner());
+        // Records a thread still holds are from before the reset: dropped.
+        f.generation += 1;
+        f.file
+            .set_len(0)
+            .and_then(|()| f.file.sync_all())
             .map_err(|e| Error::io_file(&self.path, e))
     }
 
@@ -241,19 +277,24 @@ impl AuditLog {
             if let Some(held) = h.0.borrow_mut().as_mut()
                 && let Some(line) = line.take()
             {
+                let generation = self.file.generation();
                 match held
                     .iter_mut()
-                    .find(|(log, _)| Arc::ptr_eq(log, &self.file))
+                    .find(|l| Arc::ptr_eq(&l.log, &self.file) && l.generation == generation)
                 {
-                    Some((_, lines)) => lines.extend_from_slice(&line),
-                    None => held.push((self.file.clone(), line)),
+                    Some(l) => l.lines.extend_from_slice(&line),
+                    None => held.push(Lines {
+                        log: self.file.clone(),
+                        generation,
+                        lines: line,
+                    }),
                 }
             }
         });
         let Some(line) = line else {
             return Ok(());
         };
-        self.file.append(&line)
+        self.file.append(None, &line)
     }
 }
 
@@ -641,5 +682,34 @@ mod tests {
         // This thread still writes at once.
         log.record(&event(&caller, "DescribeKey")).unwrap();
         assert_eq!(names(&path).len(), 5);
+    }
+
+    #[test]
+    fn records_held_across_a_reset_are_dropped_and_later_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloudtrail.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        let held = log.clone();
+        std::thread::spawn(move || {
+            hold_on_this_thread();
+            let caller = Caller::account_root("111122223333");
+            held.record(&event(&caller, "Encrypt")).unwrap();
+            // A reset empties the log while the record is held.
+            held.clear().unwrap();
+            held.record(&event(&caller, "Decrypt")).unwrap();
+            write_held();
+            assert_eq!(
+                names(held.path()),
+                ["Decrypt"],
+                "a record from before the reset"
+            );
+            // Stopped holding: written at once, and nothing is held any more.
+            held.record(&event(&caller, "Encrypt")).unwrap();
+            stop_holding_on_this_thread();
+            held.record(&event(&caller, "DescribeKey")).unwrap();
+            assert_eq!(names(held.path()), ["Decrypt", "Encrypt", "DescribeKey"]);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -223,7 +223,7 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
                     let _ = stopped.wait_for(|s| *s).await;
                 });
                 drop(rt);
-                poll::before_answering();
+                poll::worker_stopped();
             })
             .map_err(|e| Error::io("cannot start the server's threads", e))?;
         threads.push(thread);
@@ -256,7 +256,7 @@ pub fn run(services: Services, config: Config, ready: impl FnOnce(SocketAddr)) -
         Ok(())
     });
     drop(runtime);
-    poll::before_answering();
+    poll::worker_stopped();
     let _ = stop.send(true);
     for t in threads {
         let _ = t.join();

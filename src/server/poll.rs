@@ -62,6 +62,12 @@ pub fn worker_started() {
     crate::service::hold_audit_records_on_this_thread();
 }
 
+/// Called on a worker's thread once its runtime has ended: writes what it
+/// still holds, and its thread writes each record at once again.
+pub fn worker_stopped() {
+    crate::service::stop_holding_audit_records_on_this_thread();
+}
+
 /// What a worker does before any answer leaves it, and before it sleeps:
 /// writes the audit records it holds.
 pub fn before_answering() {

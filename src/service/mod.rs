@@ -65,6 +65,12 @@ pub fn write_held_audit_records() {
     crate::kms::audit::write_held();
 }
 
+/// Writes what this thread holds, and from now on its records are written
+/// at once again.
+pub fn stop_holding_audit_records_on_this_thread() {
+    crate::kms::audit::stop_holding_on_this_thread();
+}
+
 /// Where a request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
