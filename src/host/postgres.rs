@@ -366,22 +366,21 @@ impl Postgres {
         self.check_reachable(&self.data)?;
         self.check_reachable(&self.socket_dir)?;
         self.ensure_socket_dir()?;
-        let startup_log = self.data.join("log").join("startup.log");
-        let mut c = self.command("pg_ctl");
-        c.arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&startup_log)
-            .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
-            // The port and the socket directory are in postgresql.conf (no
-            // `-o`: pg_ctl hands that to a shell).
-            .arg("start");
         // pg_ctl writes the startup log itself, as the server's user.
         let log_dir = self.log_dir();
         if !log_dir.is_dir() {
             std::fs::create_dir(&log_dir).map_err(|e| Error::io_file(&log_dir, e))?;
             self.own(&log_dir, 0o700)?;
         }
+        let mut c = self.command("pg_ctl");
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(log_dir.join("startup.log"))
+            .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
+            // The port and the socket directory are in postgresql.conf (no
+            // `-o`: pg_ctl hands that to a shell).
+            .arg("start");
         self.run("pg_ctl start", c).map(|_| ())
     }
 

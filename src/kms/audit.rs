@@ -27,25 +27,22 @@ use std::cell::RefCell;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct AuditLog {
-    path: PathBuf,
-    file: Arc<Log>,
+    log: Arc<Log>,
 }
 
-/// The open file, shared with the records a thread holds for it.
+/// The open file, shared with the records a thread holds for it, and its
+/// generation: [`AuditLog::clear`] (a reset) starts a new one, and records held
+/// from before it are dropped rather than written into the emptied log.
 struct Log {
     path: PathBuf,
-    file: Mutex<File>,
-}
-
-/// The file and its generation: [`AuditLog::clear`] (a reset) starts a new
-/// one, and records held from before it are dropped rather than written into
-/// the emptied log.
-struct File {
-    file: std::fs::File,
-    generation: u64,
+    file: Mutex<std::fs::File>,
+    /// Moved only under `file`'s lock; read without it where a record is made
+    /// (a reset never runs beside a call: the server's gate).
+    generation: AtomicU64,
 }
 
 impl Log {
@@ -54,22 +51,15 @@ impl Log {
     /// generation of the log (before a reset emptied it).
     fn append(&self, generation: Option<u64>, lines: &[u8]) -> Result<()> {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if generation.is_some_and(|g| g != f.generation) {
+        if generation.is_some_and(|g| g != self.generation.load(Ordering::Acquire)) {
             return Ok(());
         }
-        f.file.write_all(lines).map_err(|e| {
+        f.write_all(lines).map_err(|e| {
             Error::io(
                 format!("cannot append to the audit log {}", self.path.display()),
                 e,
             )
         })
-    }
-
-    fn generation(&self) -> u64 {
-        self.file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .generation
     }
 }
 
@@ -183,13 +173,10 @@ impl AuditLog {
             .open(path)
             .map_err(|e| Error::io(format!("cannot open the audit log {}", path.display()), e))?;
         Ok(AuditLog {
-            path: path.to_path_buf(),
-            file: Arc::new(Log {
+            log: Arc::new(Log {
                 path: path.to_path_buf(),
-                file: Mutex::new(File {
-                    file,
-                    generation: 0,
-                }),
+                file: Mutex::new(file),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -197,17 +184,16 @@ impl AuditLog {
     /// Empties the log (its writers append with O_APPEND, so they go on at the
     /// new end).
     pub fn clear(&self) -> Result<()> {
-        let mut f = self.file.file.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.log.file.lock().unwrap_or_else(|p| p.into_inner());
         // Records a thread still holds are from before the reset: dropped.
-        f.generation += 1;
-        f.file
-            .set_len(0)
-            .and_then(|()| f.file.sync_all())
-            .map_err(|e| Error::io_file(&self.path, e))
+        self.log.generation.fetch_add(1, Ordering::AcqRel);
+        file.set_len(0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io_file(&self.log.path, e))
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.log.path
     }
 
     /// Appends a KMS call's record.
@@ -277,14 +263,14 @@ impl AuditLog {
             if let Some(held) = h.0.borrow_mut().as_mut()
                 && let Some(line) = line.take()
             {
-                let generation = self.file.generation();
+                let generation = self.log.generation.load(Ordering::Acquire);
                 match held
                     .iter_mut()
-                    .find(|l| Arc::ptr_eq(&l.log, &self.file) && l.generation == generation)
+                    .find(|l| Arc::ptr_eq(&l.log, &self.log) && l.generation == generation)
                 {
                     Some(l) => l.lines.extend_from_slice(&line),
                     None => held.push(Lines {
-                        log: self.file.clone(),
+                        log: self.log.clone(),
                         generation,
                         lines: line,
                     }),
@@ -294,7 +280,7 @@ impl AuditLog {
         let Some(line) = line else {
             return Ok(());
         };
-        self.file.append(None, &line)
+        self.log.append(None, &line)
     }
 }
 

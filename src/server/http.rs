@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// What every request handler shares.
-#[derive(Clone)]
 struct Shared {
     services: Arc<Services>,
     config: Arc<Config>,
@@ -304,7 +303,6 @@ async fn handle(
         ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "{summary}"
     );
-    super::poll::answered();
     response
 }
 
@@ -817,7 +815,13 @@ pub async fn serve_on(
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(shared, peer, req).await) }
+            async move {
+                let response = handle(shared, peer, req).await;
+                // Every answer, early refusals too, opens the worker's
+                // busy-polling window (poll.rs).
+                super::poll::answered();
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         // The socket moves to its worker's reactor: registered there, its
         // readiness wakes that thread and no other.

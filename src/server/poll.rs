@@ -1,5 +1,6 @@
-//! Two ways a worker of `ebsim serve` keeps a request from paying for a sleep,
-//! each measured in docs/BENCHMARKS.md ("KMS over HTTP").
+//! What a worker of `ebsim serve` does so that a request does not pay for a
+//! sleep or a system call of its own, each measured in docs/BENCHMARKS.md
+//! ("KMS over HTTP").
 //!
 //! On the 2-vCPU VMs this project runs on, waking a halted vCPU costs more than
 //! serving a KMS request: the waker's IPI exits to the host, and the woken vCPU
@@ -19,12 +20,10 @@
 //!   the burst instead of once per answer (what Netty's flush consolidation and
 //!   nginx's postponed writes do). The wait is a place at the back of the
 //!   worker's run queue, not a timer: with one connection it is one more poll.
-//!
-//!
-//! A worker also holds the audit records of its turn's calls and writes them
-//! with one `write` per log ([`worker_started`], [`before_answering`]): before
-//! the first answer of the turn leaves, so no client sees an answer whose
-//! record is not in the log; and whenever the worker is about to sleep or spins.
+//! - A worker also holds the audit records of its turn's calls and writes them
+//!   with one `write` per log ([`worker_started`], [`before_answering`]): before
+//!   the first answer of the turn leaves, so no client sees an answer whose
+//!   record is not in the log; and whenever the worker is about to sleep or spins.
 //!
 //! All of this relies on the server's threading (mod.rs): one single-threaded
 //! runtime per worker thread, every connection kept on one, so a thread-local is
@@ -129,6 +128,7 @@ impl<S> Coalesced<S> {
 
     /// Whether this write should first let the other ready connections run;
     /// if so the task is queued again (behind them) and the write is pending.
+    /// Otherwise the write goes ahead, after the worker's held audit records.
     fn hold(&mut self, cx: &mut Context<'_>) -> bool {
         if self.fresh {
             self.fresh = false;

@@ -382,14 +382,19 @@ fn parse_header(auth: &str, req: &Received<'_>) -> Result<Claim, AuthError> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    // Every request hashes and signs through here: a table, not a format! per byte.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Lower-case hex of `bytes`, appended to `out`. Every request hashes and signs
+/// through here: a table, not a format! per byte.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    out
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -401,7 +406,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 /// The canonical request for `claim` over `req`, built in one buffer (every
 /// authenticated request makes one).
 pub fn canonical_request(req: &Received<'_>, claim: &Claim) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(256 + req.path.len() + req.query.map_or(0, str::len));
     out.push_str(req.method);
     out.push('\n');
@@ -464,25 +468,9 @@ pub fn canonical_request(req: &Received<'_>, claim: &Claim) -> String {
     if unsigned_body_allowed(req, claim) {
         out.push_str(UNSIGNED_PAYLOAD);
     } else {
-        let _ = write!(out, "{}", HexDigest(&Sha256::digest(req.body)));
+        push_hex(&mut out, &Sha256::digest(req.body));
     }
     out
-}
-
-/// Lower-case hex, written straight into a formatter.
-struct HexDigest<'a>(&'a [u8]);
-
-impl std::fmt::Display for HexDigest<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut pair = [0u8; 2];
-        for b in self.0 {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-            f.write_str(std::str::from_utf8(&pair).map_err(|_| std::fmt::Error)?)?;
-        }
-        Ok(())
-    }
 }
 
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -510,7 +498,7 @@ pub fn string_to_sign(claim: &Claim, canonical: &str) -> String {
         "{ALGORITHM}\n{}\n{}\n{}",
         claim.amz_date,
         claim.scope(),
-        HexDigest(&Sha256::digest(canonical.as_bytes()))
+        hex(&Sha256::digest(canonical.as_bytes()))
     )
 }
 
