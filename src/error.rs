@@ -63,6 +63,19 @@ pub enum ErrorKind {
     /// EC2's denial (`UnauthorizedOperation`, HTTP 403): no identity policy allows
     /// the action, or one denies it (src/ec2/authz.rs).
     UnauthorizedOperation,
+    // --- RDS errors (codes from botocore's rds model, 2014-10-31) ---
+    /// `DBInstanceNotFound` (HTTP 404).
+    DbInstanceNotFound,
+    /// `DBInstanceAlreadyExists`.
+    DbInstanceAlreadyExists,
+    /// `InvalidDBInstanceState`: the operation does not fit the instance's status.
+    InvalidDbInstanceState,
+    /// `KMSKeyNotAccessibleFault`: RDS cannot use the instance's KMS key.
+    KmsKeyNotAccessible,
+    /// `StorageQuotaExceeded`: more storage than the account may allocate.
+    StorageQuotaExceeded,
+    /// `InstanceQuotaExceeded`: more DB instances than the account may have.
+    InstanceQuotaExceeded,
     // --- errors common to every AWS API ---
     AccessDenied,
     /// The caller's identity is not known (AWS: the credentials are invalid).
@@ -161,6 +174,12 @@ impl ErrorKind {
         ErrorKind::TagLimitExceeded,
         ErrorKind::Ec2DryRun,
         ErrorKind::UnauthorizedOperation,
+        ErrorKind::DbInstanceNotFound,
+        ErrorKind::DbInstanceAlreadyExists,
+        ErrorKind::InvalidDbInstanceState,
+        ErrorKind::KmsKeyNotAccessible,
+        ErrorKind::StorageQuotaExceeded,
+        ErrorKind::InstanceQuotaExceeded,
         ErrorKind::AccessDenied,
         ErrorKind::UnrecognizedClient,
         ErrorKind::Throttling,
@@ -238,6 +257,12 @@ impl ErrorKind {
             InvalidVolumeZoneMismatch => "InvalidVolume.ZoneMismatch",
             InvalidId => "InvalidID",
             TagLimitExceeded => "TagLimitExceeded",
+            DbInstanceNotFound => "DBInstanceNotFound",
+            DbInstanceAlreadyExists => "DBInstanceAlreadyExists",
+            InvalidDbInstanceState => "InvalidDBInstanceState",
+            KmsKeyNotAccessible => "KMSKeyNotAccessibleFault",
+            StorageQuotaExceeded => "StorageQuotaExceeded",
+            InstanceQuotaExceeded => "InstanceQuotaExceeded",
             AccessDenied => "AccessDeniedException",
             UnrecognizedClient => "UnrecognizedClientException",
             Throttling => "ThrottlingException",

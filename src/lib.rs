@@ -13,6 +13,7 @@
 //! | [`nbd`] | front end | the NBD export (protocol, server, TLS) of an unlocked volume image |
 //! | [`host`] | host | attachment processes: supervisor, typed messages, the agent, the Linux host (mounts, loop devices, sockets) |
 //! | [`service`] | services | the service layer: `Services`, `RequestContext`, one operation table per service (KMS, IAM, EC2, CloudTrail) |
+//! | [`rds`] | engine | RDS's DB instances: validation, authorization, the status machine, CloudTrail records (the host work is the service layer's) |
 //! | [`ec2`] | engine | EC2's volumes, snapshots API, attachments, re-key API; authorization and CloudTrail records |
 //! | [`kms`] | engine | keys, key material versions, aliases, grants, policies, rotation, deletion, crypto operations, sealed store, audit log, quotas |
 //! | [`iam`] | engine | users, roles, identity policies, principals, access keys, role sessions |
@@ -48,6 +49,7 @@ pub mod kms;
 pub mod nbd;
 pub mod num;
 pub mod policy;
+pub mod rds;
 pub mod server;
 pub mod service;
 pub mod snapshot;

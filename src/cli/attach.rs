@@ -8,7 +8,7 @@
 
 use super::Ctx;
 use crate::error::{Error, ErrorKind, Result};
-use crate::host::linux::{check_fuse_dir, is_mount_point};
+use crate::host::linux::{check_fuse_dir, is_mount_point, run_tool};
 use crate::host::{messages::Event, supervisor};
 use crate::service::attach::{self as svc, AttachVolumeRequest, DetachVolumeRequest, Launch};
 use std::path::Path;
@@ -131,26 +131,6 @@ fn need_root(what: &str) -> Result<()> {
     }
 }
 
-fn run_tool(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().map_err(|e| {
-        Error::environment(format!(
-            "cannot run {program} ({e}); scripts/test.sh installs it"
-        ))
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(Error::new(
-            ErrorKind::Internal,
-            format!(
-                "{program} {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ))
-    }
-}
-
 /// `ebsim mount VOL DIR [--mkfs ext4|xfs]`.
 pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Result<()> {
     need_root("ebsim mount")?;
@@ -169,19 +149,7 @@ pub fn mount(ctx: &Ctx, volume_id: &str, dir: &Path, mkfs: Option<&str>) -> Resu
         svc::abandon_mount(&ctx.services, &rctx, volume_id, &a);
         e
     };
-    let file_s = file.display().to_string();
-    let loop_dev = run_tool(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--direct-io=on",
-            "--sector-size",
-            "4096",
-            &file_s,
-        ],
-    )
-    .map_err(undo_attach)?;
+    let loop_dev = crate::host::linux::loop_attach(&file).map_err(undo_attach)?;
     let undo_loop = |e: Error| -> Error {
         let _ = run_tool("losetup", &["-d", &loop_dev]);
         undo_attach(e)

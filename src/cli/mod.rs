@@ -26,6 +26,7 @@ pub mod kms;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod rds;
 pub mod serve;
 
 use crate::clock::{Clock, parse_time};
@@ -110,6 +111,11 @@ pub enum Service {
     Ec2 {
         #[command(subcommand)]
         op: ec2::Ec2Command,
+    },
+    /// Amazon RDS: PostgreSQL DB instances on encrypted volumes
+    Rds {
+        #[command(subcommand)]
+        op: rds::RdsCommand,
     },
     /// EBS direct APIs: read and write snapshots block by block
     Ebs {
@@ -217,7 +223,8 @@ impl Ctx {
                 cancel: Some(stop.clone().unwrap_or_else(interrupted)),
                 progress: progress::reporter(),
             })
-            .with_launcher(attach::instance_launcher);
+            .with_launcher(attach::instance_launcher)
+            .with_storage_launcher(rds::storage_launcher);
         let caller = match principal.filter(|_| !configuring) {
             None => Caller::account_root(&config.account_id),
             Some(arn) => services.caller_for(&arn)?,
@@ -307,6 +314,10 @@ pub fn operation_name(kebab: &str) -> String {
     kebab
         .split('-')
         .map(|w| {
+            if w == "db" {
+                // RDS's names: `describe-db-instances` → DescribeDBInstances.
+                return "DB".to_string();
+            }
             let mut c = w.chars();
             c.next()
                 .map(|f| f.to_uppercase().chain(c).collect::<String>())
@@ -349,6 +360,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
                 foreground: true,
                 ..
             }
+        } | Service::Rds {
+            op: rds::RdsCommand::ServeStorage { .. }
         }
     );
     logging::init(cli.globals.debug, attachment_process);
@@ -389,6 +402,7 @@ fn run(cli: Cli, attachment_process: bool) -> Result<()> {
         Service::Iam { op } => iam::run(&ctx, op),
         Service::Ec2 { op } => ec2::run(&ctx, op),
         Service::Ebs { op } => ebs::run(&ctx, op),
+        Service::Rds { op } => rds::run(&ctx, op),
         Service::Mount {
             volume_id,
             dir,
@@ -410,6 +424,10 @@ mod tests {
     fn operation_names() {
         assert_eq!(operation_name("encrypt"), "Encrypt");
         assert_eq!(operation_name("re-encrypt"), "ReEncrypt");
+        assert_eq!(
+            operation_name("describe-db-instances"),
+            "DescribeDBInstances"
+        );
         assert_eq!(
             operation_name("generate-data-key-without-plaintext"),
             "GenerateDataKeyWithoutPlaintext"

@@ -267,14 +267,11 @@ fn glob(pattern: &str, value: &str) -> bool {
     crate::policy::glob(pattern, value)
 }
 
-/// The principal EC2's infrastructure uses for instance `instance_id` (the grantee
-/// CloudTrail shows for EBS attachments).
-pub fn infrastructure_principal(account: &str, instance_id: &str) -> String {
-    infrastructure(account, "", instance_id).arn().to_string()
-}
-
-fn infrastructure(account: &str, region: &str, instance_id: &str) -> Caller {
-    Caller::infrastructure(account, VolumeOwner::EC2.service, region, instance_id)
+/// The principal the owner's infrastructure uses for instance `instance_id`
+/// (`ACCOUNT:aws:ec2-infrastructure:i-…`, `…:aws:rds-infrastructure:db-…`):
+/// the grantee of an attachment's grant.
+fn infrastructure(owner: &VolumeOwner, account: &str, region: &str, instance_id: &str) -> Caller {
+    Caller::infrastructure(account, owner.service, region, instance_id)
 }
 
 impl Ec2 {
@@ -292,17 +289,32 @@ impl Ec2 {
         kms: Kms,
         host: std::sync::Arc<dyn AttachmentHost>,
     ) -> Result<Self> {
-        let region_dir = root.region_dir(kms.region())?;
-        let dir = region_dir.join("volumes");
+        Self::for_owner(root, kms, host, &VolumeOwner::EC2)
+    }
+
+    /// The volumes `owner` keeps in `kms`'s region, in the owner's directory
+    /// (its own store, images, snapshot blocks and pending operations). An
+    /// owner other than EC2 (RDS's storage) authorizes its own API before it
+    /// calls here: this engine checks no `ec2:` action and writes no EC2
+    /// CloudTrail record for it; its KMS calls go through the owner's service.
+    pub fn for_owner(
+        root: &DataRoot,
+        kms: Kms,
+        host: std::sync::Arc<dyn AttachmentHost>,
+        owner: &'static VolumeOwner,
+    ) -> Result<Self> {
+        let base = owner.base_dir(&root.region_dir(kms.region())?);
+        crate::fsutil::ensure_private_dir(&base)?;
+        let dir = base.join("volumes");
         crate::fsutil::ensure_private_dir(&dir)?;
-        let store = store::Store::open(root, kms.region())?;
+        let store = store::Store::open_for(root, kms.region(), owner)?;
         let blocks = std::sync::Arc::new(crate::snapshot::LocalStore::open(
-            &region_dir.join("snapshots").join("blocks"),
+            &base.join("snapshots").join("blocks"),
         )?);
         let trail = crate::kms::audit::AuditLog::open(kms.audit_log_path())?;
         let mut ec2 = Ec2 {
             kms,
-            owner: &VolumeOwner::EC2,
+            owner,
             store: Mutex::new(store),
             dir,
             root: root.clone(),
@@ -402,6 +414,16 @@ impl Ec2 {
         self.kms.region()
     }
 
+    /// Whose volumes these are.
+    pub fn owner(&self) -> &'static VolumeOwner {
+        self.owner
+    }
+
+    /// The owner's directory in the region (the region's own for EC2).
+    pub(crate) fn base_dir(&self) -> Result<PathBuf> {
+        Ok(self.owner.base_dir(&self.root.region_dir(self.region())?))
+    }
+
     /// The image file of `volume_id`.
     pub fn image_path(&self, volume_id: &str) -> PathBuf {
         self.dir.join(format!("{volume_id}.img"))
@@ -465,7 +487,12 @@ impl Ec2 {
     fn retire_quietly(&self, a: &AttachmentRecord) {
         if let (Some(grant_id), Some(key)) = (&a.grant_id, &a.key_arn) {
             let _ = self.kms.retire_grant(
-                &infrastructure(self.kms.account_id(), self.region(), &a.instance_id),
+                &infrastructure(
+                    self.owner,
+                    self.kms.account_id(),
+                    self.region(),
+                    &a.instance_id,
+                ),
                 RetireGrantRequest {
                     key_id: Some(key.clone()),
                     grant_id: Some(grant_id.clone()),
@@ -1427,7 +1454,9 @@ impl Ec2 {
             let ctx = self.context(&v.volume_id);
             let (decrypter, tokens) = match instance {
                 Some(instance_id) => {
-                    let grantee = infrastructure_principal(&account, instance_id);
+                    let grantee = infrastructure(self.owner, &account, "", instance_id)
+                        .arn()
+                        .to_string();
                     if grant.is_none() {
                         let g = self.kms.create_grant(
                             &via,
@@ -1445,11 +1474,14 @@ impl Ec2 {
                         )?;
                         grant = Some((h.kms_key_arn.clone(), g.grant_id));
                         (
-                            infrastructure(&account, &region, instance_id),
+                            infrastructure(self.owner, &account, &region, instance_id),
                             vec![g.grant_token],
                         )
                     } else {
-                        (infrastructure(&account, &region, instance_id), vec![])
+                        (
+                            infrastructure(self.owner, &account, &region, instance_id),
+                            vec![],
+                        )
                     }
                 }
                 None => (via.clone(), vec![]),
@@ -1874,7 +1906,12 @@ impl Attachment {
             (Some(grant_id), Some(key)) => ec2
                 .kms
                 .retire_grant(
-                    &infrastructure(ec2.kms.account_id(), ec2.region(), &self.record.instance_id),
+                    &infrastructure(
+                        ec2.owner,
+                        ec2.kms.account_id(),
+                        ec2.region(),
+                        &self.record.instance_id,
+                    ),
                     RetireGrantRequest {
                         key_id: Some(key.clone()),
                         grant_id: Some(grant_id.clone()),

@@ -179,7 +179,7 @@ fn older_than(meta: &std::fs::Metadata, age: std::time::Duration) -> bool {
 
 impl Ec2 {
     fn pending_dir(&self) -> Result<PathBuf> {
-        let d = self.root.region_dir(self.region())?.join("pending");
+        let d = self.base_dir()?.join("pending");
         crate::fsutil::ensure_private_dir(&d)?;
         Ok(d)
     }
@@ -593,7 +593,11 @@ impl Ec2 {
         }
         // Atomic writes and store creations that never reached their rename.
         let region_dir = self.root.region_dir(self.region())?;
-        for dir in [self.root.path().to_path_buf(), region_dir] {
+        let mut dirs = vec![self.root.path().to_path_buf(), region_dir.clone()];
+        if self.base_dir()? != region_dir {
+            dirs.push(self.base_dir()?);
+        }
+        for dir in dirs {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let temp = name.starts_with(".tmp-") || name.starts_with(".root.key-");

@@ -824,7 +824,7 @@ impl Ec2 {
                 .host
                 .for_region(source_region)?
                 .unwrap_or_else(|| std::sync::Arc::new(super::NoHost));
-            other = Ec2::with_host(&self.root, kms, host)?;
+            other = Ec2::for_owner(&self.root, kms, host, self.owner)?;
             &other
         };
         let s = source.snapshot_record(source_snapshot_id)?;

@@ -60,8 +60,23 @@ impl Store {
     /// Opens the region's store; it is created only when the region never had one
     /// (a missing, empty or foreign file is a damaged data root: exit code 253).
     pub fn open(root: &DataRoot, region: &str) -> Result<Self> {
-        let region_dir = root.region_dir(region)?;
-        let relative = format!("regions/{region}/ec2.db");
+        Self::open_for(root, region, &crate::volume::owner::VolumeOwner::EC2)
+    }
+
+    /// Opens the store of `owner`'s volumes in `region`: `ec2.db` in the
+    /// owner's directory (`regions/<region>/ec2.db` for EC2,
+    /// `regions/<region>/rds/ec2.db` for RDS's storage).
+    pub fn open_for(
+        root: &DataRoot,
+        region: &str,
+        owner: &crate::volume::owner::VolumeOwner,
+    ) -> Result<Self> {
+        let region_dir = owner.base_dir(&root.region_dir(region)?);
+        let relative = if owner.dir.is_empty() {
+            format!("regions/{region}/ec2.db")
+        } else {
+            format!("regions/{region}/{}/ec2.db", owner.dir)
+        };
         let path = root.path().join(&relative);
         let ev = move |_: &Path| evidence(&region_dir);
         let (conn, _) = root.open_store(&StoreSpec {

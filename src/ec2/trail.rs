@@ -86,6 +86,10 @@ impl Ec2 {
                 Err(e) => e.code(),
             }
         );
+        if !self.owner.is_ec2() {
+            // RDS's storage: its API's records are RDS's (src/rds/), not EC2's.
+            return result;
+        }
         let reads = read_only(name);
         let elements = match &result {
             Ok(r) if !reads => with_request_id(response(r), &request_id.to_string()),

@@ -14,6 +14,7 @@ use crate::ec2::AttachmentHost;
 use crate::ec2::model::AttachmentRecord;
 use crate::error::{Error, ErrorKind, Result};
 use crate::home::DataRoot;
+use crate::volume::owner::VolumeOwner;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,14 +26,26 @@ pub struct LinuxHost {
     dir: PathBuf,
     /// The data root, for the hosts of other regions.
     root: DataRoot,
+    /// Whose attachments these are (EC2's, or RDS's storage in `rds/`).
+    owner: &'static VolumeOwner,
 }
 
 impl LinuxHost {
     /// The host of `region`'s attachments under `root`.
     pub fn for_region(root: &DataRoot, region: &str) -> Result<Self> {
+        Self::for_owner(root, region, &VolumeOwner::EC2)
+    }
+
+    /// The host of the attachments of `owner`'s volumes in `region`
+    /// (`attachments/` in the owner's directory): each owner's engine clears
+    /// only the stale sockets of its own volumes.
+    pub fn for_owner(root: &DataRoot, region: &str, owner: &'static VolumeOwner) -> Result<Self> {
         Ok(LinuxHost {
-            dir: root.region_dir(region)?.join("attachments"),
+            dir: owner
+                .base_dir(&root.region_dir(region)?)
+                .join("attachments"),
             root: root.clone(),
+            owner,
         })
     }
 
@@ -104,8 +117,8 @@ impl LinuxHost {
 
 impl AttachmentHost for LinuxHost {
     fn for_region(&self, region: &str) -> Result<Option<std::sync::Arc<dyn AttachmentHost>>> {
-        Ok(Some(std::sync::Arc::new(LinuxHost::for_region(
-            &self.root, region,
+        Ok(Some(std::sync::Arc::new(LinuxHost::for_owner(
+            &self.root, region, self.owner,
         )?)))
     }
 
@@ -202,6 +215,83 @@ fn mountinfo_escapes_are_undone() {
     assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
     assert_eq!(unescape("/plain"), "/plain");
     assert_eq!(unescape("/x\\"), "/x\\");
+}
+
+/// Runs one of the host's tools (losetup, mkfs, mount, umount); its stdout,
+/// trimmed. A tool that cannot run is an environment error naming it; one that
+/// fails, an error with its command line and stderr.
+pub fn run_tool(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        Error::environment(format!(
+            "cannot run {program} ({e}); scripts/test.sh installs it"
+        ))
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "{program} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
+    }
+}
+
+/// A loop device on a volume's FUSE file (direct I/O, 4096-byte sectors: the
+/// volume's unit); its path.
+pub fn loop_attach(file: &Path) -> Result<String> {
+    let file_s = file.display().to_string();
+    run_tool(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--direct-io=on",
+            "--sector-size",
+            "4096",
+            &file_s,
+        ],
+    )
+}
+
+/// A new ext4 on `device`: no discard (a new volume is all holes already),
+/// the inode tables and journal initialized lazily (by the kernel, on first
+/// mount), as on EBS volumes.
+pub fn mkfs_ext4(device: &str) -> Result<()> {
+    run_tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-E",
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+            device,
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Mounts the filesystem on `device` at `target`.
+pub fn mount(device: &str, target: &Path) -> Result<()> {
+    let t = target.display().to_string();
+    run_tool("mount", &[device, &t]).map(|_| ())
+}
+
+/// Unmounts `target` (nothing if it is not a mount point).
+pub fn umount(target: &Path) -> Result<()> {
+    if !is_mount_point(target) {
+        return Ok(());
+    }
+    let t = target.display().to_string();
+    run_tool("umount", &[&t]).map(|_| ())
+}
+
+/// Detaches loop device `device`.
+pub fn loop_detach(device: &str) -> Result<()> {
+    run_tool("losetup", &["-d", device]).map(|_| ())
 }
 
 /// True if `dir` is a mount point.

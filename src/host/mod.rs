@@ -10,7 +10,10 @@
 //!   and NBD.
 //! - `postgres.rs`: a PostgreSQL 15 server (initdb, pg_ctl) on a data
 //!   directory of the caller's, as the `postgres` user when ebsim runs as root:
-//!   what RDS instances will run on their encrypted volumes.
+//!   what RDS instances run on their encrypted volumes.
+//! - `database.rs`: an RDS DB instance's place on this host: its run
+//!   directory (outside the data root, passable by PostgreSQL's user), the
+//!   mount point of its storage, its socket directory, its server.
 //! - `linux.rs`: [`LinuxHost`], the [`crate::ec2::AttachmentHost`] the service
 //!   layer gives each EC2 engine it opens: mounts, loop devices, holders, stale
 //!   sockets.
@@ -19,6 +22,7 @@
 //! only says which command line runs an attachment process.
 
 pub mod agent;
+pub mod database;
 pub mod linux;
 pub mod messages;
 pub mod postgres;

@@ -366,6 +366,7 @@ impl Postgres {
         self.check_reachable(&self.data)?;
         self.check_reachable(&self.socket_dir)?;
         self.ensure_socket_dir()?;
+        self.remove_stale_pid_file()?;
         // pg_ctl writes the startup log itself, as the server's user.
         let log_dir = self.log_dir();
         if !log_dir.is_dir() {
@@ -381,7 +382,58 @@ impl Postgres {
             // The port and the socket directory are in postgresql.conf (no
             // `-o`: pg_ctl hands that to a shell).
             .arg("start");
-        self.run("pg_ctl start", c).map(|_| ())
+        self.run("pg_ctl start", c).map(|_| ()).map_err(|e| {
+            // The server's own words are in its startup log, on the volume
+            // (which the caller may unmount next): they go into the error.
+            let log = std::fs::read_to_string(log_dir.join("startup.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(4).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            if tail.is_empty() {
+                e
+            } else {
+                Error::new(
+                    e.kind(),
+                    format!("{}; the server said: {}", e.message(), tail.join(" / ")),
+                )
+            }
+        })
+    }
+
+    /// Removes `postmaster.pid` when the process it names is gone or a zombie:
+    /// a server that crashed (or stopped when its storage went away) leaves
+    /// it, and where nothing reaps orphans (a container's PID 1) its
+    /// postmaster stays a zombie, which the next server's check (`kill(pid,
+    /// 0)`) takes for a live one and refuses to start beside.
+    fn remove_stale_pid_file(&self) -> Result<()> {
+        let path = self.data.join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return Ok(());
+        };
+        // Alive: a postgres process that is not a zombie (a pid taken by
+        // another program since is not the server's either).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let alive = stat.as_deref().is_some_and(|s| {
+            s.split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .is_some_and(|(comm, rest)| {
+                    comm == "postgres" && !rest.trim_start().starts_with('Z')
+                })
+        });
+        if alive {
+            return Ok(());
+        }
+        tracing::info!(
+            "{}: removing the pid file of server process {pid}, which is gone",
+            self.data.display()
+        );
+        std::fs::remove_file(&path).map_err(|e| Error::io_file(&path, e))
     }
 
     /// Stops the server (`mode`) and waits until none of its processes is

@@ -152,6 +152,11 @@ pub const EC2: Source = Source {
     event_source: "ec2.amazonaws.com",
     management: true,
 };
+/// RDS's API calls (src/rds/).
+pub const RDS: Source = Source {
+    event_source: "rds.amazonaws.com",
+    management: true,
+};
 /// The EBS direct APIs' StartSnapshot and CompleteSnapshot are management events.
 pub const EBS: Source = Source {
     event_source: "ebs.amazonaws.com",
@@ -287,8 +292,10 @@ impl AuditLog {
 /// CloudTrail's `resources[].type` for an ARN.
 fn resource_type(arn: &str) -> &'static str {
     let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
-    match (arn.split(':').nth(2), resource.split('/').next()) {
+    match (arn.split(':').nth(2), resource.split(['/', ':']).next()) {
         (Some("ec2"), Some("volume")) => "AWS::EC2::Volume",
+        (Some("rds"), Some("db")) => "AWS::RDS::DBInstance",
+        (Some("rds"), Some("snapshot")) => "AWS::RDS::DBSnapshot",
         (Some("ec2"), Some("snapshot")) => "AWS::EC2::Snapshot",
         (Some("ec2"), Some("instance")) => "AWS::EC2::Instance",
         _ => "AWS::KMS::Key",

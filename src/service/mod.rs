@@ -34,6 +34,7 @@ pub mod ec2;
 pub mod harness;
 pub mod iam;
 pub mod kms;
+pub mod rds;
 pub mod sts;
 
 /// The principal a request runs as (and the services calling on its behalf).
@@ -141,6 +142,11 @@ pub struct Services {
     /// How the front end starts attachment processes for AttachVolume through
     /// the table (`attach::attach_to_instance`).
     launcher: Option<Arc<attach::Launcher>>,
+    /// RDS per region, and RDS's own volume service (its instances' storage).
+    rds: Mutex<HashMap<String, Arc<crate::rds::Rds>>>,
+    rds_storage: Mutex<HashMap<String, Arc<Ec2>>>,
+    /// How the front end starts the attachment processes of DB instances' storage.
+    storage_launcher: Option<Arc<rds::StorageLauncher>>,
     /// Access keys' credentials read so far (`Services::credentials`).
     credential_cache: Mutex<sts::CredentialCache>,
     /// When each access key's use was last recorded (`Services::record_key_use`).
@@ -163,6 +169,9 @@ impl Services {
             ec2: Mutex::new(HashMap::new()),
             ec2_hooks: None,
             launcher: None,
+            rds: Mutex::new(HashMap::new()),
+            rds_storage: Mutex::new(HashMap::new()),
+            storage_launcher: None,
             credential_cache: Mutex::new(sts::CredentialCache::default()),
             key_uses: Mutex::new(HashMap::new()),
         }
@@ -182,11 +191,30 @@ impl Services {
         self.launcher.clone()
     }
 
+    /// `launcher` gives the command line of the attachment process of a DB
+    /// instance's storage volume (RDS's operations through [`Services::rds`]).
+    pub fn with_storage_launcher(
+        mut self,
+        launcher: impl Fn(&rds::StorageLaunch<'_>) -> Result<attach::Launch> + Send + Sync + 'static,
+    ) -> Self {
+        self.storage_launcher = Some(Arc::new(launcher));
+        self
+    }
+
+    pub(crate) fn storage_launcher(&self) -> Option<Arc<rds::StorageLauncher>> {
+        self.storage_launcher.clone()
+    }
+
     /// Drops the engines opened so far; the next call opens them again (after
     /// [`Services::reset`]).
     fn forget_engines(&self) {
         self.kms.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.ec2.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.rds.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.rds_storage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         *self.iam.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.forget_credentials();
     }

@@ -21,6 +21,9 @@ pub struct VolumeOwner {
     pub context_key: &'static str,
     /// The AWS managed key's alias, used while no default key was chosen.
     pub default_alias: &'static str,
+    /// Where the owner's volumes, snapshots and records live under the
+    /// region's directory (`""`: the region's directory itself).
+    pub dir: &'static str,
 }
 
 impl VolumeOwner {
@@ -29,7 +32,32 @@ impl VolumeOwner {
         service: "ec2",
         context_key: "aws:ebs:id",
         default_alias: "alias/aws/ebs",
+        dir: "",
     };
+
+    /// The storage volumes (and their snapshots) of RDS's DB instances. EBS acts
+    /// for RDS: a data key is bound to its volume (`aws:ebs:id`) and every KMS
+    /// call carries `kms:ViaService` `rds.<region>.amazonaws.com`.
+    pub const RDS: VolumeOwner = VolumeOwner {
+        service: "rds",
+        context_key: "aws:ebs:id",
+        default_alias: "alias/aws/rds",
+        dir: "rds",
+    };
+
+    /// True for EC2's own volumes (those EC2's API shows, authorizes and records).
+    pub fn is_ec2(&self) -> bool {
+        self.service == VolumeOwner::EC2.service
+    }
+
+    /// The owner's directory under `region_dir`.
+    pub fn base_dir(&self, region_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.dir.is_empty() {
+            region_dir.to_path_buf()
+        } else {
+            region_dir.join(self.dir)
+        }
+    }
 
     /// `kms:ViaService` of this owner's calls in `region`.
     pub fn via_service(&self, region: &str) -> String {
@@ -86,5 +114,24 @@ mod tests {
         assert!(o.is_default_alias("arn:aws:kms:us-east-1:111122223333:alias/aws/ebs"));
         assert!(!o.is_default_alias("alias/aws/ebs2"));
         assert!(!o.is_default_alias("xalias/aws/ebs"));
+        assert!(o.is_ec2());
+        assert_eq!(
+            o.base_dir(std::path::Path::new("/r")),
+            std::path::Path::new("/r")
+        );
+    }
+
+    #[test]
+    fn rds_calls_through_rds_with_its_managed_key_in_a_directory_of_its_own() {
+        let o = &VolumeOwner::RDS;
+        assert_eq!(o.via_service("eu-west-1"), "rds.eu-west-1.amazonaws.com");
+        assert_eq!(o.managed_key(), "rds");
+        assert!(o.is_default_alias("alias/aws/rds"));
+        assert!(!o.is_default_alias("alias/aws/ebs"));
+        assert!(!o.is_ec2());
+        assert_eq!(
+            o.base_dir(std::path::Path::new("/r")),
+            std::path::Path::new("/r/rds")
+        );
     }
 }

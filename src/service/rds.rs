@@ -1,0 +1,543 @@
+//! RDS's operation table, and what each DB instance operation does on this
+//! host (docs/RDS.md).
+//!
+//! The RDS engine (src/rds/) decides and records; this module does the host
+//! work it hands each operation, in order:
+//!
+//! 1. the storage volume, made in RDS's own volume service (`VolumeOwner::RDS`:
+//!    GenerateDataKeyWithoutPlaintext through `rds.<region>.amazonaws.com`,
+//!    context `aws:ebs:id`, `alias/aws/rds` by default);
+//! 2. its attachment process (CreateGrant for the instance's RDS
+//!    infrastructure principal + Decrypt), serving the volume as a FUSE file;
+//! 3. a loop device on that file, ext4 on it (at creation), mounted in the
+//!    instance's run directory (src/host/database.rs);
+//! 4. the PostgreSQL server: initdb at creation (the master user and
+//!    password), then pg_ctl start; its data directory and logs on the volume.
+//!
+//! Taking an instance down runs the same steps backwards: a clean server stop
+//! (a checkpoint), unmount, loop device, the attachment process (RetireGrant).
+
+use super::attach::{Launch, STOP_TIMEOUT};
+use super::{RequestContext, Services};
+use crate::ec2::Ec2;
+use crate::ec2::model::{AttachmentRecord, CreateVolumeRequest, TagSpecification};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::database::DatabaseHost;
+use crate::host::postgres::StopMode;
+use crate::host::{LinuxHost, linux, supervisor};
+use crate::rds::Rds;
+use crate::rds::model::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// What a front end is told to start the attachment process of a DB
+/// instance's storage: the process serves `volume_id` for the instance
+/// `resource_id` (its DbiResourceId, the grant's infrastructure principal) as
+/// a FUSE file in `fuse_dir`, on the data root `root`, and reports to its
+/// parent ([`serve_storage`] in that process).
+pub struct StorageLaunch<'a> {
+    pub ctx: &'a RequestContext,
+    pub root: &'a Path,
+    pub volume_id: &'a str,
+    pub resource_id: &'a str,
+    pub fuse_dir: &'a Path,
+}
+
+/// How a front end starts the attachment processes of DB instances' storage.
+pub type StorageLauncher = dyn Fn(&StorageLaunch<'_>) -> Result<Launch> + Send + Sync;
+
+/// One RDS operation, in the model's member names.
+#[derive(Debug)]
+pub enum RdsRequest {
+    CreateDbInstance(Box<CreateDbInstanceRequest>),
+    DescribeDbInstances(DescribeDbInstancesRequest),
+    StopDbInstance(DbInstanceRequest),
+    StartDbInstance(DbInstanceRequest),
+    RebootDbInstance(DbInstanceRequest),
+    DeleteDbInstance(DeleteDbInstanceRequest),
+    ModifyDbInstance(ModifyDbInstanceRequest),
+}
+
+/// The operations of the table, by their AWS names.
+pub const OPERATIONS: &[&str] = &[
+    "CreateDBInstance",
+    "DescribeDBInstances",
+    "StopDBInstance",
+    "StartDBInstance",
+    "RebootDBInstance",
+    "DeleteDBInstance",
+    "ModifyDBInstance",
+];
+
+impl RdsRequest {
+    /// The operation's AWS name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RdsRequest::CreateDbInstance(_) => "CreateDBInstance",
+            RdsRequest::DescribeDbInstances(_) => "DescribeDBInstances",
+            RdsRequest::StopDbInstance(_) => "StopDBInstance",
+            RdsRequest::StartDbInstance(_) => "StartDBInstance",
+            RdsRequest::RebootDbInstance(_) => "RebootDBInstance",
+            RdsRequest::DeleteDbInstance(_) => "DeleteDBInstance",
+            RdsRequest::ModifyDbInstance(_) => "ModifyDBInstance",
+        }
+    }
+
+    /// The request of operation `name` from its members in AWS's JSON.
+    pub fn from_json(name: &str, v: Value) -> Result<Self> {
+        fn read<T: serde::de::DeserializeOwned>(name: &str, v: Value) -> Result<T> {
+            serde_json::from_value(v).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidParameterValue,
+                    format!("{name}: the request does not read: {e}"),
+                )
+            })
+        }
+        Ok(match name {
+            "CreateDBInstance" => RdsRequest::CreateDbInstance(Box::new(read(name, v)?)),
+            "DescribeDBInstances" => RdsRequest::DescribeDbInstances(read(name, v)?),
+            "StopDBInstance" => RdsRequest::StopDbInstance(read(name, v)?),
+            "StartDBInstance" => RdsRequest::StartDbInstance(read(name, v)?),
+            "RebootDBInstance" => RdsRequest::RebootDbInstance(read(name, v)?),
+            "DeleteDBInstance" => RdsRequest::DeleteDbInstance(read(name, v)?),
+            "ModifyDBInstance" => RdsRequest::ModifyDbInstance(read(name, v)?),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidAction,
+                    format!("The action {other} is not valid for this web service."),
+                ));
+            }
+        })
+    }
+
+    /// Runs the operation; its response in AWS's shape (the result members:
+    /// `{"DBInstance": …}`, `{"DBInstances": […]}`).
+    pub fn run(self, services: &Services, ctx: &RequestContext) -> Result<Value> {
+        let rds = services.rds_engine(&ctx.region)?;
+        let caller = &ctx.caller;
+        let wrap = |v: Value| serde_json::json!({ "DBInstance": v });
+        match self {
+            RdsRequest::CreateDbInstance(req) => {
+                let version = crate::host::database::server_version()?;
+                rds.create_db_instance(caller, &req, &version, |p| {
+                    create_on_host(services, ctx, &req, p)
+                })
+                .map(wrap)
+            }
+            RdsRequest::DescribeDbInstances(req) => {
+                rds.describe_db_instances(caller, &req, |r| observe(services, ctx, &rds, r))
+            }
+            RdsRequest::StopDbInstance(req) => rds
+                .stop_db_instance(caller, &req, |r| {
+                    take_down(services, ctx, r, StopMode::Fast)
+                })
+                .map(wrap),
+            RdsRequest::StartDbInstance(req) => rds
+                .start_db_instance(caller, &req, |r| bring_up(services, ctx, r, None))
+                .map(wrap),
+            RdsRequest::RebootDbInstance(req) => rds
+                .reboot_db_instance(caller, &req, |r| {
+                    take_down(services, ctx, r, StopMode::Fast)?;
+                    bring_up(services, ctx, r, None)
+                })
+                .map(wrap),
+            RdsRequest::DeleteDbInstance(req) => rds
+                .delete_db_instance(caller, &req, |r| delete_on_host(services, ctx, r))
+                .map(wrap),
+            RdsRequest::ModifyDbInstance(req) => rds.modify_db_instance(caller, &req).map(wrap),
+        }
+    }
+}
+
+impl Services {
+    /// The RDS service of `region` (opened once, then shared).
+    pub fn rds_engine(&self, region: &str) -> Result<std::sync::Arc<Rds>> {
+        let mut all = self.rds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = all.get(region) {
+            return Ok(r.clone());
+        }
+        let kms = crate::kms::Kms::open(&self.root, region, self.clock.clone())?;
+        let r = std::sync::Arc::new(Rds::open(&self.root, kms)?);
+        all.insert(region.to_string(), r.clone());
+        Ok(r)
+    }
+
+    /// RDS's volume service in `region`: the storage volumes of its DB
+    /// instances, apart from EC2's (`regions/<region>/rds/`), their
+    /// attachments on this host.
+    pub fn rds_storage(&self, region: &str) -> Result<std::sync::Arc<Ec2>> {
+        let mut all = self.rds_storage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = all.get(region) {
+            return Ok(e.clone());
+        }
+        let kms = crate::kms::Kms::open(&self.root, region, self.clock.clone())?;
+        let host = std::sync::Arc::new(self.rds_host(region)?);
+        let mut ec2 = Ec2::for_owner(&self.root, kms, host, crate::rds::OWNER)?;
+        if let Some(c) = self.ec2_hooks.as_ref().map(|h| h()).and_then(|h| h.cancel) {
+            ec2.set_cancel(c);
+        }
+        let ec2 = std::sync::Arc::new(ec2);
+        all.insert(region.to_string(), ec2.clone());
+        Ok(ec2)
+    }
+
+    /// The host of the attachments of RDS's storage in `region`.
+    pub fn rds_host(&self, region: &str) -> Result<LinuxHost> {
+        LinuxHost::for_owner(&self.root, region, crate::rds::OWNER)
+    }
+
+    /// Runs one RDS operation in the context's region.
+    pub fn rds(&self, ctx: &RequestContext, req: RdsRequest) -> Result<Value> {
+        req.run(self, ctx)
+    }
+}
+
+/// CreateDBInstance's host work: the storage volume (recorded at once), then
+/// [`bring_up`] with a new cluster. A failure undoes what was done: the server
+/// stopped, the filesystem unmounted, the attachment ended, the volume deleted.
+fn create_on_host(
+    services: &Services,
+    ctx: &RequestContext,
+    req: &CreateDbInstanceRequest,
+    p: &crate::rds::Provision<'_>,
+) -> Result<()> {
+    let r = p.record;
+    let storage = services.rds_storage(&ctx.region)?;
+    let mut tags = vec![];
+    if !r.tags.is_empty() {
+        tags.push(TagSpecification {
+            resource_type: "volume".into(),
+            tags: r.tags.clone(),
+        });
+    }
+    let volume = storage.create_volume(
+        &ctx.caller,
+        CreateVolumeRequest {
+            availability_zone: Some(r.availability_zone.clone()),
+            size: Some(u64::from(r.allocated_storage)),
+            encrypted: Some(r.storage_encrypted),
+            kms_key_id: r.kms_key_id.clone(),
+            volume_type: Some(r.storage_type.clone()),
+            tag_specifications: tags,
+            ..Default::default()
+        },
+    )?;
+    let undo_volume = |e: Error| -> Error {
+        if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
+            tracing::warn!(
+                "{}: the storage volume {} of a failed create is left: {}",
+                r.identifier,
+                volume.volume_id,
+                e2.message()
+            );
+        }
+        e
+    };
+    p.record_volume(&volume.volume_id).map_err(undo_volume)?;
+    let mut r = r.clone();
+    r.volume_id = Some(volume.volume_id.clone());
+    let password = req
+        .master_user_password
+        .as_deref()
+        .map(String::as_str)
+        .unwrap_or_default();
+    bring_up(services, ctx, &r, Some(password)).map_err(undo_volume)
+}
+
+fn storage_volume(r: &DbInstanceRecord) -> Result<&str> {
+    r.volume_id.as_deref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidDbInstanceState,
+            format!("{} has no storage volume", r.identifier),
+        )
+    })
+}
+
+/// Puts the instance's server up: storage attached (FUSE), loop device,
+/// (with `init`: a new ext4 and a new cluster whose master password is
+/// `init`) mounted, server started. Each step's failure undoes the steps
+/// before it.
+fn bring_up(
+    services: &Services,
+    ctx: &RequestContext,
+    r: &DbInstanceRecord,
+    init: Option<&str>,
+) -> Result<()> {
+    let volume_id = storage_volume(r)?;
+    let storage = services.rds_storage(&ctx.region)?;
+    let host = services.rds_host(&ctx.region)?;
+    let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
+    place.prepare()?;
+    let a = start_storage(services, ctx, &storage, &host, volume_id, &r.resource_id)?;
+    let undo_attach = |e: Error| -> Error {
+        end_storage(&storage, &host, volume_id, &a);
+        e
+    };
+    let file = PathBuf::from(a.fuse_dir.as_deref().unwrap_or_default()).join(volume_id);
+    let loop_dev = linux::loop_attach(&file).map_err(undo_attach)?;
+    let undo_loop = |e: Error| -> Error {
+        let _ = linux::loop_detach(&loop_dev);
+        undo_attach(e)
+    };
+    if init.is_some() {
+        linux::mkfs_ext4(&loop_dev).map_err(undo_loop)?;
+    }
+    let mnt = place.mount_point();
+    linux::mount(&loop_dev, &mnt).map_err(undo_loop)?;
+    let undo_mount = |e: Error| -> Error {
+        let _ = linux::umount(&mnt);
+        undo_loop(e)
+    };
+    storage
+        .update_attachment(volume_id, |a| {
+            a.loop_device = Some(loop_dev.clone());
+            a.mounted_at = Some(mnt.display().to_string());
+        })
+        .map_err(undo_mount)?;
+    let pg = place.postgres(r.port).map_err(undo_mount)?;
+    if let Some(password) = init {
+        pg.init(&r.master_username, password).map_err(undo_mount)?;
+    }
+    pg.start().map_err(undo_mount)?;
+    if let (Some(password), Some(db)) = (init, &r.db_name) {
+        // RDS makes the initial database DBName names.
+        create_database(&pg, &r.master_username, password, db).map_err(|e| {
+            let _ = pg.stop(StopMode::Fast);
+            undo_mount(e)
+        })?;
+    }
+    Ok(())
+}
+
+/// `CREATE DATABASE` through the server's socket, as the master user.
+fn create_database(
+    pg: &crate::host::postgres::Postgres,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<()> {
+    let out = std::process::Command::new("psql")
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", user, "-d", "postgres"])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-c", &format!("CREATE DATABASE \"{db}\"")])
+        .env("PGPASSWORD", password)
+        .output()
+        .map_err(|e| {
+            Error::environment(format!(
+                "cannot run psql ({e}); scripts/test.sh installs it"
+            ))
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "CREATE DATABASE {db} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
+    }
+}
+
+/// Starts the attachment process of an instance's storage volume and waits
+/// until it serves the FUSE file.
+fn start_storage(
+    services: &Services,
+    ctx: &RequestContext,
+    storage: &Ec2,
+    host: &LinuxHost,
+    volume_id: &str,
+    resource_id: &str,
+) -> Result<AttachmentRecord> {
+    // A stale attachment (its process died) is settled, or refused while
+    // something still holds it.
+    if let Some(a) = storage.attachment(volume_id)? {
+        return Err(Error::new(
+            ErrorKind::InvalidDbInstanceState,
+            format!(
+                "the storage volume {volume_id} is still attached (process {}): {}",
+                a.pid,
+                crate::ec2::stale_message(volume_id, &a, &storage.host().holders(volume_id, &a))
+            ),
+        ));
+    }
+    let launcher = services.storage_launcher().ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnsupportedOperation,
+            "this front end cannot start attachment processes",
+        )
+    })?;
+    let fuse_dir = host.attachments_dir()?.join(volume_id);
+    crate::fsutil::ensure_private_dir(&fuse_dir)?;
+    let root = services.root().path().to_path_buf();
+    let launch = launcher(&StorageLaunch {
+        ctx,
+        root: &root,
+        volume_id,
+        resource_id,
+        fuse_dir: &fuse_dir,
+    })?;
+    let log = host.log_file(volume_id);
+    supervisor::start(launch.command, volume_id, &log, launch.exit_meaning)
+}
+
+/// Stops the attachment process of `volume_id` (which detaches: RetireGrant)
+/// and settles its record. Best effort: used to undo.
+fn end_storage(storage: &Ec2, host: &LinuxHost, volume_id: &str, a: &AttachmentRecord) {
+    let _ = storage.host().release(volume_id, a, false);
+    let _ = supervisor::stop(a, &host.control_socket(volume_id), STOP_TIMEOUT);
+    let _ = storage.attachment(volume_id);
+}
+
+/// Takes the instance's server down: the server stopped (`mode`), the
+/// filesystem unmounted, the loop device detached, the attachment process
+/// stopped (DetachVolume of the storage, RetireGrant). What is already down
+/// is passed over, so a failed instance can be taken down too.
+fn take_down(
+    services: &Services,
+    ctx: &RequestContext,
+    r: &DbInstanceRecord,
+    mode: StopMode,
+) -> Result<()> {
+    let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
+    let mnt = place.mount_point();
+    if linux::is_mount_point(&mnt) {
+        let pg = place.postgres(r.port)?;
+        if pg.data_dir().is_dir()
+            && pg.is_running()?
+            && let Err(e) = pg.stop(mode)
+        {
+            // A server whose storage went away cannot checkpoint: it is
+            // stopped as a crash would stop it (its WAL replays at start).
+            if mode == StopMode::Immediate {
+                return Err(e);
+            }
+            tracing::warn!("{}: {}; stopping it at once", r.identifier, e.message());
+            pg.stop(StopMode::Immediate)?;
+        }
+        linux::umount(&mnt)?;
+    }
+    let Some(volume_id) = r.volume_id.as_deref() else {
+        return Ok(());
+    };
+    let storage = services.rds_storage(&ctx.region)?;
+    let host = services.rds_host(&ctx.region)?;
+    let Some(a) = storage.attachment(volume_id)? else {
+        return Ok(());
+    };
+    storage.detach_volume(&ctx.caller, volume_id, true, |a| {
+        storage.host().release(volume_id, a, false)?;
+        storage.update_attachment(volume_id, |a| {
+            a.loop_device = None;
+            a.mounted_at = None;
+        })?;
+        if storage.attached_now(volume_id) {
+            supervisor::stop(a, &host.control_socket(volume_id), STOP_TIMEOUT)?;
+        }
+        Ok(())
+    })?;
+    let _ = a;
+    storage.attachment(volume_id)?;
+    Ok(())
+}
+
+/// DeleteDBInstance's host work: the server down (an immediate stop: the data
+/// goes), the storage volume deleted, the run directory removed.
+fn delete_on_host(services: &Services, ctx: &RequestContext, r: &DbInstanceRecord) -> Result<()> {
+    take_down(services, ctx, r, StopMode::Immediate)?;
+    if let Some(volume_id) = r.volume_id.as_deref() {
+        let storage = services.rds_storage(&ctx.region)?;
+        match storage.delete_volume(&ctx.caller, volume_id, false) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::InvalidVolumeNotFound => {}
+            Err(e) => return Err(e),
+        }
+        // The attachment process's FUSE directory (empty now) and log.
+        let host = services.rds_host(&ctx.region)?;
+        let fuse_dir = host.attachments_dir()?.join(volume_id);
+        if fuse_dir.is_dir() && !linux::is_mount_point(&fuse_dir) {
+            let _ = std::fs::remove_dir(&fuse_dir);
+        }
+        let _ = std::fs::remove_file(host.log_file(volume_id));
+    }
+    DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?.remove()
+}
+
+/// What describe shows of an `available` instance whose server or storage is
+/// gone (a killed attachment process, a server that died): `failed`, with why,
+/// recorded so that reboot can bring it back.
+fn observe(
+    services: &Services,
+    ctx: &RequestContext,
+    rds: &Rds,
+    r: DbInstanceRecord,
+) -> Result<DbInstanceRecord> {
+    if r.status != status::AVAILABLE {
+        return Ok(r);
+    }
+    let Some(volume_id) = r.volume_id.as_deref() else {
+        return Ok(r);
+    };
+    let storage = services.rds_storage(&ctx.region)?;
+    let why = if !storage.attached_now(volume_id) {
+        Some(format!(
+            "the attachment process of its storage volume {volume_id} is gone"
+        ))
+    } else {
+        let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
+        let pg = place.postgres(r.port)?;
+        match pg.is_running() {
+            Ok(true) => None,
+            Ok(false) => Some("its PostgreSQL server is not running".to_string()),
+            Err(e) => Some(format!(
+                "its PostgreSQL server cannot be reached: {}",
+                e.message()
+            )),
+        }
+    };
+    let Some(why) = why else {
+        return Ok(r);
+    };
+    rds.update(&r.identifier, |r| {
+        if r.status == status::AVAILABLE {
+            r.status = status::FAILED.into();
+            r.status_message = Some(why);
+        }
+    })
+}
+
+/// In the attachment process of an instance's storage: attaches the volume
+/// (CreateGrant for the instance's RDS infrastructure principal, Decrypt)
+/// and serves it as a FUSE file in `fuse_dir` until told to stop.
+pub fn serve_storage(
+    services: &Services,
+    ctx: &RequestContext,
+    volume_id: &str,
+    resource_id: &str,
+    fuse_dir: &Path,
+    ready: impl FnOnce(&AttachmentRecord) -> Result<()>,
+) -> Result<()> {
+    let storage = services.rds_storage(&ctx.region)?;
+    let host = services.rds_host(&ctx.region)?;
+    crate::ec2::check_volume_id(volume_id)?;
+    host.attachments_dir()?;
+    let control = host.control_socket(volume_id);
+    let front = crate::host::Frontends {
+        fuse: Some(fuse_dir.to_path_buf()),
+        nbd: None,
+        nbd_tls: None,
+    };
+    crate::host::serve(
+        &storage,
+        &ctx.caller,
+        volume_id,
+        &front,
+        resource_id,
+        Some(&format!("/dev/rds/{resource_id}")),
+        &control,
+        ready,
+    )
+}

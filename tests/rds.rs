@@ -1,0 +1,704 @@
+//! RDS DB instances on real PostgreSQL 15 servers (docs/RDS.md), through the
+//! `ebsim rds` command line: an encrypted instance serves psql with the master
+//! credentials while its storage image holds none of its rows or its
+//! password; stop, start and reboot keep every committed row; a killed
+//! attachment process under a running instance shows `failed`, and reboot
+//! brings it back with its rows; delete leaves nothing (no mount, no loop
+//! device, no grant, no image). Every error case in RDS's codes. Needs root,
+//! /dev/fuse, losetup, mkfs.ext4, PostgreSQL 15 and psql (scripts/test.sh
+//! installs them; CI runs as root).
+
+mod common;
+
+use common::sandbox::Sandbox;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn missing() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing".into());
+    }
+    if let Err(e) = ebsim::host::postgres::server_binaries() {
+        return Some(e.to_string());
+    }
+    if let Some(tool) = ["losetup", "mkfs.ext4", "psql", "runuser"]
+        .into_iter()
+        .find(|t| !common::have(t))
+    {
+        return Some(format!("{tool} is not installed"));
+    }
+    None
+}
+
+fn skipped() -> bool {
+    let Some(why) = missing() else {
+        return false;
+    };
+    common::skip(&format!(
+        "{why} (scripts/test.sh installs PostgreSQL 15 and the tools; CI runs as root)"
+    ));
+    true
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const MASTER: &str = "dbadmin";
+const PASSWORD: &str = "Ebsim-rds-pw-5e2a";
+const MARKER: &str = "ebsim-rds-row-marker";
+
+/// A sandbox whose DB instances are deleted when the test ends, however it ends.
+struct Rds {
+    s: Sandbox,
+}
+
+impl Drop for Rds {
+    fn drop(&mut self) {
+        let o = self.s.ebsim(&[
+            "rds",
+            "describe-db-instances",
+            "--query",
+            "DBInstances[].DBInstanceIdentifier",
+            "--output",
+            "text",
+        ]);
+        for id in o.stdout.split_whitespace() {
+            let _ = self.s.ebsim(&[
+                "rds",
+                "delete-db-instance",
+                "--db-instance-identifier",
+                id,
+                "--skip-final-snapshot",
+            ]);
+        }
+    }
+}
+
+impl Rds {
+    fn new() -> Self {
+        Rds { s: Sandbox::new() }
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.s.ok(args)).unwrap()
+    }
+
+    /// The error code and message of a command that must fail with exit 254.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.s.ebsim(args);
+        assert_eq!(o.code, 254, "{args:?}: {}{}", o.stdout, o.stderr);
+        o.stderr.trim().to_string()
+    }
+
+    fn create(&self, id: &str, port: u16, extra: &[&str]) -> Value {
+        let port = port.to_string();
+        let mut args = vec![
+            "rds",
+            "create-db-instance",
+            "--db-instance-identifier",
+            id,
+            "--db-instance-class",
+            "db.t3.micro",
+            "--engine",
+            "postgres",
+            "--allocated-storage",
+            "20",
+            "--master-username",
+            MASTER,
+            "--master-user-password",
+            PASSWORD,
+            "--port",
+            &port,
+        ];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    fn describe(&self, id: &str) -> Value {
+        let v = self.json(&[
+            "rds",
+            "describe-db-instances",
+            "--db-instance-identifier",
+            id,
+        ]);
+        v["DBInstances"][0].clone()
+    }
+
+    fn status(&self, id: &str) -> String {
+        self.describe(id)["DBInstanceStatus"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The storage images of RDS's volumes in us-east-1.
+    fn images(&self) -> Vec<PathBuf> {
+        let dir = self.s.home().join("regions/us-east-1/rds/volumes");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "img"))
+            .collect()
+    }
+}
+
+/// psql over loopback TCP as the master user; its stdout, or the failure.
+fn psql(port: u16, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", MASTER])
+        .args(["-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(["-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Whether `needle` is anywhere in the allocated parts of the (sparse) file
+/// at `path`: its data segments (SEEK_DATA / SEEK_HOLE), read in chunks that
+/// overlap by the needle's length.
+fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    use nix::unistd::{Whence, lseek};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    let len = i64::try_from(f.metadata().unwrap().len()).unwrap();
+    let mut pos = 0i64;
+    while pos < len {
+        let Ok(start) = lseek(&f, pos, Whence::SeekData) else {
+            break;
+        };
+        let end = lseek(&f, start, Whence::SeekHole).unwrap();
+        f.seek(SeekFrom::Start(u64::try_from(start).unwrap()))
+            .unwrap();
+        let mut left = u64::try_from(end - start).unwrap();
+        let mut carry: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 8 << 20];
+        while left > 0 {
+            let n = usize::try_from(left.min(buf.len() as u64)).unwrap();
+            f.read_exact(&mut buf[..n]).unwrap();
+            carry.extend_from_slice(&buf[..n]);
+            if carry.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            let keep = carry.len().saturating_sub(needle.len());
+            carry.drain(..keep);
+            left -= n as u64;
+        }
+        pos = end;
+    }
+    false
+}
+
+fn mounted(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(path)
+}
+
+#[test]
+fn an_encrypted_instance_serves_psql_survives_stop_start_reboot_and_a_killed_storage_process() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let port = free_port();
+    let created = t.create("Orders-DB", port, &["--storage-encrypted"]);
+    let c = &created["DBInstance"];
+    // RDS answers with the instance as accepted.
+    assert_eq!(c["DBInstanceIdentifier"], "orders-db");
+    assert_eq!(c["DBInstanceStatus"], "creating");
+    assert!(c.get("Endpoint").is_none(), "{c}");
+
+    let d = t.describe("orders-db");
+    assert_eq!(d["DBInstanceStatus"], "available", "{d}");
+    assert_eq!(d["Endpoint"]["Address"], "127.0.0.1");
+    assert_eq!(d["Endpoint"]["Port"], port);
+    assert_eq!(d["Engine"], "postgres");
+    assert!(d["EngineVersion"].as_str().unwrap().starts_with("15."));
+    assert_eq!(d["StorageEncrypted"], true);
+    assert_eq!(d["StorageEncryptionType"], "sse-kms");
+    assert_eq!(d["MasterUsername"], MASTER);
+    assert_eq!(d["AllocatedStorage"], 20);
+    assert_eq!(
+        d["DBInstanceArn"],
+        "arn:aws:rds:us-east-1:111122223333:db:orders-db"
+    );
+    let dbi = d["DbiResourceId"].as_str().unwrap().to_string();
+    assert!(dbi.starts_with("db-") && dbi.len() == 29, "{dbi}");
+    // Without --kms-key-id: the AWS managed key alias/aws/rds, made on first use.
+    let rds_key = t.s.ok(&[
+        "kms",
+        "describe-key",
+        "--key-id",
+        "alias/aws/rds",
+        "--query",
+        "KeyMetadata.[Arn,KeyManager]",
+        "--output",
+        "text",
+    ]);
+    let (key_arn, manager) = rds_key.split_once('\t').unwrap();
+    assert_eq!(manager, "AWS");
+    assert_eq!(d["KmsKeyId"], key_arn);
+
+    // A real client with the master credentials; nobody without them.
+    psql(
+        port,
+        PASSWORD,
+        &format!(
+            "create table orders(id int primary key, body text); \
+             insert into orders select g, '{MARKER} ' || g from generate_series(1, 3000) g; \
+             checkpoint;"
+        ),
+    )
+    .unwrap();
+    let refused = psql(port, "not-the-password", "select 1").unwrap_err();
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+    let data_dir = psql(port, PASSWORD, "show data_directory").unwrap();
+
+    // The storage image holds neither the rows nor the password.
+    let images = t.images();
+    assert_eq!(images.len(), 1, "{images:?}");
+    for needle in [MARKER.as_bytes(), PASSWORD.as_bytes()] {
+        assert!(
+            !file_contains(&images[0], needle),
+            "{} is in {} in the clear",
+            String::from_utf8_lossy(needle),
+            images[0].display()
+        );
+    }
+
+    // The KMS calls went through RDS: the data key bound to its volume, the
+    // grant to the instance's RDS infrastructure principal.
+    let log =
+        std::fs::read_to_string(t.s.home().join("regions/us-east-1/cloudtrail.jsonl")).unwrap();
+    let records: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |name: &str| {
+        records
+            .iter()
+            .find(|r| r["eventName"] == name)
+            .unwrap_or_else(|| panic!("no {name} record"))
+    };
+    let gdk = find("GenerateDataKeyWithoutPlaintext");
+    assert_eq!(gdk["userIdentity"]["invokedBy"], "rds.amazonaws.com");
+    assert!(
+        gdk["requestParameters"]["encryptionContext"]["aws:ebs:id"]
+            .as_str()
+            .unwrap()
+            .starts_with("vol-")
+    );
+    let grant = find("CreateGrant");
+    assert_eq!(
+        grant["requestParameters"]["granteePrincipal"],
+        format!("111122223333:aws:rds-infrastructure:{dbi}")
+    );
+    let create = find("CreateDBInstance");
+    assert_eq!(create["eventSource"], "rds.amazonaws.com");
+    assert_eq!(
+        create["requestParameters"]["dBInstanceIdentifier"],
+        "Orders-DB"
+    );
+    assert!(!log.contains(PASSWORD), "the password is in the audit log");
+    // RDS's storage is not EC2's: no volume in describe-volumes.
+    assert_eq!(
+        t.s.ok(&["ec2", "describe-volumes", "--query", "length(Volumes)"]),
+        "0"
+    );
+
+    // Stop: the server and its storage go; start: every row is back.
+    let stop = t.json(&[
+        "rds",
+        "stop-db-instance",
+        "--db-instance-identifier",
+        "orders-db",
+    ]);
+    assert_eq!(stop["DBInstance"]["DBInstanceStatus"], "stopping");
+    assert_eq!(t.status("orders-db"), "stopped");
+    assert!(psql(port, PASSWORD, "select 1").is_err());
+    assert!(!mounted(&data_dir.replace("/pgdata", "")));
+    let again = t.fails(&[
+        "rds",
+        "stop-db-instance",
+        "--db-instance-identifier",
+        "orders-db",
+    ]);
+    assert!(
+        again.contains("(InvalidDBInstanceState) when calling the StopDBInstance operation"),
+        "{again}"
+    );
+    let start = t.json(&[
+        "rds",
+        "start-db-instance",
+        "--db-instance-identifier",
+        "orders-db",
+    ]);
+    assert_eq!(start["DBInstance"]["DBInstanceStatus"], "starting");
+    assert_eq!(t.status("orders-db"), "available");
+    assert_eq!(
+        psql(port, PASSWORD, "select count(*) from orders").unwrap(),
+        "3000"
+    );
+
+    // A committed row, then the storage's attachment process killed under the
+    // running server: the instance shows failed and why.
+    psql(
+        port,
+        PASSWORD,
+        &format!("insert into orders values (3001, '{MARKER} last')"),
+    )
+    .unwrap();
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("serve-storage.*{}", t.s.home().display())])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&pids.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "attachment process: {pid:?}"
+    );
+    Command::new("kill").args(["-9", &pid]).status().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let d = t.describe("orders-db");
+    assert_eq!(d["DBInstanceStatus"], "failed", "{d}");
+    assert!(
+        d["StatusMessage"]
+            .as_str()
+            .unwrap()
+            .contains("attachment process"),
+        "{d}"
+    );
+    // Reboot brings it back, with the committed row.
+    let reboot = t.json(&[
+        "rds",
+        "reboot-db-instance",
+        "--db-instance-identifier",
+        "orders-db",
+    ]);
+    assert_eq!(reboot["DBInstance"]["DBInstanceStatus"], "rebooting");
+    assert_eq!(t.status("orders-db"), "available");
+    assert_eq!(
+        psql(port, PASSWORD, "select body from orders where id = 3001").unwrap(),
+        format!("{MARKER} last")
+    );
+    assert_eq!(
+        psql(port, PASSWORD, "select count(*) from orders").unwrap(),
+        "3001"
+    );
+
+    // Delete: nothing is left, and the key has no grant left.
+    let e = t.fails(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "orders-db",
+    ]);
+    assert!(
+        e.contains("(InvalidParameterCombination)")
+            && e.contains("FinalDBSnapshotIdentifier is required unless SkipFinalSnapshot"),
+        "{e}"
+    );
+    let del = t.json(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "orders-db",
+        "--skip-final-snapshot",
+    ]);
+    assert_eq!(del["DBInstance"]["DBInstanceStatus"], "deleting");
+    let gone = t.fails(&[
+        "rds",
+        "describe-db-instances",
+        "--db-instance-identifier",
+        "orders-db",
+    ]);
+    assert!(
+        gone.contains("(DBInstanceNotFound)") && gone.contains("DBInstance orders-db not found."),
+        "{gone}"
+    );
+    assert!(t.images().is_empty(), "{:?}", t.images());
+    assert!(!mounted(&data_dir.replace("/pgdata", "")));
+    assert!(!Path::new(&data_dir).exists());
+    assert_eq!(
+        t.s.ok(&[
+            "kms",
+            "list-grants",
+            "--key-id",
+            key_arn,
+            "--query",
+            "length(Grants)"
+        ]),
+        "0"
+    );
+    t.s.assert_no_leftovers();
+}
+
+#[test]
+fn rds_errors_use_rds_s_codes_and_an_unencrypted_instance_is_in_the_clear() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let base = [
+        "rds",
+        "create-db-instance",
+        "--db-instance-class",
+        "db.t3.micro",
+        "--master-username",
+        MASTER,
+    ];
+    let create_err = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        if !extra.contains(&"--allocated-storage") {
+            a.extend_from_slice(&["--allocated-storage", "20"]);
+        }
+        if !extra.contains(&"--master-user-password") {
+            a.extend_from_slice(&["--master-user-password", PASSWORD]);
+        }
+        t.fails(&a)
+    };
+    let bad = [
+        (
+            vec!["--db-instance-identifier", "1db", "--engine", "postgres"],
+            "(InvalidParameterValue)",
+            "is not a valid identifier",
+        ),
+        (
+            vec!["--db-instance-identifier", "db", "--engine", "mysql"],
+            "(InvalidParameterValue)",
+            "Invalid DB engine: mysql",
+        ),
+        (
+            vec![
+                "--db-instance-identifier",
+                "db",
+                "--engine",
+                "postgres",
+                "--allocated-storage",
+                "5",
+            ],
+            "(InvalidParameterValue)",
+            "Invalid storage size for engine name postgres and storage type gp2: 5",
+        ),
+        (
+            vec![
+                "--db-instance-identifier",
+                "db",
+                "--engine",
+                "postgres",
+                "--master-user-password",
+                "short",
+            ],
+            "(InvalidParameterValue)",
+            "shorter than 8 characters",
+        ),
+        (
+            vec![
+                "--db-instance-identifier",
+                "db",
+                "--engine",
+                "postgres",
+                "--no-storage-encrypted",
+                "--kms-key-id",
+                "alias/aws/rds",
+            ],
+            "(InvalidParameterCombination)",
+            "KmsKeyId can only be specified for an encrypted DB instance",
+        ),
+        (
+            vec![
+                "--db-instance-identifier",
+                "db",
+                "--engine",
+                "postgres",
+                "--storage-encrypted",
+                "--kms-key-id",
+                "alias/nothing-here",
+            ],
+            "(KMSKeyNotAccessibleFault)",
+            "does not exist, is not enabled or you do not have permissions to access it",
+        ),
+    ];
+    for (extra, code, text) in bad {
+        let e = create_err(&extra);
+        assert!(
+            e.contains(&format!(
+                "{code} when calling the CreateDBInstance operation"
+            )) && e.contains(text),
+            "{extra:?}: {e}"
+        );
+    }
+    // A disabled key cannot encrypt a new instance.
+    let key = t.s.ok(&[
+        "kms",
+        "create-key",
+        "--query",
+        "KeyMetadata.Arn",
+        "--output",
+        "text",
+    ]);
+    t.s.ok(&["kms", "disable-key", "--key-id", &key]);
+    let e = create_err(&[
+        "--db-instance-identifier",
+        "db",
+        "--engine",
+        "postgres",
+        "--kms-key-id",
+        &key,
+    ]);
+    assert!(
+        e.contains("(KMSKeyNotAccessibleFault)") && e.contains("is Disabled"),
+        "{e}"
+    );
+    // Nothing was made by any of these.
+    assert_eq!(
+        t.s.ok(&[
+            "rds",
+            "describe-db-instances",
+            "--query",
+            "length(DBInstances)"
+        ]),
+        "0"
+    );
+    assert!(t.images().is_empty());
+
+    // An unencrypted instance (the default): its rows are in its image in the
+    // clear, which is what the encrypted test shows cannot be.
+    let port = free_port();
+    let c = t.create(
+        "plain",
+        port,
+        &["--deletion-protection", "--db-name", "shop"],
+    );
+    assert_eq!(c["DBInstance"]["StorageEncrypted"], false);
+    assert_eq!(c["DBInstance"]["StorageEncryptionType"], "none");
+    assert!(c["DBInstance"].get("KmsKeyId").is_none());
+    assert_eq!(c["DBInstance"]["DBName"], "shop");
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", MASTER, "-d", "shop"])
+        .args(["-X", "-A", "-t", "-c"])
+        .arg(format!(
+            "create table t(x text); insert into t select '{MARKER} ' || g from generate_series(1, 2000) g; checkpoint;"
+        ))
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(file_contains(&t.images()[0], MARKER.as_bytes()));
+
+    let dup = t.fails(&[
+        "rds",
+        "create-db-instance",
+        "--db-instance-identifier",
+        "PLAIN",
+        "--db-instance-class",
+        "db.t3.micro",
+        "--engine",
+        "postgres",
+        "--allocated-storage",
+        "20",
+        "--master-username",
+        MASTER,
+        "--master-user-password",
+        PASSWORD,
+    ]);
+    assert!(
+        dup.contains("(DBInstanceAlreadyExists)")
+            && dup.contains("DB instance already exists: plain"),
+        "{dup}"
+    );
+    let e = t.fails(&[
+        "rds",
+        "start-db-instance",
+        "--db-instance-identifier",
+        "plain",
+    ]);
+    assert!(
+        e.contains("(InvalidDBInstanceState)") && e.contains("its status is available"),
+        "{e}"
+    );
+    let e = t.fails(&[
+        "rds",
+        "stop-db-instance",
+        "--db-instance-identifier",
+        "nope",
+    ]);
+    assert!(
+        e.contains("(DBInstanceNotFound)") && e.contains("DBInstance nope not found."),
+        "{e}"
+    );
+    let e = t.fails(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--skip-final-snapshot",
+    ]);
+    assert!(
+        e.contains("(InvalidParameterCombination)") && e.contains("disable deletion protection"),
+        "{e}"
+    );
+    assert_eq!(t.status("plain"), "available");
+    // Encryption is chosen at creation only: ModifyDBInstance has no member for it.
+    let o = t.s.ebsim(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--storage-encrypted",
+    ]);
+    assert_eq!(o.code, 252, "{}", o.stderr);
+    let m = t.json(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--no-deletion-protection",
+        "--backup-retention-period",
+        "7",
+        "--apply-immediately",
+    ]);
+    assert_eq!(m["DBInstance"]["DeletionProtection"], false);
+    assert_eq!(m["DBInstance"]["BackupRetentionPeriod"], 7);
+    // An IAM user without RDS permissions is refused.
+    t.s.ok(&["iam", "create-user", "--user-name", "dev"]);
+    let o = t.s.ebsim(&[
+        "--principal",
+        "arn:aws:iam::111122223333:user/dev",
+        "rds",
+        "describe-db-instances",
+    ]);
+    assert_eq!(o.code, 254, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("(AccessDenied)")
+            && o.stderr
+                .contains("is not authorized to perform: rds:DescribeDBInstances"),
+        "{}",
+        o.stderr
+    );
+}
