@@ -11,7 +11,7 @@ say "installing what the tests need"
 # (TLS-PSK for the NBD export, src/nbd/tls.rs).
 ensure_apt bash coreutils ca-certificates gcc pkg-config libssl-dev openssl python3 util-linux mount e2fsprogs xfsprogs fuse3 fio libnbd-bin qemu-utils
 # PostgreSQL 15 (server and psql): src/host/postgres.rs and tests/postgres_host.rs,
-# the server RDS instances run (issue 17).
+# the server RDS DB instances run (docs/RDS.md, tests/rds.rs).
 ensure_apt postgresql-15 postgresql-client-15
 ensure_rust
 # pyca/cryptography drives OpenSSL's aes-256-xts for the XTS cross-check.

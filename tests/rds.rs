@@ -632,6 +632,20 @@ fn rds_errors_use_rds_s_codes_and_an_unencrypted_instance_is_in_the_clear() {
             && dup.contains("DB instance already exists: plain"),
         "{dup}"
     );
+    // Every instance listens on 127.0.0.1: a port is one instance's.
+    let taken = port.to_string();
+    let e = create_err(&[
+        "--db-instance-identifier",
+        "other",
+        "--engine",
+        "postgres",
+        "--port",
+        &taken,
+    ]);
+    assert!(
+        e.contains("(InvalidParameterCombination)") && e.contains("taken by DB instance plain"),
+        "{e}"
+    );
     let e = t.fails(&[
         "rds",
         "start-db-instance",

@@ -51,7 +51,8 @@ pub enum RdsCommand {
         allocated_storage: Option<i64>,
         #[arg(long)]
         master_username: Option<String>,
-        /// 8 to 128 printable ASCII characters but / " @ and space
+        /// 8 to 128 printable ASCII characters but / " @ and space; file://PATH reads it
+        /// from a file (kept out of the process list)
         #[arg(long)]
         master_user_password: Option<String>,
         /// A database to create besides postgres

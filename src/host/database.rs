@@ -101,11 +101,16 @@ impl DatabaseHost {
     /// user all the way down.
     pub fn prepare(&self) -> Result<()> {
         let base = run_base();
-        // Every directory from the run base down is made passable (the base's
+        // Every directory below the run base is made passable (the base's
         // parents, /run say, are the system's and already are).
+        // The base is made passable only when this code makes it: an existing
+        // one (EBSIM_RDS_RUN=/tmp, say) keeps its mode.
+        if !base.is_dir() {
+            passable_dir(&base)?;
+        }
         let mut chain = vec![self.mount_point()];
         let mut d = self.dir.clone();
-        while d.starts_with(&base) {
+        while d.starts_with(&base) && d != base {
             chain.push(d.clone());
             if !d.pop() {
                 break;

@@ -40,7 +40,8 @@ pub const MAX_INSTANCES: usize = 40;
 pub const MAX_TOTAL_STORAGE_GIB: u64 = 100_000;
 /// RDS for PostgreSQL's storage bounds (gp2, gp3, io1, io2), GiB.
 pub const STORAGE_GIB: std::ops::RangeInclusive<i64> = 20..=65_536;
-const STORAGE_TYPES: &[&str] = &["gp2", "gp3", "io1", "io2", "standard"];
+/// Storage types ebsim makes (io1 and io2 need Iops, which it does not take yet).
+const STORAGE_TYPES: &[&str] = &["gp2", "gp3", "standard"];
 /// What a DB instance's storage is owned by in the volume service.
 pub const OWNER: &VolumeOwner = &VolumeOwner::RDS;
 
@@ -307,6 +308,13 @@ impl Rds {
         }
     }
 
+    /// The instance's lock, for a caller outside the engine that changes its
+    /// record (the service layer's observation of a dead server); None while
+    /// an operation holds it.
+    pub fn lock_if_free(&self, identifier: &str) -> Result<Option<InstanceLock>> {
+        self.try_lock(identifier)
+    }
+
     /// A transitional status whose operation is gone (its process was killed)
     /// becomes `failed`: nothing finishes it now.
     fn settle(&self, r: DbInstanceRecord) -> Result<DbInstanceRecord> {
@@ -478,6 +486,15 @@ impl Rds {
                 return Err(already_exists(&r.identifier));
             }
             let all = tx.instances()?;
+            if let Some(other) = all.iter().find(|i| i.port == r.port) {
+                return Err(err(
+                    ErrorKind::InvalidParameterCombination,
+                    format!(
+                        "Port {} is taken by DB instance {} (every instance listens on 127.0.0.1): give --port another value",
+                        r.port, other.identifier
+                    ),
+                ));
+            }
             if all.len() >= MAX_INSTANCES {
                 return Err(err(
                     ErrorKind::InstanceQuotaExceeded,
@@ -551,7 +568,9 @@ impl Rds {
         }
         let storage_type = req.storage_type.clone().unwrap_or_else(|| "gp2".into());
         if !STORAGE_TYPES.contains(&storage_type.as_str()) {
-            return Err(invalid(format!("Invalid storage type: {storage_type}")));
+            return Err(invalid(format!(
+                "Invalid storage type: {storage_type} (ebsim makes gp2, gp3 and standard)"
+            )));
         }
         let Some(storage) = req.allocated_storage else {
             return Err(invalid(
@@ -749,7 +768,7 @@ impl Rds {
         from: &[&str],
         during: &str,
         work: impl FnOnce(&DbInstanceRecord) -> Result<&'static str>,
-        on_error: impl FnOnce(&DbInstanceRecord, &Error) -> String,
+        on_error: impl FnOnce(&str, &Error) -> String,
     ) -> Result<Value> {
         let key = id.to_ascii_lowercase();
         let arn = self.arn(&key);
@@ -769,6 +788,7 @@ impl Rds {
                 if !from.contains(&r.status.as_str()) {
                     return Err(invalid_state(&r));
                 }
+                let was = r.status.clone();
                 let before = self.update(&key, |r| r.status = during.into())?;
                 // RDS answers with the instance as the request left it
                 // (`stopping`, `starting`, `rebooting`).
@@ -779,7 +799,7 @@ impl Rds {
                         Ok(answer)
                     }
                     Err(e) => {
-                        let back = on_error(&before, &e);
+                        let back = on_error(&was, &e);
                         let message = e.message().to_string();
                         self.update(&key, |r| {
                             r.status = back;
@@ -816,7 +836,7 @@ impl Rds {
             &[status::AVAILABLE],
             status::STOPPING,
             |r| work(r).map(|()| status::STOPPED),
-            |_, _| status::FAILED.into(),
+            |_: &str, _: &Error| status::FAILED.into(),
         )
     }
 
@@ -841,9 +861,9 @@ impl Rds {
                 }
                 work(r).map(|()| status::AVAILABLE)
             },
-            |_, e| {
+            |was: &str, e: &Error| {
                 if e.kind() == ErrorKind::KmsKeyNotAccessible {
-                    status::STOPPED.into()
+                    was.into()
                 } else {
                     status::FAILED.into()
                 }
@@ -878,7 +898,14 @@ impl Rds {
                 }
                 work(r).map(|()| status::AVAILABLE)
             },
-            |_, _| status::FAILED.into(),
+            // A key refused before the host work leaves the instance as it was.
+            |was: &str, e: &Error| {
+                if e.kind() == ErrorKind::KmsKeyNotAccessible {
+                    was.into()
+                } else {
+                    status::FAILED.into()
+                }
+            },
         )
     }
 
@@ -955,7 +982,9 @@ impl Rds {
                     return Err(e);
                 }
                 self.store().write(|tx| tx.delete_instance(&key))?;
-                let _ = std::fs::remove_file(self.lock_path(&key)?);
+                // The lock file stays: removing it would let a process that
+                // opened it before and one that makes a new one both hold "the"
+                // lock of a new instance of the same name.
                 drop(lock);
                 Ok(answer)
             },

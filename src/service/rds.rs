@@ -288,6 +288,13 @@ fn bring_up(
         let _ = linux::umount(&mnt);
         undo_loop(e)
     };
+    // The filesystem's root: passable (PostgreSQL's user goes through it),
+    // not listable or enterable by others, who could hold the mount busy.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| undo_mount(Error::io_file(&mnt, e)))?;
+    }
     storage
         .update_attachment(volume_id, |a| {
             a.loop_device = Some(loop_dev.clone());
@@ -425,8 +432,12 @@ fn take_down(
     };
     let storage = services.rds_storage(&ctx.region)?;
     let host = services.rds_host(&ctx.region)?;
-    let Some(a) = storage.attachment(volume_id)? else {
-        return Ok(());
+    let a = match storage.attachment(volume_id) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(()),
+        // A delete that was interrupted after the volume went.
+        Err(e) if e.kind() == ErrorKind::InvalidVolumeNotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
     storage.detach_volume(&ctx.caller, volume_id, true, |a| {
         storage.host().release(volume_id, a, false)?;
