@@ -76,6 +76,12 @@ pub enum ErrorKind {
     StorageQuotaExceeded,
     /// `InstanceQuotaExceeded`: more DB instances than the account may have.
     InstanceQuotaExceeded,
+    /// `DBSnapshotNotFound` (HTTP 404).
+    DbSnapshotNotFound,
+    /// `DBSnapshotAlreadyExists`.
+    DbSnapshotAlreadyExists,
+    /// `InvalidDBSnapshotState`.
+    InvalidDbSnapshotState,
     // --- errors common to every AWS API ---
     AccessDenied,
     /// The caller's identity is not known (AWS: the credentials are invalid).
@@ -180,6 +186,9 @@ impl ErrorKind {
         ErrorKind::KmsKeyNotAccessible,
         ErrorKind::StorageQuotaExceeded,
         ErrorKind::InstanceQuotaExceeded,
+        ErrorKind::DbSnapshotNotFound,
+        ErrorKind::DbSnapshotAlreadyExists,
+        ErrorKind::InvalidDbSnapshotState,
         ErrorKind::AccessDenied,
         ErrorKind::UnrecognizedClient,
         ErrorKind::Throttling,
@@ -263,6 +272,9 @@ impl ErrorKind {
             KmsKeyNotAccessible => "KMSKeyNotAccessibleFault",
             StorageQuotaExceeded => "StorageQuotaExceeded",
             InstanceQuotaExceeded => "InstanceQuotaExceeded",
+            DbSnapshotNotFound => "DBSnapshotNotFound",
+            DbSnapshotAlreadyExists => "DBSnapshotAlreadyExists",
+            InvalidDbSnapshotState => "InvalidDBSnapshotState",
             AccessDenied => "AccessDeniedException",
             UnrecognizedClient => "UnrecognizedClientException",
             Throttling => "ThrottlingException",

@@ -63,22 +63,37 @@ struct Rds {
 
 impl Drop for Rds {
     fn drop(&mut self) {
-        let o = self.s.ebsim(&[
-            "rds",
-            "describe-db-instances",
-            "--query",
-            "DBInstances[].DBInstanceIdentifier",
-            "--output",
-            "text",
-        ]);
-        for id in o.stdout.split_whitespace() {
-            let _ = self.s.ebsim(&[
+        for region in ["us-east-1", "us-west-2"] {
+            let o = self.s.ebsim(&[
+                "--region",
+                region,
                 "rds",
-                "delete-db-instance",
-                "--db-instance-identifier",
-                id,
-                "--skip-final-snapshot",
+                "describe-db-instances",
+                "--query",
+                "DBInstances[].DBInstanceIdentifier",
+                "--output",
+                "text",
             ]);
+            for id in o.stdout.split_whitespace() {
+                let _ = self.s.ebsim(&[
+                    "--region",
+                    region,
+                    "rds",
+                    "modify-db-instance",
+                    "--db-instance-identifier",
+                    id,
+                    "--no-deletion-protection",
+                ]);
+                let _ = self.s.ebsim(&[
+                    "--region",
+                    region,
+                    "rds",
+                    "delete-db-instance",
+                    "--db-instance-identifier",
+                    id,
+                    "--skip-final-snapshot",
+                ]);
+            }
         }
     }
 }
@@ -142,7 +157,11 @@ impl Rds {
 
     /// The storage images of RDS's volumes in us-east-1.
     fn images(&self) -> Vec<PathBuf> {
-        let dir = self.s.home().join("regions/us-east-1/rds/volumes");
+        self.images_in("us-east-1")
+    }
+
+    fn images_in(&self, region: &str) -> Vec<PathBuf> {
+        let dir = self.s.home().join(format!("regions/{region}/rds/volumes"));
         std::fs::read_dir(dir)
             .into_iter()
             .flatten()
@@ -714,5 +733,243 @@ fn rds_errors_use_rds_s_codes_and_an_unencrypted_instance_is_in_the_clear() {
                 .contains("is not authorized to perform: rds:DescribeDBInstances"),
         "{}",
         o.stderr
+    );
+}
+
+#[test]
+fn snapshots_copy_across_keys_and_regions_restore_with_their_key_and_encrypt_a_plain_database() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let port = free_port();
+    t.create("src", port, &["--storage-encrypted"]);
+    psql(
+        port,
+        PASSWORD,
+        &format!(
+            "create table ledger(id int primary key, body text); \
+             insert into ledger select g, '{MARKER} ' || g from generate_series(1, 2000) g;"
+        ),
+    )
+    .unwrap();
+    // A snapshot of the running instance: a write cut, no stop.
+    let s = t.json(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "snap1",
+        "--db-instance-identifier",
+        "src",
+    ]);
+    assert_eq!(s["DBSnapshot"]["Status"], "creating");
+    // Rows written after the cut are not in it.
+    psql(
+        port,
+        PASSWORD,
+        "insert into ledger values (2001, 'after the cut')",
+    )
+    .unwrap();
+    let d = t.json(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "snap1",
+    ]);
+    let d = &d["DBSnapshots"][0];
+    assert_eq!(d["Status"], "available", "{d}");
+    assert_eq!(d["PercentProgress"], 100);
+    assert_eq!(d["SnapshotType"], "manual");
+    assert_eq!(d["Encrypted"], true);
+    let src_key = t.describe("src")["KmsKeyId"].as_str().unwrap().to_string();
+    assert_eq!(d["KmsKeyId"], src_key.as_str());
+    assert_eq!(t.status("src"), "available");
+    let dup = t.fails(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "SNAP1",
+        "--db-instance-identifier",
+        "src",
+    ]);
+    assert!(dup.contains("(DBSnapshotAlreadyExists)"), "{dup}");
+
+    // Same region, no key: the same key.
+    let same = t.json(&[
+        "rds",
+        "copy-db-snapshot",
+        "--source-db-snapshot-identifier",
+        "snap1",
+        "--target-db-snapshot-identifier",
+        "snap1-copy",
+    ]);
+    assert_eq!(same["DBSnapshot"]["KmsKeyId"], src_key.as_str());
+
+    // Another region: a key of that region is required, then used.
+    let arn = "arn:aws:rds:us-east-1:111122223333:snapshot:snap1";
+    let west = |args: &[&str]| {
+        let mut a = vec!["--region", "us-west-2"];
+        a.extend_from_slice(args);
+        a.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let no_key = west(&[
+        "rds",
+        "copy-db-snapshot",
+        "--source-db-snapshot-identifier",
+        arn,
+        "--target-db-snapshot-identifier",
+        "west1",
+    ]);
+    let e = t.fails(&no_key.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains("(InvalidParameterCombination)") && e.contains("KmsKeyId is required"),
+        "{e}"
+    );
+    let west_key = t.s.ok(&[
+        "--region",
+        "us-west-2",
+        "kms",
+        "create-key",
+        "--query",
+        "KeyMetadata.Arn",
+        "--output",
+        "text",
+    ]);
+    let copy = west(&[
+        "rds",
+        "copy-db-snapshot",
+        "--source-db-snapshot-identifier",
+        arn,
+        "--target-db-snapshot-identifier",
+        "west1",
+        "--kms-key-id",
+        &west_key,
+    ]);
+    let c: Value =
+        serde_json::from_str(&t.s.ok(&copy.iter().map(String::as_str).collect::<Vec<_>>()))
+            .unwrap();
+    assert_eq!(c["DBSnapshot"]["KmsKeyId"], west_key.as_str());
+    assert_eq!(c["DBSnapshot"]["SourceRegion"], "us-east-1");
+    assert_eq!(c["DBSnapshot"]["SourceDBSnapshotIdentifier"], arn);
+
+    // Restored there: the same rows, under the west key, its image unreadable.
+    let west_port = free_port();
+    let wp = west_port.to_string();
+    let restore = west(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "west-db",
+        "--db-snapshot-identifier",
+        "west1",
+        "--port",
+        &wp,
+    ]);
+    let r: Value =
+        serde_json::from_str(&t.s.ok(&restore.iter().map(String::as_str).collect::<Vec<_>>()))
+            .unwrap();
+    assert_eq!(r["DBInstance"]["StorageEncrypted"], true);
+    assert_eq!(r["DBInstance"]["KmsKeyId"], west_key.as_str());
+    assert_eq!(
+        psql(west_port, PASSWORD, "select count(*) from ledger").unwrap(),
+        "2000"
+    );
+    assert_eq!(
+        psql(
+            west_port,
+            PASSWORD,
+            "select count(*) from ledger where id = 2001"
+        )
+        .unwrap(),
+        "0"
+    );
+    let west_images = t.images_in("us-west-2");
+    assert_eq!(west_images.len(), 1);
+    assert!(!file_contains(&west_images[0], MARKER.as_bytes()));
+
+    // An unencrypted database becomes encrypted through a snapshot copy.
+    let plain_port = free_port();
+    t.create("plain", plain_port, &[]);
+    psql(
+        plain_port,
+        PASSWORD,
+        &format!("create table t(x text); insert into t values ('{MARKER} plain')"),
+    )
+    .unwrap();
+    t.s.ok(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "plain1",
+        "--db-instance-identifier",
+        "plain",
+    ]);
+    let enc = t.json(&[
+        "rds",
+        "copy-db-snapshot",
+        "--source-db-snapshot-identifier",
+        "plain1",
+        "--target-db-snapshot-identifier",
+        "plain1-enc",
+        "--kms-key-id",
+        "alias/aws/rds",
+    ]);
+    assert_eq!(enc["DBSnapshot"]["Encrypted"], true);
+    let enc_port = free_port();
+    let ep = enc_port.to_string();
+    let r = t.json(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "now-encrypted",
+        "--db-snapshot-identifier",
+        "plain1-enc",
+        "--port",
+        &ep,
+    ]);
+    assert_eq!(r["DBInstance"]["StorageEncrypted"], true);
+    assert_eq!(
+        psql(enc_port, PASSWORD, "select x from t").unwrap(),
+        format!("{MARKER} plain")
+    );
+
+    // A restore under a key RDS cannot use is refused, and makes nothing.
+    t.s.ok(&[
+        "--region",
+        "us-west-2",
+        "kms",
+        "disable-key",
+        "--key-id",
+        &west_key,
+    ]);
+    let again = west(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "west-db2",
+        "--db-snapshot-identifier",
+        "west1",
+    ]);
+    let e = t.fails(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("(KMSKeyNotAccessibleFault)"), "{e}");
+    assert_eq!(t.images_in("us-west-2").len(), 1);
+
+    // Deleting a snapshot; a missing one.
+    let del = t.json(&[
+        "rds",
+        "delete-db-snapshot",
+        "--db-snapshot-identifier",
+        "snap1-copy",
+    ]);
+    assert_eq!(del["DBSnapshot"]["Status"], "deleted");
+    let e = t.fails(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "snap1-copy",
+    ]);
+    assert!(
+        e.contains("(DBSnapshotNotFound)") && e.contains("DBSnapshot snap1-copy not found."),
+        "{e}"
     );
 }

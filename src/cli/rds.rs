@@ -159,6 +159,77 @@ pub enum RdsCommand {
         #[arg(long)]
         no_apply_immediately: bool,
     },
+    /// Takes a DB snapshot of an available or stopped instance (a write cut of its storage)
+    CreateDbSnapshot {
+        #[arg(long)]
+        db_snapshot_identifier: String,
+        #[arg(long)]
+        db_instance_identifier: String,
+        /// Key=k,Value=v ... or a JSON list
+        #[arg(long, num_args = 1..)]
+        tags: Vec<String>,
+    },
+    /// Describes DB snapshots, all, one, or an instance's
+    DescribeDbSnapshots {
+        #[arg(long)]
+        db_snapshot_identifier: Option<String>,
+        #[arg(long)]
+        db_instance_identifier: Option<String>,
+        /// manual | automated
+        #[arg(long)]
+        snapshot_type: Option<String>,
+        #[arg(long)]
+        max_records: Option<i64>,
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Deletes a DB snapshot
+    DeleteDbSnapshot {
+        #[arg(long)]
+        db_snapshot_identifier: String,
+    },
+    /// Copies a DB snapshot: the same key, another (--kms-key-id; encrypts an
+    /// unencrypted one), or from another region (an ARN or --source-region)
+    CopyDbSnapshot {
+        /// An identifier, or the source's ARN (another region's)
+        #[arg(long)]
+        source_db_snapshot_identifier: String,
+        #[arg(long)]
+        target_db_snapshot_identifier: String,
+        /// A key of this region
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        /// The source's region, when --source-db-snapshot-identifier is not an ARN
+        #[arg(long)]
+        source_region: Option<String>,
+        #[arg(long, num_args = 1..)]
+        tags: Vec<String>,
+        #[arg(long, overrides_with = "no_copy_tags")]
+        copy_tags: bool,
+        #[arg(long)]
+        no_copy_tags: bool,
+    },
+    /// Makes a new DB instance from a DB snapshot (its encryption and key)
+    RestoreDbInstanceFromDbSnapshot {
+        #[arg(long)]
+        db_instance_identifier: String,
+        #[arg(long)]
+        db_snapshot_identifier: String,
+        #[arg(long)]
+        db_instance_class: Option<String>,
+        #[arg(long)]
+        port: Option<i64>,
+        #[arg(long)]
+        availability_zone: Option<String>,
+        #[arg(long, num_args = 1..)]
+        tags: Vec<String>,
+        #[arg(long, overrides_with = "no_deletion_protection")]
+        deletion_protection: bool,
+        #[arg(long)]
+        no_deletion_protection: bool,
+        #[arg(long)]
+        backup_retention_period: Option<i64>,
+    },
     /// Waits until a DB instance reaches a state (as `aws rds wait`)
     Wait {
         #[command(subcommand)]
@@ -225,6 +296,15 @@ pub fn storage_launcher(spec: &StorageLaunch<'_>) -> Result<Launch> {
     })
 }
 
+/// `--tags Key=k,Value=v …` or a JSON list.
+fn tag_list(values: &[String]) -> Result<Vec<crate::ec2::model::Tag>> {
+    if values.is_empty() {
+        Ok(vec![])
+    } else {
+        input::structs("tags", values)
+    }
+}
+
 fn need_root(op: &str) -> Result<()> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
@@ -266,11 +346,7 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
             no_copy_tags_to_snapshot,
         } => {
             need_root("CreateDBInstance")?;
-            let tags = if tags.is_empty() {
-                vec![]
-            } else {
-                input::structs("tags", &tags)?
-            };
+            let tags = tag_list(&tags)?;
             call(RdsRequest::CreateDbInstance(Box::new(
                 CreateDbInstanceRequest {
                     db_instance_identifier,
@@ -380,6 +456,77 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
             allocated_storage,
             master_user_password: master_user_password.map(zeroize::Zeroizing::new),
         })),
+        C::CreateDbSnapshot {
+            db_snapshot_identifier,
+            db_instance_identifier,
+            tags,
+        } => call(RdsRequest::CreateDbSnapshot(CreateDbSnapshotRequest {
+            db_snapshot_identifier,
+            db_instance_identifier,
+            tags: tag_list(&tags)?,
+        })),
+        C::DescribeDbSnapshots {
+            db_snapshot_identifier,
+            db_instance_identifier,
+            snapshot_type,
+            max_records,
+            marker,
+        } => call(RdsRequest::DescribeDbSnapshots(
+            DescribeDbSnapshotsRequest {
+                db_snapshot_identifier,
+                db_instance_identifier,
+                snapshot_type,
+                max_records,
+                marker,
+            },
+        )),
+        C::DeleteDbSnapshot {
+            db_snapshot_identifier,
+        } => call(RdsRequest::DeleteDbSnapshot(DeleteDbSnapshotRequest {
+            db_snapshot_identifier,
+        })),
+        C::CopyDbSnapshot {
+            source_db_snapshot_identifier,
+            target_db_snapshot_identifier,
+            kms_key_id,
+            source_region,
+            tags,
+            copy_tags,
+            no_copy_tags,
+        } => call(RdsRequest::CopyDbSnapshot(CopyDbSnapshotRequest {
+            source_db_snapshot_identifier,
+            target_db_snapshot_identifier,
+            kms_key_id,
+            tags: tag_list(&tags)?,
+            copy_tags: flag(copy_tags, no_copy_tags),
+            source_region,
+            pre_signed_url: None,
+        })),
+        C::RestoreDbInstanceFromDbSnapshot {
+            db_instance_identifier,
+            db_snapshot_identifier,
+            db_instance_class,
+            port,
+            availability_zone,
+            tags,
+            deletion_protection,
+            no_deletion_protection,
+            backup_retention_period,
+        } => {
+            need_root("RestoreDBInstanceFromDBSnapshot")?;
+            call(RdsRequest::RestoreDbInstanceFromDbSnapshot(
+                RestoreDbInstanceFromDbSnapshotRequest {
+                    db_instance_identifier,
+                    db_snapshot_identifier,
+                    db_instance_class,
+                    port,
+                    availability_zone,
+                    tags: tag_list(&tags)?,
+                    deletion_protection: flag(deletion_protection, no_deletion_protection),
+                    backup_retention_period,
+                },
+            ))
+        }
         C::Wait { waiter } => wait(ctx, waiter),
         C::ServeStorage {
             volume_id,

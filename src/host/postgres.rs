@@ -399,7 +399,8 @@ impl Postgres {
         })
     }
 
-    /// Removes `postmaster.pid` when the process it names is gone or a zombie:
+    /// Removes `postmaster.pid` when the process it names is gone, a zombie, or
+    /// not this cluster's server:
     /// a server that crashed (or stopped when its storage went away) leaves
     /// it, and where nothing reaps orphans (a container's PID 1) its
     /// postmaster stays a zombie, which the next server's check (`kill(pid,
@@ -416,16 +417,21 @@ impl Postgres {
         else {
             return Ok(());
         };
-        // Alive: a postgres process that is not a zombie (a pid taken by
-        // another program since is not the server's either).
+        // Alive: a postgres process, not a zombie, working in this data
+        // directory (a pid taken by another program since, or the server of
+        // another cluster — the one a restored snapshot was taken of — is not
+        // this cluster's).
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        let alive = stat.as_deref().is_some_and(|s| {
+        let postgres = stat.as_deref().is_some_and(|s| {
             s.split_once(" (")
                 .and_then(|(_, rest)| rest.rsplit_once(')'))
                 .is_some_and(|(comm, rest)| {
                     comm == "postgres" && !rest.trim_start().starts_with('Z')
                 })
         });
+        let here = std::fs::canonicalize(&self.data).unwrap_or_else(|_| self.data.clone());
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let alive = postgres && cwd.as_deref() == Some(here.as_path());
         if alive {
             return Ok(());
         }
@@ -470,6 +476,66 @@ impl Postgres {
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Points an existing cluster (restored from a snapshot of another
+    /// instance's) at this port and socket directory: the lines go after the
+    /// ones initdb's caller wrote, and PostgreSQL takes a setting's last one.
+    pub fn reconfigure(&self) -> Result<()> {
+        use std::io::Write;
+        let socket_conf = conf_string(&self.socket_dir)?;
+        let conf_path = self.data.join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf_path)
+            .map_err(|e| Error::io_file(&conf_path, e))?;
+        write!(
+            f,
+            "\n# ebsim: this cluster serves another instance now\nport = {}\nunix_socket_directories = {}\n",
+            self.port, socket_conf
+        )
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io_file(&conf_path, e))
+    }
+
+    /// Ends every server process in the data directory, whatever state the
+    /// directory is in (a server on storage that went away cannot be asked
+    /// through its pid file): SIGQUIT (PostgreSQL's immediate shutdown), then,
+    /// after five seconds, SIGKILL. Returns once none is left.
+    pub fn force_stop(&self) -> Result<()> {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let data = std::fs::canonicalize(&self.data).unwrap_or_else(|_| self.data.clone());
+        let uid = match server_user()? {
+            Some(u) => u.uid.as_raw(),
+            None => nix::unistd::geteuid().as_raw(),
+        };
+        let start = std::time::Instant::now();
+        let mut sig = Signal::SIGQUIT;
+        loop {
+            let left = processes_in(&data, uid);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                sig = Signal::SIGKILL;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "processes {left:?} of the PostgreSQL server of {} outlived SIGKILL for 25 s",
+                        self.data.display()
+                    ),
+                ));
+            }
+            for pid in left {
+                if let Ok(p) = i32::try_from(pid) {
+                    let _ = kill(Pid::from_raw(p), sig);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

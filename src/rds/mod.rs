@@ -16,6 +16,7 @@
 //! instance marks it `failed`, which reboot or delete can leave.
 
 pub mod model;
+pub mod snapshots;
 pub mod store;
 
 use crate::clock::Timestamp;
@@ -133,9 +134,16 @@ fn trail_names(v: Value) -> Value {
 pub struct Provision<'a> {
     pub record: &'a DbInstanceRecord,
     record_volume: &'a dyn Fn(&str) -> Result<()>,
+    keep: std::cell::Cell<bool>,
 }
 
 impl Provision<'_> {
+    /// The host work failed and could not undo all it did: the record stays
+    /// (`failed`), naming what is left, for DeleteDBInstance to remove.
+    pub fn keep_record(&self) {
+        self.keep.set(true);
+    }
+
     /// Records the storage volume's id (before anything else is done with it,
     /// so that a killed create leaves no volume that no instance names).
     pub fn record_volume(&self, volume_id: &str) -> Result<()> {
@@ -456,7 +464,16 @@ impl Rds {
             "CreateDBInstance",
             request,
             std::slice::from_ref(&arn),
-            || self.create_op(caller, req, engine_version, &arn, provision),
+            || {
+                self.create_op(
+                    caller,
+                    "rds:CreateDBInstance",
+                    req,
+                    engine_version,
+                    &arn,
+                    provision,
+                )
+            },
             |v| v.clone(),
         )
     }
@@ -464,13 +481,14 @@ impl Rds {
     fn create_op(
         &self,
         caller: &Caller,
+        action: &str,
         req: &CreateDbInstanceRequest,
         engine_version: &str,
         arn: &str,
         provision: impl FnOnce(&Provision<'_>) -> Result<()>,
     ) -> Result<Value> {
         let r = self.validate_create(req, engine_version)?;
-        self.authorize(caller, "rds:CreateDBInstance", arn)?;
+        self.authorize(caller, action, arn)?;
         let mut r = r;
         let encrypted = req.storage_encrypted.unwrap_or(req.kms_key_id.is_some());
         if encrypted {
@@ -524,15 +542,26 @@ impl Rds {
             self.update(&id, |r| r.volume_id = Some(volume_id.to_string()))
                 .map(|_| ())
         };
-        let made = provision(&Provision {
+        let p = Provision {
             record: &r,
             record_volume: &record_volume,
-        });
+            keep: std::cell::Cell::new(false),
+        };
+        let made = provision(&p);
         match made {
             Ok(()) => {
                 self.update(&id, |r| r.status = status::AVAILABLE.into())?;
                 drop(lock);
                 Ok(accepted)
+            }
+            Err(e) if p.keep.get() => {
+                let message = e.message().to_string();
+                self.update(&id, |r| {
+                    r.status = status::FAILED.into();
+                    r.status_message = Some(message);
+                })?;
+                drop(lock);
+                Err(e)
             }
             Err(e) => {
                 // The host work undid itself; the record goes too.

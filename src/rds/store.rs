@@ -5,7 +5,7 @@
 //! record, never half of one. A missing or damaged store is an error (the
 //! data root's registry, src/home/stores.rs), never a fresh start.
 
-use super::model::DbInstanceRecord;
+use super::model::{DbInstanceRecord, DbSnapshotRecord};
 use crate::error::Result;
 use crate::home::DataRoot;
 use crate::home::stores::StoreSpec;
@@ -18,7 +18,8 @@ pub struct Store {
 }
 
 const SCHEMA: &str = "PRAGMA journal_mode = WAL;
-     CREATE TABLE instances (identifier TEXT PRIMARY KEY, record TEXT NOT NULL);";
+     CREATE TABLE instances (identifier TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE snapshots (identifier TEXT PRIMARY KEY, record TEXT NOT NULL);";
 
 /// Why the store must have existed: RDS's storage volumes exist.
 fn evidence(rds_dir: &Path) -> Option<String> {
@@ -44,6 +45,10 @@ impl Store {
         let setup = || -> Result<()> {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
+            // Stores made before DB snapshots.
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS snapshots (identifier TEXT PRIMARY KEY, record TEXT NOT NULL);",
+            )?;
             Ok(())
         };
         setup().map_err(|e| e.in_store(&path))?;
@@ -56,6 +61,14 @@ impl Store {
 
     pub fn instance(&self, id: &str) -> Result<Option<DbInstanceRecord>> {
         instance(&self.conn, id).map_err(|e| e.in_store(&self.path))
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<DbSnapshotRecord>> {
+        rows(&self.conn, "snapshots").map_err(|e| e.in_store(&self.path))
+    }
+
+    pub fn snapshot(&self, id: &str) -> Result<Option<DbSnapshotRecord>> {
+        row(&self.conn, "snapshots", id).map_err(|e| e.in_store(&self.path))
     }
 
     /// Runs `f` in one immediate (write-locked) transaction; commits if it returns Ok.
@@ -101,6 +114,63 @@ impl Tx<'_> {
             .execute("DELETE FROM instances WHERE identifier = ?1", params![id])?;
         Ok(())
     }
+
+    pub fn snapshot(&self, id: &str) -> Result<Option<DbSnapshotRecord>> {
+        row(&self.tx, "snapshots", id)
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<DbSnapshotRecord>> {
+        rows(&self.tx, "snapshots")
+    }
+
+    pub fn put_snapshot(&mut self, s: &DbSnapshotRecord) -> Result<()> {
+        let json = serde_json::to_string(s).expect("records serialize");
+        self.tx.execute(
+            "INSERT OR REPLACE INTO snapshots (identifier, record) VALUES (?1, ?2)",
+            params![s.identifier, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_snapshot(&mut self, id: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM snapshots WHERE identifier = ?1", params![id])?;
+        Ok(())
+    }
+}
+
+fn row<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    table: &str,
+    id: &str,
+) -> Result<Option<T>> {
+    let json: Option<String> = conn
+        .query_row(
+            &format!("SELECT record FROM {table} WHERE identifier = ?1"),
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    json.map(|j| decode_as(&j)).transpose()
+}
+
+fn rows<T: serde::de::DeserializeOwned>(conn: &Connection, table: &str) -> Result<Vec<T>> {
+    let mut st = conn.prepare(&format!("SELECT record FROM {table} ORDER BY identifier"))?;
+    let found = st.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for j in found {
+        out.push(decode_as(&j?)?);
+    }
+    Ok(out)
+}
+
+fn decode_as<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| {
+        crate::error::Error::new(
+            crate::error::ErrorKind::Environment,
+            format!("an RDS record does not decode ({e})"),
+        )
+    })
 }
 
 fn decode(json: &str) -> Result<DbInstanceRecord> {

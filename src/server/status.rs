@@ -21,7 +21,7 @@ pub fn status(kind: ErrorKind) -> u16 {
         UnauthorizedOperation => 403,
         Ec2DryRun => 412,
         // RDS (statuses from its model).
-        DbInstanceNotFound => 404,
+        DbInstanceNotFound | DbSnapshotNotFound => 404,
         // The EBS direct APIs (REST-JSON; statuses from the ebs model).
         ResourceNotFound => 404,
         // The operation stopped because the server is going away.

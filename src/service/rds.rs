@@ -56,6 +56,11 @@ pub enum RdsRequest {
     RebootDbInstance(DbInstanceRequest),
     DeleteDbInstance(DeleteDbInstanceRequest),
     ModifyDbInstance(ModifyDbInstanceRequest),
+    CreateDbSnapshot(CreateDbSnapshotRequest),
+    DescribeDbSnapshots(DescribeDbSnapshotsRequest),
+    DeleteDbSnapshot(DeleteDbSnapshotRequest),
+    CopyDbSnapshot(CopyDbSnapshotRequest),
+    RestoreDbInstanceFromDbSnapshot(RestoreDbInstanceFromDbSnapshotRequest),
 }
 
 /// The operations of the table, by their AWS names.
@@ -67,6 +72,11 @@ pub const OPERATIONS: &[&str] = &[
     "RebootDBInstance",
     "DeleteDBInstance",
     "ModifyDBInstance",
+    "CreateDBSnapshot",
+    "DescribeDBSnapshots",
+    "DeleteDBSnapshot",
+    "CopyDBSnapshot",
+    "RestoreDBInstanceFromDBSnapshot",
 ];
 
 impl RdsRequest {
@@ -80,6 +90,11 @@ impl RdsRequest {
             RdsRequest::RebootDbInstance(_) => "RebootDBInstance",
             RdsRequest::DeleteDbInstance(_) => "DeleteDBInstance",
             RdsRequest::ModifyDbInstance(_) => "ModifyDBInstance",
+            RdsRequest::CreateDbSnapshot(_) => "CreateDBSnapshot",
+            RdsRequest::DescribeDbSnapshots(_) => "DescribeDBSnapshots",
+            RdsRequest::DeleteDbSnapshot(_) => "DeleteDBSnapshot",
+            RdsRequest::CopyDbSnapshot(_) => "CopyDBSnapshot",
+            RdsRequest::RestoreDbInstanceFromDbSnapshot(_) => "RestoreDBInstanceFromDBSnapshot",
         }
     }
 
@@ -101,6 +116,13 @@ impl RdsRequest {
             "RebootDBInstance" => RdsRequest::RebootDbInstance(read(name, v)?),
             "DeleteDBInstance" => RdsRequest::DeleteDbInstance(read(name, v)?),
             "ModifyDBInstance" => RdsRequest::ModifyDbInstance(read(name, v)?),
+            "CreateDBSnapshot" => RdsRequest::CreateDbSnapshot(read(name, v)?),
+            "DescribeDBSnapshots" => RdsRequest::DescribeDbSnapshots(read(name, v)?),
+            "DeleteDBSnapshot" => RdsRequest::DeleteDbSnapshot(read(name, v)?),
+            "CopyDBSnapshot" => RdsRequest::CopyDbSnapshot(read(name, v)?),
+            "RestoreDBInstanceFromDBSnapshot" => {
+                RdsRequest::RestoreDbInstanceFromDbSnapshot(read(name, v)?)
+            }
             other => {
                 return Err(Error::new(
                     ErrorKind::InvalidAction,
@@ -118,6 +140,7 @@ impl RdsRequest {
         let wrap = |v: Value| serde_json::json!({ "DBInstance": v });
         match self {
             RdsRequest::CreateDbInstance(req) => {
+                sweep_orphan_storage(services, ctx, &rds)?;
                 let version = crate::host::database::server_version()?;
                 rds.create_db_instance(caller, &req, &version, |p| {
                     create_on_host(services, ctx, &req, p)
@@ -133,18 +156,47 @@ impl RdsRequest {
                 })
                 .map(wrap),
             RdsRequest::StartDbInstance(req) => rds
-                .start_db_instance(caller, &req, |r| bring_up(services, ctx, r, None))
+                .start_db_instance(caller, &req, |r| {
+                    bring_up(services, ctx, r, Setup::Existing)
+                })
                 .map(wrap),
             RdsRequest::RebootDbInstance(req) => rds
                 .reboot_db_instance(caller, &req, |r| {
                     take_down(services, ctx, r, StopMode::Fast)?;
-                    bring_up(services, ctx, r, None)
+                    bring_up(services, ctx, r, Setup::Existing)
                 })
                 .map(wrap),
             RdsRequest::DeleteDbInstance(req) => rds
                 .delete_db_instance(caller, &req, |r| delete_on_host(services, ctx, r))
                 .map(wrap),
             RdsRequest::ModifyDbInstance(req) => rds.modify_db_instance(caller, &req).map(wrap),
+            RdsRequest::CreateDbSnapshot(req) => rds
+                .create_db_snapshot(caller, &req, |r| {
+                    snapshot_storage(services, ctx, r, &req.db_snapshot_identifier)
+                })
+                .map(|v| serde_json::json!({ "DBSnapshot": v })),
+            RdsRequest::DescribeDbSnapshots(req) => rds.describe_db_snapshots(caller, &req),
+            RdsRequest::DeleteDbSnapshot(req) => rds
+                .delete_db_snapshot(caller, &req, |s| {
+                    let Some(snap) = &s.storage_snapshot_id else {
+                        return Ok(());
+                    };
+                    let storage = services.rds_storage(&ctx.region)?;
+                    match storage.delete_snapshot(caller, snap) {
+                        Err(e) if e.kind() != ErrorKind::InvalidSnapshotNotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                })
+                .map(|v| serde_json::json!({ "DBSnapshot": v })),
+            RdsRequest::CopyDbSnapshot(req) => copy_db_snapshot(services, ctx, &rds, &req)
+                .map(|v| serde_json::json!({ "DBSnapshot": v })),
+            RdsRequest::RestoreDbInstanceFromDbSnapshot(req) => {
+                sweep_orphan_storage(services, ctx, &rds)?;
+                rds.restore_db_instance_from_db_snapshot(caller, &req, |p, snap| {
+                    restore_on_host(services, ctx, p, snap)
+                })
+                .map(wrap)
+            }
         }
     }
 }
@@ -192,6 +244,41 @@ impl Services {
     }
 }
 
+/// Deletes RDS storage volumes that no instance names: what a create killed
+/// between making its volume and recording it left (a minute old at least,
+/// so a create in progress keeps its own). Detached ones only.
+fn sweep_orphan_storage(services: &Services, ctx: &RequestContext, rds: &Rds) -> Result<()> {
+    let storage = services.rds_storage(&ctx.region)?;
+    let named: std::collections::HashSet<String> = rds
+        .instances()?
+        .into_iter()
+        .filter_map(|r| r.volume_id)
+        .collect();
+    let service = crate::kms::access::Caller::aws_service(rds.account_id(), "rds.amazonaws.com");
+    let volumes = storage
+        .describe_volumes(&service, Default::default())?
+        .volumes;
+    let now = rds.now();
+    for v in volumes {
+        let old = now - v.create_time.0 > chrono::TimeDelta::seconds(60);
+        if named.contains(&v.volume_id) || v.state != "available" || !old {
+            continue;
+        }
+        match storage.delete_volume(&service, &v.volume_id, false) {
+            Ok(()) => tracing::info!(
+                "removed the storage volume {}, which no DB instance names (an interrupted create's)",
+                v.volume_id
+            ),
+            Err(e) => tracing::warn!(
+                "cannot remove the unnamed storage volume {}: {}",
+                v.volume_id,
+                e.message()
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// CreateDBInstance's host work: the storage volume (recorded at once), then
 /// [`bring_up`] with a new cluster. A failure undoes what was done: the server
 /// stopped, the filesystem unmounted, the attachment ended, the volume deleted.
@@ -224,12 +311,21 @@ fn create_on_host(
     )?;
     let undo_volume = |e: Error| -> Error {
         if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
-            tracing::warn!(
-                "{}: the storage volume {} of a failed create is left: {}",
-                r.identifier,
-                volume.volume_id,
-                e2.message()
+            // What the create made stays named by the instance, left failed,
+            // for delete-db-instance to finish.
+            p.keep_record();
+            return Error::new(
+                e.kind(),
+                format!(
+                    "{}; what the create made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
+                    e.message(),
+                    e2.message()
+                ),
             );
+        }
+        let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier);
+        if let Ok(place) = place {
+            let _ = place.remove();
         }
         e
     };
@@ -241,7 +337,19 @@ fn create_on_host(
         .as_deref()
         .map(String::as_str)
         .unwrap_or_default();
-    bring_up(services, ctx, &r, Some(password)).map_err(undo_volume)
+    bring_up(services, ctx, &r, Setup::New(password)).map_err(undo_volume)
+}
+
+/// What [`bring_up`] finds on the storage.
+#[derive(Clone, Copy)]
+enum Setup<'a> {
+    /// Nothing yet: a new ext4 and a new cluster whose master password this is.
+    New(&'a str),
+    /// The instance's own cluster.
+    Existing,
+    /// Another instance's cluster (a restored snapshot): pointed at this
+    /// instance's port and socket directory first.
+    Restored,
 }
 
 fn storage_volume(r: &DbInstanceRecord) -> Result<&str> {
@@ -261,8 +369,12 @@ fn bring_up(
     services: &Services,
     ctx: &RequestContext,
     r: &DbInstanceRecord,
-    init: Option<&str>,
+    setup: Setup<'_>,
 ) -> Result<()> {
+    let init = match setup {
+        Setup::New(password) => Some(password),
+        _ => None,
+    };
     let volume_id = storage_volume(r)?;
     let storage = services.rds_storage(&ctx.region)?;
     let host = services.rds_host(&ctx.region)?;
@@ -305,11 +417,18 @@ fn bring_up(
     if let Some(password) = init {
         pg.init(&r.master_username, password).map_err(undo_mount)?;
     }
-    pg.start().map_err(undo_mount)?;
+    if let Setup::Restored = setup {
+        pg.reconfigure().map_err(undo_mount)?;
+    }
+    pg.start().map_err(|e| {
+        // pg_ctl may give up while the server is still coming up.
+        let _ = pg.force_stop();
+        undo_mount(e)
+    })?;
     if let (Some(password), Some(db)) = (init, &r.db_name) {
         // RDS makes the initial database DBName names.
         create_database(&pg, &r.master_username, password, db).map_err(|e| {
-            let _ = pg.stop(StopMode::Fast);
+            let _ = pg.stop(StopMode::Fast).or_else(|_| pg.force_stop());
             undo_mount(e)
         })?;
     }
@@ -412,19 +531,7 @@ fn take_down(
     let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
     let mnt = place.mount_point();
     if linux::is_mount_point(&mnt) {
-        let pg = place.postgres(r.port)?;
-        if pg.data_dir().is_dir()
-            && pg.is_running()?
-            && let Err(e) = pg.stop(mode)
-        {
-            // A server whose storage went away cannot checkpoint: it is
-            // stopped as a crash would stop it (its WAL replays at start).
-            if mode == StopMode::Immediate {
-                return Err(e);
-            }
-            tracing::warn!("{}: {}; stopping it at once", r.identifier, e.message());
-            pg.stop(StopMode::Immediate)?;
-        }
+        stop_server(&place, r, mode)?;
         linux::umount(&mnt)?;
     }
     let Some(volume_id) = r.volume_id.as_deref() else {
@@ -453,6 +560,153 @@ fn take_down(
     let _ = a;
     storage.attachment(volume_id)?;
     Ok(())
+}
+
+/// The storage snapshot of a DB snapshot: taken by the attachment process of
+/// an instance's attached storage (which holds its writes for the cut), or
+/// directly from a stopped instance's. Its id.
+fn snapshot_storage(
+    services: &Services,
+    ctx: &RequestContext,
+    r: &DbInstanceRecord,
+    snapshot_id: &str,
+) -> Result<String> {
+    let volume_id = storage_volume(r)?;
+    let storage = services.rds_storage(&ctx.region)?;
+    let host = services.rds_host(&ctx.region)?;
+    let description = format!("RDS snapshot {snapshot_id} of {}", r.identifier);
+    let snap =
+        storage.create_snapshot_via(&ctx.caller, volume_id, &description, vec![], |v| match &v
+            .attachment
+        {
+            Some(a) if a.fuse_dir.is_some() => supervisor::create_snapshot(
+                &host.control_socket(volume_id),
+                &description,
+                &[],
+                storage.cancel_flag().as_deref(),
+            )
+            .map(Some),
+            _ => Ok(None),
+        })?;
+    Ok(snap.snapshot_id)
+}
+
+/// CopyDBSnapshot: the source read from its region's RDS (an ARN names
+/// another region; `SourceRegion` as the AWS CLI gives it), its storage
+/// snapshot copied by this region's RDS volume service under the key the
+/// engine decided (another region's storage read through the host of that
+/// region).
+fn copy_db_snapshot(
+    services: &Services,
+    ctx: &RequestContext,
+    rds: &Rds,
+    req: &CopyDbSnapshotRequest,
+) -> Result<Value> {
+    let (mut source_region, source_id) =
+        crate::rds::snapshots::parse_source(&req.source_db_snapshot_identifier, &ctx.region)?;
+    if !req.source_db_snapshot_identifier.starts_with("arn:")
+        && let Some(r) = &req.source_region
+    {
+        crate::home::validate_region(r)?;
+        source_region = r.clone();
+    }
+    let source = services.rds_engine(&source_region)?.snapshot(&source_id)?;
+    let storage = services.rds_storage(&ctx.region)?;
+    rds.copy_db_snapshot(&ctx.caller, req, &source_region, &source, |copy, key| {
+        let from = source.storage_snapshot_id.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidDbSnapshotState,
+                format!("{} has no storage snapshot", source.identifier),
+            )
+        })?;
+        let description = format!(
+            "RDS snapshot {} (a copy of {})",
+            copy.identifier, source.identifier
+        );
+        storage
+            .copy_snapshot(
+                &ctx.caller,
+                &source_region,
+                from,
+                key.map(|_| true),
+                key,
+                Some(&description),
+                vec![],
+            )
+            .map(|s| s.snapshot_id)
+    })
+}
+
+/// RestoreDBInstanceFromDBSnapshot's host work: a storage volume made from
+/// the snapshot's (its key and encryption), recorded at once, then brought up
+/// with the restored cluster. A failure undoes it as a create's does.
+fn restore_on_host(
+    services: &Services,
+    ctx: &RequestContext,
+    p: &crate::rds::Provision<'_>,
+    snap: &DbSnapshotRecord,
+) -> Result<()> {
+    let r = p.record;
+    let storage = services.rds_storage(&ctx.region)?;
+    let from = snap.storage_snapshot_id.clone().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidDbSnapshotState,
+            format!("{} has no storage snapshot", snap.identifier),
+        )
+    })?;
+    let volume = storage.create_volume(
+        &ctx.caller,
+        CreateVolumeRequest {
+            availability_zone: Some(r.availability_zone.clone()),
+            size: Some(u64::from(r.allocated_storage)),
+            encrypted: Some(r.storage_encrypted),
+            kms_key_id: r.kms_key_id.clone(),
+            snapshot_id: Some(from),
+            volume_type: Some(r.storage_type.clone()),
+            ..Default::default()
+        },
+    )?;
+    let undo_volume = |e: Error| -> Error {
+        if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
+            p.keep_record();
+            return Error::new(
+                e.kind(),
+                format!(
+                    "{}; what the restore made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
+                    e.message(),
+                    e2.message()
+                ),
+            );
+        }
+        e
+    };
+    p.record_volume(&volume.volume_id).map_err(undo_volume)?;
+    let mut r = r.clone();
+    r.volume_id = Some(volume.volume_id.clone());
+    bring_up(services, ctx, &r, Setup::Restored).map_err(undo_volume)
+}
+
+/// Stops the instance's server: `mode` through pg_ctl; a server that cannot
+/// checkpoint (its storage went away) at once, as a crash would stop it (its
+/// WAL replays at the next start); one whose data directory cannot even be
+/// read, by signals to its processes.
+fn stop_server(place: &DatabaseHost, r: &DbInstanceRecord, mode: StopMode) -> Result<()> {
+    let pg = place.postgres(r.port)?;
+    let readable = std::fs::read_dir(pg.data_dir()).is_ok();
+    if !readable {
+        return pg.force_stop();
+    }
+    if !pg.is_running().unwrap_or(true) {
+        return pg.force_stop();
+    }
+    let Err(e) = pg.stop(mode) else {
+        return Ok(());
+    };
+    tracing::warn!("{}: {}; stopping it at once", r.identifier, e.message());
+    if mode != StopMode::Immediate && pg.stop(StopMode::Immediate).is_ok() {
+        return Ok(());
+    }
+    pg.force_stop()
 }
 
 /// DeleteDBInstance's host work: the server down (an immediate stop: the data
