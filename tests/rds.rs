@@ -973,3 +973,141 @@ fn snapshots_copy_across_keys_and_regions_restore_with_their_key_and_encrypt_a_p
         "{e}"
     );
 }
+
+#[test]
+fn a_disabled_key_takes_the_instance_down_recoverably_and_seven_days_make_it_terminal() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let key = t.s.ok(&[
+        "kms",
+        "create-key",
+        "--query",
+        "KeyMetadata.Arn",
+        "--output",
+        "text",
+    ]);
+    let port = free_port();
+    t.create("keyed", port, &["--kms-key-id", &key]);
+    psql(
+        port,
+        PASSWORD,
+        &format!("create table t(x text); insert into t values ('{MARKER} kept')"),
+    )
+    .unwrap();
+    let data_dir = psql(port, PASSWORD, "show data_directory").unwrap();
+    t.s.ok(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "before",
+        "--db-instance-identifier",
+        "keyed",
+    ]);
+
+    // The key disabled: the next RDS call takes the instance down.
+    t.s.ok(&["kms", "disable-key", "--key-id", &key]);
+    let d = t.describe("keyed");
+    assert_eq!(
+        d["DBInstanceStatus"], "inaccessible-encryption-credentials-recoverable",
+        "{d}"
+    );
+    assert!(psql(port, PASSWORD, "select 1").is_err());
+    assert!(!mounted(&data_dir.replace("/pgdata", "")));
+    // Starting needs the key back.
+    let e = t.fails(&[
+        "rds",
+        "start-db-instance",
+        "--db-instance-identifier",
+        "keyed",
+    ]);
+    assert!(
+        e.contains("(KMSKeyNotAccessibleFault)") && e.contains("is Disabled"),
+        "{e}"
+    );
+    assert_eq!(
+        t.status("keyed"),
+        "inaccessible-encryption-credentials-recoverable"
+    );
+    t.s.ok(&["kms", "enable-key", "--key-id", &key]);
+    assert_eq!(
+        t.status("keyed"),
+        "inaccessible-encryption-credentials-recoverable"
+    );
+    t.s.ok(&[
+        "rds",
+        "start-db-instance",
+        "--db-instance-identifier",
+        "keyed",
+    ]);
+    assert_eq!(t.status("keyed"), "available");
+    assert_eq!(
+        psql(port, PASSWORD, "select x from t").unwrap(),
+        format!("{MARKER} kept")
+    );
+
+    // Pending deletion counts as unusable too; seven days later it is terminal.
+    t.s.ok(&[
+        "kms",
+        "schedule-key-deletion",
+        "--key-id",
+        &key,
+        "--pending-window-in-days",
+        "30",
+    ]);
+    assert_eq!(
+        t.status("keyed"),
+        "inaccessible-encryption-credentials-recoverable"
+    );
+    t.s.ok(&["clock", "advance", "--days", "8"]);
+    assert_eq!(t.status("keyed"), "inaccessible-encryption-credentials");
+    let e = t.fails(&[
+        "rds",
+        "start-db-instance",
+        "--db-instance-identifier",
+        "keyed",
+    ]);
+    assert!(
+        e.contains("(InvalidDBInstanceState)")
+            && e.contains("Restore a DB snapshot under a usable key"),
+        "{e}"
+    );
+    // The way back: the snapshot copied under a usable key, restored.
+    t.s.ok(&["kms", "cancel-key-deletion", "--key-id", &key]);
+    t.s.ok(&["kms", "enable-key", "--key-id", &key]);
+    t.s.ok(&[
+        "rds",
+        "copy-db-snapshot",
+        "--source-db-snapshot-identifier",
+        "before",
+        "--target-db-snapshot-identifier",
+        "before-rds-key",
+        "--kms-key-id",
+        "alias/aws/rds",
+    ]);
+    let p2 = free_port();
+    let p2s = p2.to_string();
+    t.s.ok(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "rescued",
+        "--db-snapshot-identifier",
+        "before-rds-key",
+        "--port",
+        &p2s,
+    ]);
+    assert_eq!(
+        psql(p2, PASSWORD, "select x from t").unwrap(),
+        format!("{MARKER} kept")
+    );
+    // A terminal instance can still be deleted.
+    t.s.ok(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "keyed",
+        "--skip-final-snapshot",
+    ]);
+}

@@ -593,6 +593,18 @@ impl Kms {
         self.resolve(&inner.cache, caller, input, aliases)
     }
 
+    /// The state of key `key_id` (an ARN) as an AWS service that holds a grant
+    /// on it sees it (RDS watching its instances' keys): no API call, no
+    /// audit record. None: the key is gone (deleted).
+    pub fn key_state_seen_by_service(&self, key_id: &str) -> Result<Option<String>> {
+        let service = Caller::aws_service(&self.account_id, "kms.amazonaws.com");
+        match self.resolve_fresh(&service, key_id, false) {
+            Ok(k) => Ok(Some(metadata(&k).key_state)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The AWS managed key for `service` (`ebs`, `rds`), created on first use as AWS
     /// does. Used by ebsim's own services; callers cannot use it directly.
     pub fn aws_managed_key(&self, service: &str) -> Result<KeyMetadata> {

@@ -43,6 +43,8 @@ pub const MAX_TOTAL_STORAGE_GIB: u64 = 100_000;
 pub const STORAGE_GIB: std::ops::RangeInclusive<i64> = 20..=65_536;
 /// Storage types ebsim makes (io1 and io2 need Iops, which it does not take yet).
 const STORAGE_TYPES: &[&str] = &["gp2", "gp3", "standard"];
+/// How long an instance stays recoverable after its key became unusable.
+pub const KEY_RECOVERY_DAYS: i64 = 7;
 /// What a DB instance's storage is owned by in the volume service.
 pub const OWNER: &VolumeOwner = &VolumeOwner::RDS;
 
@@ -425,23 +427,17 @@ impl Rds {
     }
 
     /// The state of the instance's key now (`Enabled`, `Disabled`,
-    /// `PendingDeletion`, …), read as RDS would (DescribeKey through RDS, as the
-    /// AWS service itself). None for unencrypted instances.
+    /// `PendingDeletion`, …; `Deleted` once it is gone), as RDS sees it through
+    /// its grant. None for unencrypted instances.
     pub fn key_state(&self, r: &DbInstanceRecord) -> Result<Option<String>> {
         let Some(arn) = &r.kms_key_id else {
             return Ok(None);
         };
-        match self.kms.describe_key(
-            &Caller::aws_service(self.account_id(), "rds.amazonaws.com"),
-            DescribeKeyRequest {
-                key_id: arn.clone(),
-                grant_tokens: vec![],
-            },
-        ) {
-            Ok(m) => Ok(Some(m.key_metadata.key_state)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some("Deleted".into())),
-            Err(e) => Err(e),
-        }
+        Ok(Some(
+            self.kms
+                .key_state_seen_by_service(arn)?
+                .unwrap_or_else(|| "Deleted".into()),
+        ))
     }
 
     // ---- CreateDBInstance ---------------------------------------------------
@@ -877,12 +873,25 @@ impl Rds {
         req: &DbInstanceRequest,
         work: impl FnOnce(&DbInstanceRecord) -> Result<()>,
     ) -> Result<Value> {
+        if let Ok(r) = self.instance(&req.db_instance_identifier)
+            && r.status == status::KEY_LOST
+        {
+            return Err(err(
+                ErrorKind::InvalidDbInstanceState,
+                format!(
+                    "Instance {} cannot be started: its KMS key {} was unusable for more than {KEY_RECOVERY_DAYS} days (or was deleted), and the instance is in the terminal state {}. Restore a DB snapshot under a usable key.",
+                    r.identifier,
+                    r.kms_key_id.as_deref().unwrap_or_default(),
+                    status::KEY_LOST
+                ),
+            ));
+        }
         self.transition(
             caller,
             "StartDBInstance",
             &req.db_instance_identifier,
             json!({ "DBInstanceIdentifier": req.db_instance_identifier }),
-            &[status::STOPPED],
+            &[status::STOPPED, status::KEY_RECOVERABLE],
             status::STARTING,
             |r| {
                 if let Some(arn) = &r.kms_key_id {
@@ -1023,6 +1032,61 @@ impl Rds {
 }
 
 impl Rds {
+    /// What the instance's key state now means for it, as RDS watches its keys:
+    /// an `available` (or stopped) instance whose key is not usable becomes
+    /// recoverable (`take_down` stops its server and detaches its storage
+    /// first, while the data key is still in the attachment process's memory);
+    /// a recoverable one whose key is usable again stays so until
+    /// StartDBInstance; after [`KEY_RECOVERY_DAYS`] on ebsim's clock, or once
+    /// the key is deleted, it becomes terminal. Skipped while an operation
+    /// holds the instance.
+    pub fn watch_key(
+        &self,
+        r: &DbInstanceRecord,
+        take_down: impl FnOnce(&DbInstanceRecord) -> Result<()>,
+    ) -> Result<()> {
+        if r.kms_key_id.is_none()
+            || ![status::AVAILABLE, status::STOPPED, status::KEY_RECOVERABLE]
+                .contains(&r.status.as_str())
+        {
+            return Ok(());
+        }
+        let Some(state) = self.key_state(r)? else {
+            return Ok(());
+        };
+        let Some(_lock) = self.try_lock(&r.identifier)? else {
+            return Ok(());
+        };
+        let r = self.instance(&r.identifier)?;
+        let usable = state == "Enabled";
+        let deleted = state == "Deleted";
+        match r.status.as_str() {
+            status::AVAILABLE | status::STOPPED if !usable => {
+                if r.status == status::AVAILABLE {
+                    take_down(&r)?;
+                }
+                let key = r.kms_key_id.clone().unwrap_or_default();
+                self.update(&r.identifier, |r| {
+                    r.status = if deleted {
+                        status::KEY_LOST.into()
+                    } else {
+                        status::KEY_RECOVERABLE.into()
+                    };
+                    r.status_message = Some(format!("the KMS key {key} is {state}"));
+                })?;
+            }
+            status::KEY_RECOVERABLE => {
+                let expired =
+                    self.now() - r.status_time > chrono::TimeDelta::days(KEY_RECOVERY_DAYS);
+                if deleted || (!usable && expired) {
+                    self.update(&r.identifier, |r| r.status = status::KEY_LOST.into())?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// ModifyDBInstance: the instance class, backup retention, deletion
     /// protection and tag copying, applied at once. Growing the storage and a
     /// new master password are refused (ebsim does not do them yet); the

@@ -18,6 +18,12 @@ pub mod status {
     /// What ebsim shows when the operation that held an instance's lock died
     /// (its process was killed) or its server or storage went away.
     pub const FAILED: &str = "failed";
+    /// The instance's KMS key is disabled or pending deletion: its server is
+    /// stopped and its storage detached; re-enable the key, then start it.
+    pub const KEY_RECOVERABLE: &str = "inaccessible-encryption-credentials-recoverable";
+    /// The key stayed unusable for 7 days (or was deleted): only a restore
+    /// from a snapshot under a usable key brings the data back.
+    pub const KEY_LOST: &str = "inaccessible-encryption-credentials";
 
     /// Statuses an operation in progress holds (with the instance's lock).
     pub const TRANSITIONAL: &[&str] = &[CREATING, STOPPING, STARTING, REBOOTING, DELETING];

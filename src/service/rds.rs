@@ -137,6 +137,9 @@ impl RdsRequest {
     pub fn run(self, services: &Services, ctx: &RequestContext) -> Result<Value> {
         let rds = services.rds_engine(&ctx.region)?;
         let caller = &ctx.caller;
+        // RDS watches its instances' keys: a key made unusable since the last
+        // call takes its instances down first.
+        watch_keys(services, ctx, &rds)?;
         let wrap = |v: Value| serde_json::json!({ "DBInstance": v });
         match self {
             RdsRequest::CreateDbInstance(req) => {
@@ -729,6 +732,18 @@ fn delete_on_host(services: &Services, ctx: &RequestContext, r: &DbInstanceRecor
         let _ = std::fs::remove_file(host.log_file(volume_id));
     }
     DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?.remove()
+}
+
+/// Applies each encrypted instance's key state (`Rds::watch_key`): an
+/// instance whose key became unusable is taken down cleanly.
+fn watch_keys(services: &Services, ctx: &RequestContext, rds: &Rds) -> Result<()> {
+    for r in rds.instances()? {
+        let id = r.identifier.clone();
+        if let Err(e) = rds.watch_key(&r, |r| take_down(services, ctx, r, StopMode::Fast)) {
+            tracing::warn!("{id}: cannot apply its key's state: {}", e.message());
+        }
+    }
+    Ok(())
 }
 
 /// What describe shows of an `available` instance whose server or storage is
