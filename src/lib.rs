@@ -8,7 +8,7 @@
 //! | module | layer | owns |
 //! |---|---|---|
 //! | [`cli`] | front end | the `ebsim` command line, shaped like the AWS CLI: parse, call the service layer, format; exit codes (`cli::exit`), log setup |
-//! | [`server`] | front end | the network edge, `ebsim serve`: HTTP/1.1, SigV4, AWS JSON 1.1 (KMS, CloudTrail), STS, IAM and EC2 over Query, the EBS direct APIs over REST-JSON, test-harness health and reset, HTTP statuses of errors |
+//! | [`server`] | front end | the network edge, `ebsim serve`: HTTP/1.1, SigV4, AWS JSON 1.1 (KMS, CloudTrail), STS, IAM, EC2 and RDS over Query, the EBS direct APIs over REST-JSON, test-harness health and reset, HTTP statuses of errors |
 //! | [`blockdev`] | front end | the FUSE file that serves an unlocked volume image |
 //! | [`nbd`] | front end | the NBD export (protocol, server, TLS) of an unlocked volume image |
 //! | [`host`] | host | attachment processes: supervisor, typed messages, the agent, the Linux host (mounts, loop devices, sockets) |

@@ -254,10 +254,10 @@ pub enum Waiter {
         #[arg(long)]
         db_instance_identifier: String,
     },
-    /// Until the instance is stopped
-    DbInstanceStopped {
+    /// Until the DB snapshot is available
+    DbSnapshotAvailable {
         #[arg(long)]
-        db_instance_identifier: String,
+        db_snapshot_identifier: String,
     },
     /// Until the instance no longer exists
     DbInstanceDeleted {
@@ -562,46 +562,69 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
 /// `aws rds wait …`: DescribeDBInstances every 30 s (ebsim: every 200 ms) up
 /// to 60 times, as the AWS CLI's waiters do; failure states end it at once.
 fn wait(ctx: &Ctx, waiter: Waiter) -> Result<()> {
-    let (id, name, want, fail): (String, &str, Option<&str>, &[&str]) = match waiter {
+    // (waiter name, the id, the status wanted (None: gone), failure statuses)
+    let (name, id, want, fail, snapshot): (&str, String, Option<&str>, &[&str], bool) = match waiter
+    {
         Waiter::DbInstanceAvailable {
             db_instance_identifier,
         } => (
-            db_instance_identifier,
             "DBInstanceAvailable",
+            db_instance_identifier,
             Some(status::AVAILABLE),
             &[
                 status::DELETING,
                 status::FAILED,
+                status::KEY_LOST,
+                status::KEY_RECOVERABLE,
                 "incompatible-restore",
                 "incompatible-parameters",
             ],
+            false,
         ),
-        Waiter::DbInstanceStopped {
-            db_instance_identifier,
+        Waiter::DbSnapshotAvailable {
+            db_snapshot_identifier,
         } => (
-            db_instance_identifier,
-            "DBInstanceStopped",
-            Some(status::STOPPED),
-            &[status::DELETING, status::FAILED],
+            "DBSnapshotAvailable",
+            db_snapshot_identifier,
+            Some("available"),
+            &["deleted", "deleting", "failed", "incompatible-restore"],
+            true,
         ),
         Waiter::DbInstanceDeleted {
             db_instance_identifier,
-        } => (db_instance_identifier, "DBInstanceDeleted", None, &[]),
+        } => (
+            "DBInstanceDeleted",
+            db_instance_identifier,
+            None,
+            &[],
+            false,
+        ),
     };
     let rc = ctx.request_context();
     for _ in 0..300 {
-        let got = ctx.services.rds(
-            &rc,
-            RdsRequest::DescribeDbInstances(DescribeDbInstancesRequest {
-                db_instance_identifier: Some(id.clone()),
-                ..Default::default()
-            }),
-        );
+        let got = if snapshot {
+            ctx.services
+                .rds(
+                    &rc,
+                    RdsRequest::DescribeDbSnapshots(DescribeDbSnapshotsRequest {
+                        db_snapshot_identifier: Some(id.clone()),
+                        ..Default::default()
+                    }),
+                )
+                .map(|v| v["DBSnapshots"][0]["Status"].clone())
+        } else {
+            ctx.services
+                .rds(
+                    &rc,
+                    RdsRequest::DescribeDbInstances(DescribeDbInstancesRequest {
+                        db_instance_identifier: Some(id.clone()),
+                        ..Default::default()
+                    }),
+                )
+                .map(|v| v["DBInstances"][0]["DBInstanceStatus"].clone())
+        };
         let state = match got {
-            Ok(v) => v["DBInstances"][0]["DBInstanceStatus"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            Ok(v) => v.as_str().unwrap_or_default().to_string(),
             Err(e) if e.kind() == ErrorKind::DbInstanceNotFound && want.is_none() => {
                 return Ok(());
             }
@@ -614,7 +637,12 @@ fn wait(ctx: &Ctx, waiter: Waiter) -> Result<()> {
             return Err(Error::new(
                 ErrorKind::Internal,
                 format!(
-                    "Waiter {name} failed: Waiter encountered a terminal failure state: For expression \"DBInstances[].DBInstanceStatus\" we matched expected path: \"{state}\" at least once"
+                    "Waiter {name} failed: Waiter encountered a terminal failure state: For expression \"{}\" we matched expected path: \"{state}\" at least once",
+                    if snapshot {
+                        "DBSnapshots[].Status"
+                    } else {
+                        "DBInstances[].DBInstanceStatus"
+                    }
                 ),
             ));
         }

@@ -105,10 +105,10 @@ fn error_response(protocol: Protocol, service: &str, e: &WireError, request_id: 
             request_id,
         ),
         Protocol::IamQuery => {
-            let namespace = if service == "iam" {
-                iam::NAMESPACE
-            } else {
-                sts::NAMESPACE
+            let namespace = match service {
+                "iam" => iam::NAMESPACE,
+                "rds" => super::rds::NAMESPACE,
+                _ => sts::NAMESPACE,
             };
             respond(
                 e.status,
@@ -530,6 +530,32 @@ fn process(
                 format!("ec2.{action} by {who}: {}", r.status),
             )
         }
+        (None, "rds") => {
+            // RDS's Query (src/server/rds.rs): the query string's and the form
+            // body's parameters, decoded by the operation's schema.
+            let mut params = match query::parse_form(received.query.unwrap_or("").as_bytes()) {
+                Ok(p) => p,
+                Err(e) => return fail(protocol, "rds", WireError::service(&e, protocol), what),
+            };
+            if method == Method::POST {
+                match query::parse_form(body) {
+                    Ok(p) => params.extend(p),
+                    Err(e) => return fail(protocol, "rds", WireError::service(&e, protocol), what),
+                }
+            }
+            match super::rds::call(services, &ctx, &params, request_id) {
+                Ok((op, xml)) => (
+                    respond(200, "text/xml", xml, request_id),
+                    format!("rds.{op} by {who}"),
+                ),
+                Err(e) => fail(
+                    protocol,
+                    "rds",
+                    WireError::service(&e, protocol),
+                    format!("{what} by {who}"),
+                ),
+            }
+        }
         (None, service) => fail(
             protocol,
             service,
@@ -537,7 +563,7 @@ fn process(
                 "InvalidAction",
                 400,
                 format!(
-                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts, iam and ec2 over Query, ebs over REST-JSON)"
+                    "ebsim serve does not serve {service} over the Query protocol (it serves kms and cloudtrail over JSON 1.1, sts, iam, ec2 and rds over Query, ebs over REST-JSON)"
                 ),
             ),
             what,

@@ -21,6 +21,7 @@ pub mod iam;
 pub mod json;
 pub mod poll;
 pub mod query;
+pub mod rds;
 pub mod sigv4;
 pub mod status;
 pub mod sts;
