@@ -1111,3 +1111,208 @@ fn a_disabled_key_takes_the_instance_down_recoverably_and_seven_days_make_it_ter
         "--skip-final-snapshot",
     ]);
 }
+
+#[test]
+fn read_replicas_stream_new_rows_follow_the_key_rules_and_promote() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let port = free_port();
+    t.create("primary", port, &["--storage-encrypted"]);
+    psql(
+        port,
+        PASSWORD,
+        "create table feed(id int primary key, body text); insert into feed values (1, 'first')",
+    )
+    .unwrap();
+    let key = t.describe("primary")["KmsKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // In the source's region: the source's key, and naming one is refused.
+    let e = t.fails(&[
+        "rds",
+        "create-db-instance-read-replica",
+        "--db-instance-identifier",
+        "rep",
+        "--source-db-instance-identifier",
+        "primary",
+        "--kms-key-id",
+        "alias/aws/rds",
+    ]);
+    assert!(
+        e.contains("(InvalidParameterCombination)")
+            && e.contains("Your request does not require the KMS key parameter"),
+        "{e}"
+    );
+    let rport = free_port();
+    let rp = rport.to_string();
+    let r = t.json(&[
+        "rds",
+        "create-db-instance-read-replica",
+        "--db-instance-identifier",
+        "rep",
+        "--source-db-instance-identifier",
+        "primary",
+        "--port",
+        &rp,
+    ]);
+    assert_eq!(
+        r["DBInstance"]["ReadReplicaSourceDBInstanceIdentifier"],
+        "primary"
+    );
+    assert_eq!(r["DBInstance"]["KmsKeyId"], key.as_str());
+    assert_eq!(t.status("rep"), "available");
+    assert_eq!(
+        t.describe("primary")["ReadReplicaDBInstanceIdentifiers"],
+        serde_json::json!(["rep"])
+    );
+    // New rows on the source reach the replica, which refuses writes.
+    psql(port, PASSWORD, "insert into feed values (2, 'second')").unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = psql(rport, PASSWORD, "select count(*) from feed").unwrap();
+        if seen == "2" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen, "2");
+    let e = psql(rport, PASSWORD, "insert into feed values (3, 'x')").unwrap_err();
+    assert!(e.contains("read-only transaction"), "{e}");
+    // Its storage is encrypted: the image holds no row.
+    for img in t.images() {
+        assert!(!file_contains(&img, b"second"), "{}", img.display());
+    }
+
+    // Another region: an encrypted source needs a key there.
+    let arn = "arn:aws:rds:us-east-1:111122223333:db:primary";
+    let o = t.s.ebsim(&[
+        "--region",
+        "us-west-2",
+        "rds",
+        "create-db-instance-read-replica",
+        "--db-instance-identifier",
+        "west-rep",
+        "--source-db-instance-identifier",
+        arn,
+    ]);
+    assert_eq!(o.code, 254, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(
+            "Cannot create a cross region unencrypted read replica from encrypted source."
+        ),
+        "{}",
+        o.stderr
+    );
+    // The source cannot stop while it has replicas, nor drop its backups.
+    let e = t.fails(&[
+        "rds",
+        "stop-db-instance",
+        "--db-instance-identifier",
+        "primary",
+    ]);
+    assert!(
+        e.contains("(InvalidDBInstanceState)") && e.contains("has read replicas"),
+        "{e}"
+    );
+    let e = t.fails(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "primary",
+        "--backup-retention-period",
+        "0",
+    ]);
+    assert!(e.contains("(InvalidParameterCombination)"), "{e}");
+
+    // Promotion: the replica takes writes and keeps every row; the source
+    // lists it no more.
+    let p = t.json(&[
+        "rds",
+        "promote-read-replica",
+        "--db-instance-identifier",
+        "rep",
+    ]);
+    assert_eq!(p["DBInstance"]["DBInstanceStatus"], "modifying");
+    let d = t.describe("rep");
+    assert_eq!(d["DBInstanceStatus"], "available");
+    assert!(
+        d.get("ReadReplicaSourceDBInstanceIdentifier").is_none(),
+        "{d}"
+    );
+    assert_eq!(d["BackupRetentionPeriod"], 1);
+    psql(
+        rport,
+        PASSWORD,
+        "insert into feed values (3, 'on the promoted replica')",
+    )
+    .unwrap();
+    assert_eq!(
+        psql(rport, PASSWORD, "select count(*) from feed").unwrap(),
+        "3"
+    );
+    assert_eq!(
+        t.describe("primary")["ReadReplicaDBInstanceIdentifiers"],
+        serde_json::json!([])
+    );
+    let e = t.fails(&[
+        "rds",
+        "promote-read-replica",
+        "--db-instance-identifier",
+        "rep",
+    ]);
+    assert!(e.contains("is not a read replica"), "{e}");
+
+    // An unencrypted source cannot have an encrypted replica, and needs backups.
+    let plain_port = free_port();
+    t.create("plain", plain_port, &["--backup-retention-period", "0"]);
+    let e = t.fails(&[
+        "rds",
+        "create-db-instance-read-replica",
+        "--db-instance-identifier",
+        "plain-rep",
+        "--source-db-instance-identifier",
+        "plain",
+    ]);
+    assert!(e.contains("Automated backups are not enabled"), "{e}");
+    t.s.ok(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--backup-retention-period",
+        "1",
+    ]);
+    let west_key = t.s.ok(&[
+        "--region",
+        "us-west-2",
+        "kms",
+        "create-key",
+        "--query",
+        "KeyMetadata.Arn",
+        "--output",
+        "text",
+    ]);
+    let o = t.s.ebsim(&[
+        "--region",
+        "us-west-2",
+        "rds",
+        "create-db-instance-read-replica",
+        "--db-instance-identifier",
+        "plain-west",
+        "--source-db-instance-identifier",
+        "arn:aws:rds:us-east-1:111122223333:db:plain",
+        "--kms-key-id",
+        &west_key,
+    ]);
+    assert_eq!(o.code, 254, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("Cannot create an encrypted read replica from an unencrypted source"),
+        "{}",
+        o.stderr
+    );
+}

@@ -69,6 +69,18 @@ assert psql(west_port, "select count(*) from t") == "500"
 w = west.describe_db_instances(DBInstanceIdentifier="wire-west-db")["DBInstances"][0]
 assert w["KmsKeyId"] == west_key, w
 
+# A read replica through the wire: it streams the source's rows.
+rep_port = int(os.environ["EBSIM_REPLICA_PORT"])
+rr = east.create_db_instance_read_replica(DBInstanceIdentifier="wire-rep", SourceDBInstanceIdentifier="wire-db", Port=rep_port)["DBInstance"]
+assert rr["ReadReplicaSourceDBInstanceIdentifier"] == "wire-db", rr
+east.get_waiter("db_instance_available").wait(DBInstanceIdentifier="wire-rep", WaiterConfig={"Delay": 1})
+src = east.describe_db_instances(DBInstanceIdentifier="wire-db")["DBInstances"][0]
+assert src["ReadReplicaDBInstanceIdentifiers"] == ["wire-rep"], src
+assert psql(rep_port, "select count(*) from t") == "500"
+assert east.promote_read_replica(DBInstanceIdentifier="wire-rep")["DBInstance"]["DBInstanceStatus"] == "modifying"
+assert "ReadReplicaSourceDBInstanceIdentifier" not in east.describe_db_instances(DBInstanceIdentifier="wire-rep")["DBInstances"][0]
+east.delete_db_instance(DBInstanceIdentifier="wire-rep", SkipFinalSnapshot=True)
+
 # Errors in RDS's codes and statuses.
 code, status, msg = error(east.describe_db_instances, DBInstanceIdentifier="nope")
 assert (code, status) == ("DBInstanceNotFound", 404) and msg == "DBInstance nope not found.", (code, status, msg)

@@ -56,7 +56,8 @@ fn boto3_and_the_aws_cli_run_rds_over_the_wire() {
     c.arg(&script)
         .env("EBSIM_PASSWORD", "Wire-pw-7731")
         .env("EBSIM_PORT", free_port().to_string())
-        .env("EBSIM_WEST_PORT", free_port().to_string());
+        .env("EBSIM_WEST_PORT", free_port().to_string())
+        .env("EBSIM_REPLICA_PORT", free_port().to_string());
     let out = run(c);
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
 

@@ -230,6 +230,41 @@ pub enum RdsCommand {
         #[arg(long)]
         backup_retention_period: Option<i64>,
     },
+    /// Makes a read replica of a running instance: PostgreSQL streaming
+    /// replication onto storage of its own (the source's key in its region;
+    /// another region's needs --kms-key-id there)
+    CreateDbInstanceReadReplica {
+        #[arg(long)]
+        db_instance_identifier: String,
+        /// The source's identifier, or its ARN (another region's)
+        #[arg(long)]
+        source_db_instance_identifier: String,
+        #[arg(long)]
+        db_instance_class: Option<String>,
+        #[arg(long)]
+        port: Option<i64>,
+        #[arg(long)]
+        availability_zone: Option<String>,
+        /// A key of this region (a cross-region replica of an encrypted source)
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        /// The source's region, when the source is not given as an ARN
+        #[arg(long)]
+        source_region: Option<String>,
+        #[arg(long, num_args = 1..)]
+        tags: Vec<String>,
+        #[arg(long, overrides_with = "no_deletion_protection")]
+        deletion_protection: bool,
+        #[arg(long)]
+        no_deletion_protection: bool,
+    },
+    /// Makes a read replica a standalone instance (it stops replicating)
+    PromoteReadReplica {
+        #[arg(long)]
+        db_instance_identifier: String,
+        #[arg(long)]
+        backup_retention_period: Option<i64>,
+    },
     /// Waits until a DB instance reaches a state (as `aws rds wait`)
     Wait {
         #[command(subcommand)]
@@ -355,7 +390,11 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
                     engine_version,
                     allocated_storage,
                     master_username,
-                    master_user_password: master_user_password.map(zeroize::Zeroizing::new),
+                    master_user_password: master_user_password
+                        .map(|p| {
+                            input::text("master-user-password", &p).map(zeroize::Zeroizing::new)
+                        })
+                        .transpose()?,
                     db_name,
                     port,
                     backup_retention_period,
@@ -369,6 +408,7 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
                     tags,
                     deletion_protection: flag(deletion_protection, no_deletion_protection),
                     copy_tags_to_snapshot: flag(copy_tags_to_snapshot, no_copy_tags_to_snapshot),
+                    replica_of: None,
                 },
             )))
         }
@@ -527,6 +567,41 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
                 },
             ))
         }
+        C::CreateDbInstanceReadReplica {
+            db_instance_identifier,
+            source_db_instance_identifier,
+            db_instance_class,
+            port,
+            availability_zone,
+            kms_key_id,
+            source_region,
+            tags,
+            deletion_protection,
+            no_deletion_protection,
+        } => {
+            need_root("CreateDBInstanceReadReplica")?;
+            call(RdsRequest::CreateDbInstanceReadReplica(
+                CreateReadReplicaRequest {
+                    db_instance_identifier,
+                    source_db_instance_identifier,
+                    db_instance_class,
+                    port,
+                    availability_zone,
+                    kms_key_id,
+                    tags: tag_list(&tags)?,
+                    deletion_protection: flag(deletion_protection, no_deletion_protection),
+                    source_region,
+                    pre_signed_url: None,
+                },
+            ))
+        }
+        C::PromoteReadReplica {
+            db_instance_identifier,
+            backup_retention_period,
+        } => call(RdsRequest::PromoteReadReplica(PromoteReadReplicaRequest {
+            db_instance_identifier,
+            backup_retention_period,
+        })),
         C::Wait { waiter } => wait(ctx, waiter),
         C::ServeStorage {
             volume_id,

@@ -479,6 +479,122 @@ impl Postgres {
         }
     }
 
+    /// Lets the server's own OS user open replication connections over the
+    /// unix socket as `master_user` without a password (peer authentication,
+    /// mapped in pg_ident.conf): what a read replica's `pg_basebackup` and its
+    /// streaming use on this host, so that no password is kept anywhere. The
+    /// line goes first in pg_hba.conf (the first matching line decides);
+    /// nothing changes when it is there already. A running server is told to
+    /// reload.
+    pub fn allow_local_replication(&self, master_user: &str) -> Result<()> {
+        const MAP: &str = "ebsim_replication";
+        let hba_path = self.data.join("pg_hba.conf");
+        let hba = std::fs::read_to_string(&hba_path).map_err(|e| Error::io_file(&hba_path, e))?;
+        let line = format!("local replication {master_user} peer map={MAP}");
+        let mut changed = false;
+        if !hba.lines().any(|l| l.trim() == line) {
+            let text = format!(
+                "# ebsim: read replicas on this host (src/host/postgres.rs)\n{line}\n{hba}"
+            );
+            self.rewrite(&hba_path, &text)?;
+            changed = true;
+        }
+        let ident_path = self.data.join("pg_ident.conf");
+        let ident =
+            std::fs::read_to_string(&ident_path).map_err(|e| Error::io_file(&ident_path, e))?;
+        let entry = format!("{MAP} {SERVER_USER} {master_user}");
+        let os_user = if running_as_root() {
+            SERVER_USER.to_string()
+        } else {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default()
+        };
+        let entry = entry.replacen(SERVER_USER, &os_user, 1);
+        if !ident.lines().any(|l| l.trim() == entry) {
+            self.rewrite(&ident_path, &format!("{ident}\n{entry}\n"))?;
+            changed = true;
+        }
+        if changed && self.is_running()? {
+            let mut c = self.command("pg_ctl");
+            c.arg("-D").arg(&self.data).arg("reload");
+            self.run("pg_ctl reload", c)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a configuration file of the cluster atomically, the server's
+    /// user's, mode 0600.
+    fn rewrite(&self, path: &Path, text: &str) -> Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("ebsim-tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io_file(&tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io_file(&tmp, e))?;
+        if let Some(u) = server_user()? {
+            std::os::unix::fs::fchown(&f, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+                .map_err(|e| Error::io_file(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io_file(path, e))
+    }
+
+    /// Makes this cluster a streaming standby of `source` (running on this
+    /// host): `pg_basebackup -R` into the (absent or empty) data directory,
+    /// over the source's unix socket as `master_user` (peer authentication,
+    /// [`Postgres::allow_local_replication`]), the WAL streamed alongside;
+    /// then this cluster's port and socket directory set.
+    pub fn base_backup_from(&self, source: &Postgres, master_user: &str) -> Result<()> {
+        self.check_reachable(&self.data)?;
+        if self.data.exists() {
+            let empty = std::fs::read_dir(&self.data)
+                .map_err(|e| Error::io_file(&self.data, e))?
+                .next()
+                .is_none();
+            if !empty {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "the PostgreSQL data directory {} is not empty; a base backup needs an empty one",
+                        self.data.display()
+                    ),
+                ));
+            }
+        } else {
+            std::fs::create_dir(&self.data).map_err(|e| Error::io_file(&self.data, e))?;
+        }
+        self.own(&self.data, 0o700)?;
+        self.ensure_socket_dir()?;
+        let mut c = self.command("pg_basebackup");
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-h")
+            .arg(&source.socket_dir)
+            .args(["-p", &source.port.to_string(), "-U", master_user])
+            .args(["-R", "-X", "stream", "-c", "fast", "-w"]);
+        self.run("pg_basebackup", c)?;
+        self.reconfigure()
+    }
+
+    /// Ends recovery on a standby: it becomes a primary of its own
+    /// (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) -> Result<()> {
+        let mut c = self.command("pg_ctl");
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
+            .arg("promote");
+        self.run("pg_ctl promote", c).map(|_| ())
+    }
+
     /// Points an existing cluster (restored from a snapshot of another
     /// instance's) at this port and socket directory: the lines go after the
     /// ones initdb's caller wrote, and PostgreSQL takes a setting's last one.

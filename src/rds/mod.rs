@@ -16,6 +16,7 @@
 //! instance marks it `failed`, which reboot or delete can leave.
 
 pub mod model;
+pub mod replicas;
 pub mod snapshots;
 pub mod store;
 
@@ -711,6 +712,8 @@ impl Rds {
             deletion_protection: req.deletion_protection.unwrap_or(false),
             copy_tags_to_snapshot: req.copy_tags_to_snapshot.unwrap_or(false),
             status_message: None,
+            read_replica_source: req.replica_of.clone(),
+            replicas: Vec::new(),
         })
     }
 
@@ -852,6 +855,27 @@ impl Rds {
                 ErrorKind::UnsupportedOperation,
                 "ebsim does not take DB snapshots yet: StopDBInstance without DBSnapshotIdentifier",
             ));
+        }
+        if let Ok(r) = self.instance(&req.db_instance_identifier) {
+            if r.read_replica_source.is_some() {
+                return Err(err(
+                    ErrorKind::InvalidDbInstanceState,
+                    format!(
+                        "Instance {} is a read replica and cannot be stopped.",
+                        r.identifier
+                    ),
+                ));
+            }
+            if !r.replicas.is_empty() {
+                return Err(err(
+                    ErrorKind::InvalidDbInstanceState,
+                    format!(
+                        "Instance {} has read replicas ({}) and cannot be stopped.",
+                        r.identifier,
+                        r.replicas.join(", ")
+                    ),
+                ));
+            }
         }
         self.transition(
             caller,
@@ -1135,6 +1159,16 @@ impl Rds {
                     && (!c.starts_with("db.") || c.len() < 5)
                 {
                     return Err(invalid(format!("Invalid DB Instance class: {c}")));
+                }
+                if req.backup_retention_period == Some(0) && !r.replicas.is_empty() {
+                    return Err(err(
+                        ErrorKind::InvalidParameterCombination,
+                        format!(
+                            "The backup retention period of {} cannot be 0 while it is the source of read replicas ({}).",
+                            r.identifier,
+                            r.replicas.join(", ")
+                        ),
+                    ));
                 }
                 if let Some(n) = req.backup_retention_period
                     && !(0..=35).contains(&n)

@@ -64,6 +64,12 @@ pub struct DbInstanceRecord {
     /// Why the instance is `failed` (ebsim's own member, `StatusMessage`).
     #[serde(default)]
     pub status_message: Option<String>,
+    /// A read replica's source: its identifier (same region) or ARN.
+    #[serde(default)]
+    pub read_replica_source: Option<String>,
+    /// This instance's read replicas: identifiers (same region) or ARNs.
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
 
 impl DbInstanceRecord {
@@ -250,6 +256,44 @@ pub struct RestoreDbInstanceFromDbSnapshotRequest {
     pub backup_retention_period: Option<i64>,
 }
 
+/// CreateDBInstanceReadReplica's request (the members ebsim takes).
+/// `SourceRegion` is the SDKs' (they presign instead); the source's region is
+/// in its ARN.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CreateReadReplicaRequest {
+    #[serde(rename = "DBInstanceIdentifier")]
+    pub db_instance_identifier: String,
+    #[serde(rename = "SourceDBInstanceIdentifier")]
+    pub source_db_instance_identifier: String,
+    #[serde(rename = "DBInstanceClass")]
+    pub db_instance_class: Option<String>,
+    #[serde(rename = "Port", deserialize_with = "int_from_any")]
+    pub port: Option<i64>,
+    #[serde(rename = "AvailabilityZone")]
+    pub availability_zone: Option<String>,
+    #[serde(rename = "KmsKeyId")]
+    pub kms_key_id: Option<String>,
+    #[serde(rename = "Tags")]
+    pub tags: Vec<Tag>,
+    #[serde(rename = "DeletionProtection", deserialize_with = "bool_from_any")]
+    pub deletion_protection: Option<bool>,
+    #[serde(rename = "SourceRegion")]
+    pub source_region: Option<String>,
+    #[serde(rename = "PreSignedUrl")]
+    pub pre_signed_url: Option<String>,
+}
+
+/// PromoteReadReplica's request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PromoteReadReplicaRequest {
+    #[serde(rename = "DBInstanceIdentifier")]
+    pub db_instance_identifier: String,
+    #[serde(rename = "BackupRetentionPeriod", deserialize_with = "int_from_any")]
+    pub backup_retention_period: Option<i64>,
+}
+
 /// `arn:aws:rds:REGION:ACCOUNT:db:IDENTIFIER`.
 pub fn instance_arn(region: &str, account: &str, identifier: &str) -> String {
     format!("arn:aws:rds:{region}:{account}:db:{identifier}")
@@ -295,7 +339,10 @@ pub fn db_instance(r: &DbInstanceRecord, region: &str, account: &str) -> Value {
     put("MultiAZ", json!(false));
     put("EngineVersion", json!(r.engine_version));
     put("AutoMinorVersionUpgrade", json!(true));
-    put("ReadReplicaDBInstanceIdentifiers", json!([]));
+    if let Some(src) = &r.read_replica_source {
+        put("ReadReplicaSourceDBInstanceIdentifier", json!(src));
+    }
+    put("ReadReplicaDBInstanceIdentifiers", json!(r.replicas));
     put("LicenseModel", json!("postgresql-license"));
     put("PubliclyAccessible", json!(false));
     put("StorageType", json!(r.storage_type));
@@ -406,6 +453,9 @@ pub struct CreateDbInstanceRequest {
     pub deletion_protection: Option<bool>,
     #[serde(rename = "CopyTagsToSnapshot", deserialize_with = "bool_from_any")]
     pub copy_tags_to_snapshot: Option<bool>,
+    /// ebsim's: the source of a read replica being made (never from the wire).
+    #[serde(skip)]
+    pub replica_of: Option<String>,
 }
 
 impl std::fmt::Debug for CreateDbInstanceRequest {

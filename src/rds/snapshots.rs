@@ -458,6 +458,7 @@ impl Rds {
                     tags: req.tags.clone(),
                     deletion_protection: req.deletion_protection,
                     copy_tags_to_snapshot: None,
+                    replica_of: None,
                 };
                 let action = "rds:RestoreDBInstanceFromDBSnapshot";
                 self.create_op(caller, action, &create, &snap.engine_version, &arn, |p| {

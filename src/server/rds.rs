@@ -117,6 +117,24 @@ const RESTORE_FROM_SNAPSHOT: Shape = Shape::Structure(&[
     m("BackupRetentionPeriod", &INTEGER),
 ]);
 
+const CREATE_READ_REPLICA: Shape = Shape::Structure(&[
+    req("DBInstanceIdentifier", &STRING),
+    req("SourceDBInstanceIdentifier", &STRING),
+    m("DBInstanceClass", &STRING),
+    m("Port", &INTEGER),
+    m("AvailabilityZone", &STRING),
+    m("KmsKeyId", &STRING),
+    m("Tags", &TAGS),
+    m("DeletionProtection", &BOOLEAN),
+    m("PreSignedUrl", &STRING),
+    m("SourceRegion", &STRING),
+    m("DestinationRegion", &STRING),
+]);
+const PROMOTE_READ_REPLICA: Shape = Shape::Structure(&[
+    req("DBInstanceIdentifier", &STRING),
+    m("BackupRetentionPeriod", &INTEGER),
+]);
+
 // ---- responses --------------------------------------------------------------
 
 const ENDPOINT: Shape = Shape::Structure(&[
@@ -249,6 +267,8 @@ fn schema(action: &str) -> Option<(&'static Shape, &'static Shape)> {
         "DeleteDBSnapshot" => (&DELETE_DB_SNAPSHOT, &SNAPSHOT_RESULT),
         "CopyDBSnapshot" => (&COPY_DB_SNAPSHOT, &SNAPSHOT_RESULT),
         "RestoreDBInstanceFromDBSnapshot" => (&RESTORE_FROM_SNAPSHOT, &INSTANCE_RESULT),
+        "CreateDBInstanceReadReplica" => (&CREATE_READ_REPLICA, &INSTANCE_RESULT),
+        "PromoteReadReplica" => (&PROMOTE_READ_REPLICA, &INSTANCE_RESULT),
         _ => return None,
     })
 }

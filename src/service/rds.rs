@@ -61,6 +61,8 @@ pub enum RdsRequest {
     DeleteDbSnapshot(DeleteDbSnapshotRequest),
     CopyDbSnapshot(CopyDbSnapshotRequest),
     RestoreDbInstanceFromDbSnapshot(RestoreDbInstanceFromDbSnapshotRequest),
+    CreateDbInstanceReadReplica(CreateReadReplicaRequest),
+    PromoteReadReplica(PromoteReadReplicaRequest),
 }
 
 /// The operations of the table, by their AWS names.
@@ -77,6 +79,8 @@ pub const OPERATIONS: &[&str] = &[
     "DeleteDBSnapshot",
     "CopyDBSnapshot",
     "RestoreDBInstanceFromDBSnapshot",
+    "CreateDBInstanceReadReplica",
+    "PromoteReadReplica",
 ];
 
 impl RdsRequest {
@@ -95,6 +99,8 @@ impl RdsRequest {
             RdsRequest::DeleteDbSnapshot(_) => "DeleteDBSnapshot",
             RdsRequest::CopyDbSnapshot(_) => "CopyDBSnapshot",
             RdsRequest::RestoreDbInstanceFromDbSnapshot(_) => "RestoreDBInstanceFromDBSnapshot",
+            RdsRequest::CreateDbInstanceReadReplica(_) => "CreateDBInstanceReadReplica",
+            RdsRequest::PromoteReadReplica(_) => "PromoteReadReplica",
         }
     }
 
@@ -123,6 +129,10 @@ impl RdsRequest {
             "RestoreDBInstanceFromDBSnapshot" => {
                 RdsRequest::RestoreDbInstanceFromDbSnapshot(read(name, v)?)
             }
+            "CreateDBInstanceReadReplica" => {
+                RdsRequest::CreateDbInstanceReadReplica(read(name, v)?)
+            }
+            "PromoteReadReplica" => RdsRequest::PromoteReadReplica(read(name, v)?),
             other => {
                 return Err(Error::new(
                     ErrorKind::InvalidAction,
@@ -169,9 +179,70 @@ impl RdsRequest {
                     bring_up(services, ctx, r, Setup::Existing)
                 })
                 .map(wrap),
-            RdsRequest::DeleteDbInstance(req) => rds
-                .delete_db_instance(caller, &req, |r| delete_on_host(services, ctx, r))
-                .map(wrap),
+            RdsRequest::DeleteDbInstance(req) => {
+                // A source's read replicas become standalone instances first.
+                if let Ok(r) = rds.instance(&req.db_instance_identifier)
+                    && !r.replicas.is_empty()
+                    && !r.deletion_protection
+                    && req.skip_final_snapshot == Some(true)
+                {
+                    for replica in r.replicas.clone() {
+                        promote_elsewhere(services, ctx, &replica)?;
+                    }
+                }
+                let out = rds
+                    .delete_db_instance(caller, &req, |r| delete_on_host(services, ctx, r))
+                    .map(wrap)?;
+                if let Some(source) =
+                    out["DBInstance"]["ReadReplicaSourceDBInstanceIdentifier"].as_str()
+                {
+                    let name = out["DBInstance"]["DBInstanceIdentifier"]
+                        .as_str()
+                        .unwrap_or_default();
+                    forget_replica(services, ctx, source, name);
+                }
+                Ok(out)
+            }
+            RdsRequest::CreateDbInstanceReadReplica(req) => {
+                sweep_orphan_storage(services, ctx, &rds)?;
+                let (mut source_region, source_id) = crate::rds::replicas::parse_source(
+                    &req.source_db_instance_identifier,
+                    &ctx.region,
+                )?;
+                if !req.source_db_instance_identifier.starts_with("arn:")
+                    && let Some(r) = &req.source_region
+                {
+                    crate::home::validate_region(r)?;
+                    source_region = r.clone();
+                }
+                let source_rds = services.rds_engine(&source_region)?;
+                let source = source_rds.instance(&source_id)?;
+                let out = rds
+                    .create_db_instance_read_replica(caller, &req, &source_region, &source, |p| {
+                        replica_on_host(services, ctx, p, &source_region, &source)
+                    })
+                    .map(wrap)?;
+                let name = out["DBInstance"]["DBInstanceIdentifier"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let listed = if source_region == ctx.region {
+                    name
+                } else {
+                    crate::rds::model::instance_arn(&ctx.region, rds.account_id(), &name)
+                };
+                source_rds.note_replica(&source.identifier, &listed, true)?;
+                Ok(out)
+            }
+            RdsRequest::PromoteReadReplica(req) => {
+                let (out, source) = rds.promote_read_replica(caller, &req, |r| {
+                    let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
+                    place.postgres(r.port)?.promote()
+                })?;
+                let name = out["DBInstanceIdentifier"].as_str().unwrap_or_default();
+                forget_replica(services, ctx, &source, name);
+                Ok(wrap(out))
+            }
             RdsRequest::ModifyDbInstance(req) => rds.modify_db_instance(caller, &req).map(wrap),
             RdsRequest::CreateDbSnapshot(req) => rds
                 .create_db_snapshot(caller, &req, |r| {
@@ -343,9 +414,106 @@ fn create_on_host(
     bring_up(services, ctx, &r, Setup::New(password)).map_err(undo_volume)
 }
 
+/// Promotes read replica `replica` (an identifier of this region, or an ARN
+/// of another's), as PromoteReadReplica does (its own call, by the caller).
+fn promote_elsewhere(services: &Services, ctx: &RequestContext, replica: &str) -> Result<()> {
+    let (region, id) = crate::rds::replicas::parse_source(replica, &ctx.region)?;
+    let mut there = ctx.clone();
+    there.region = region;
+    let req = RdsRequest::PromoteReadReplica(PromoteReadReplicaRequest {
+        db_instance_identifier: id,
+        backup_retention_period: None,
+    });
+    match services.rds(&there, req) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::DbInstanceNotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes replica `name` (of this region) off the list of its source `source`
+/// (an identifier of this region, or another region's ARN). Best effort: the
+/// replica is what it is whatever the source's list says.
+fn forget_replica(services: &Services, ctx: &RequestContext, source: &str, name: &str) {
+    let Ok((region, id)) = crate::rds::replicas::parse_source(source, &ctx.region) else {
+        return;
+    };
+    let listed = if region == ctx.region {
+        name.to_string()
+    } else {
+        match services.rds_engine(&ctx.region) {
+            Ok(r) => crate::rds::model::instance_arn(&ctx.region, r.account_id(), name),
+            Err(_) => return,
+        }
+    };
+    if let Ok(engine) = services.rds_engine(&region)
+        && let Err(e) = engine.note_replica(&id, &listed, false)
+    {
+        tracing::warn!(
+            "{id}: cannot take {listed} off its read replicas: {}",
+            e.message()
+        );
+    }
+}
+
+/// CreateDBInstanceReadReplica's host work: an empty storage volume under the
+/// replica's key (recorded at once), a new ext4, then a base backup of the
+/// running source (streaming, `-R`) and the standby started. A failure undoes
+/// it as a create's does.
+fn replica_on_host(
+    services: &Services,
+    ctx: &RequestContext,
+    p: &crate::rds::Provision<'_>,
+    source_region: &str,
+    source: &DbInstanceRecord,
+) -> Result<()> {
+    let r = p.record;
+    let storage = services.rds_storage(&ctx.region)?;
+    let volume = storage.create_volume(
+        &ctx.caller,
+        CreateVolumeRequest {
+            availability_zone: Some(r.availability_zone.clone()),
+            size: Some(u64::from(r.allocated_storage)),
+            encrypted: Some(r.storage_encrypted),
+            kms_key_id: r.kms_key_id.clone(),
+            volume_type: Some(r.storage_type.clone()),
+            ..Default::default()
+        },
+    )?;
+    let undo_volume = |e: Error| -> Error {
+        if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
+            p.keep_record();
+            return Error::new(
+                e.kind(),
+                format!(
+                    "{}; what the replica's create made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
+                    e.message(),
+                    e2.message()
+                ),
+            );
+        }
+        e
+    };
+    p.record_volume(&volume.volume_id).map_err(undo_volume)?;
+    let mut r = r.clone();
+    r.volume_id = Some(volume.volume_id.clone());
+    let source_place = DatabaseHost::new(services.root(), source_region, &source.identifier)?;
+    let source_pg = source_place.postgres(source.port)?;
+    bring_up(
+        services,
+        ctx,
+        &r,
+        Setup::Replica(&source_pg, &source.master_username),
+    )
+    .map_err(undo_volume)
+}
+
 /// What [`bring_up`] finds on the storage.
 #[derive(Clone, Copy)]
 enum Setup<'a> {
+    /// Nothing yet: a new ext4, and a base backup of this running source
+    /// (its server, its master user) to stream from.
+    Replica(&'a crate::host::postgres::Postgres, &'a str),
     /// Nothing yet: a new ext4 and a new cluster whose master password this is.
     New(&'a str),
     /// The instance's own cluster.
@@ -378,6 +546,7 @@ fn bring_up(
         Setup::New(password) => Some(password),
         _ => None,
     };
+    let new_fs = matches!(setup, Setup::New(_) | Setup::Replica(..));
     let volume_id = storage_volume(r)?;
     let storage = services.rds_storage(&ctx.region)?;
     let host = services.rds_host(&ctx.region)?;
@@ -394,7 +563,7 @@ fn bring_up(
         let _ = linux::loop_detach(&loop_dev);
         undo_attach(e)
     };
-    if init.is_some() {
+    if new_fs {
         linux::mkfs_ext4(&loop_dev).map_err(undo_loop)?;
     }
     let mnt = place.mount_point();
@@ -422,6 +591,12 @@ fn bring_up(
     }
     if let Setup::Restored = setup {
         pg.reconfigure().map_err(undo_mount)?;
+    }
+    if let Setup::Replica(source, master) = setup {
+        source
+            .allow_local_replication(master)
+            .and_then(|()| pg.base_backup_from(source, master))
+            .map_err(undo_mount)?;
     }
     pg.start().map_err(|e| {
         // pg_ctl may give up while the server is still coming up.
