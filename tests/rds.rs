@@ -1316,3 +1316,183 @@ fn read_replicas_stream_new_rows_follow_the_key_rules_and_promote() {
         o.stderr
     );
 }
+
+#[test]
+fn automated_backups_follow_the_retention_period_on_ebsim_s_clock() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let port = free_port();
+    t.create(
+        "daily",
+        port,
+        &["--storage-encrypted", "--backup-retention-period", "2"],
+    );
+    psql(
+        port,
+        PASSWORD,
+        "create table t(x text); insert into t values ('kept by a backup')",
+    )
+    .unwrap();
+    let automated = |t: &Rds| -> Vec<String> {
+        let v = t.json(&[
+            "rds",
+            "describe-db-snapshots",
+            "--db-instance-identifier",
+            "daily",
+            "--snapshot-type",
+            "automated",
+        ]);
+        v["DBSnapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["DBSnapshotIdentifier"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The first one right after creation (at the next call).
+    let first = automated(&t);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("rds:daily-"), "{first:?}");
+    // One a day, each kept for the retention period (2 days): after four days,
+    // the last two days' (the one of two days ago is older than two days by
+    // the seconds the calls took).
+    for _ in 0..4 {
+        t.s.ok(&["clock", "advance", "--days", "1"]);
+        t.s.ok(&["rds", "describe-db-instances"]);
+    }
+    let later = automated(&t);
+    assert_eq!(later.len(), 2, "{later:?}");
+    assert!(!later.contains(&first[0]), "{later:?}");
+    // An automated snapshot is RDS's to delete, and restores like any other.
+    let e = t.fails(&[
+        "rds",
+        "delete-db-snapshot",
+        "--db-snapshot-identifier",
+        &later[0],
+    ]);
+    assert!(
+        e.contains("(InvalidDBSnapshotState)") && e.contains("automated"),
+        "{e}"
+    );
+    let d = t.json(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        &later[0],
+    ]);
+    assert_eq!(d["DBSnapshots"][0]["SnapshotType"], "automated");
+    assert_eq!(d["DBSnapshots"][0]["Encrypted"], true);
+    let p2 = free_port();
+    let p2s = p2.to_string();
+    t.s.ok(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "from-backup",
+        "--db-snapshot-identifier",
+        &later[1],
+        "--port",
+        &p2s,
+        "--backup-retention-period",
+        "0",
+    ]);
+    assert_eq!(
+        psql(p2, PASSWORD, "select x from t").unwrap(),
+        "kept by a backup"
+    );
+    // A retention period of 0 ends them.
+    t.s.ok(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "daily",
+        "--backup-retention-period",
+        "0",
+    ]);
+    assert!(automated(&t).is_empty());
+}
+
+#[test]
+fn a_stop_and_a_delete_can_leave_a_snapshot_that_restores_every_row() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let port = free_port();
+    t.create(
+        "leaving",
+        port,
+        &["--storage-encrypted", "--backup-retention-period", "0"],
+    );
+    psql(
+        port,
+        PASSWORD,
+        "create table t(x text); insert into t values ('before the stop')",
+    )
+    .unwrap();
+    t.s.ok(&[
+        "rds",
+        "stop-db-instance",
+        "--db-instance-identifier",
+        "leaving",
+        "--db-snapshot-identifier",
+        "at-stop",
+    ]);
+    let s = t.json(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "at-stop",
+    ]);
+    assert_eq!(s["DBSnapshots"][0]["Status"], "available");
+    t.s.ok(&[
+        "rds",
+        "start-db-instance",
+        "--db-instance-identifier",
+        "leaving",
+    ]);
+    psql(port, PASSWORD, "insert into t values ('before the delete')").unwrap();
+    // A final snapshot whose name is taken: nothing is deleted.
+    let e = t.fails(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "leaving",
+        "--final-db-snapshot-identifier",
+        "at-stop",
+    ]);
+    assert!(e.contains("(DBSnapshotAlreadyExists)"), "{e}");
+    assert_eq!(t.status("leaving"), "available");
+    let del = t.json(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "leaving",
+        "--final-db-snapshot-identifier",
+        "final",
+    ]);
+    assert_eq!(del["DBInstance"]["DBInstanceStatus"], "deleting");
+    let f = t.json(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "final",
+    ]);
+    assert_eq!(f["DBSnapshots"][0]["Encrypted"], true);
+    assert_eq!(f["DBSnapshots"][0]["DBInstanceIdentifier"], "leaving");
+    let p2 = free_port();
+    let p2s = p2.to_string();
+    t.s.ok(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "back",
+        "--db-snapshot-identifier",
+        "final",
+        "--port",
+        &p2s,
+    ]);
+    assert_eq!(psql(p2, PASSWORD, "select count(*) from t").unwrap(), "2");
+}

@@ -843,18 +843,24 @@ impl Rds {
         )
     }
 
-    /// StopDBInstance: `available` → `stopping` → `stopped`.
+    /// StopDBInstance: `available` → `stopping` → `stopped`; with
+    /// `DBSnapshotIdentifier`, `work` takes that snapshot first.
     pub fn stop_db_instance(
         &self,
         caller: &Caller,
         req: &DbInstanceRequest,
         work: impl FnOnce(&DbInstanceRecord) -> Result<()>,
     ) -> Result<Value> {
-        if req.db_snapshot_identifier.is_some() {
-            return Err(err(
-                ErrorKind::UnsupportedOperation,
-                "ebsim does not take DB snapshots yet: StopDBInstance without DBSnapshotIdentifier",
-            ));
+        if let Some(id) = &req.db_snapshot_identifier {
+            let id = snapshots::check_snapshot_identifier(id)?;
+            if self.store().snapshot(&id)?.is_some() {
+                return Err(err(
+                    ErrorKind::DbSnapshotAlreadyExists,
+                    format!(
+                        "Cannot create the snapshot because a snapshot with the identifier {id} already exists."
+                    ),
+                ));
+            }
         }
         if let Ok(r) = self.instance(&req.db_instance_identifier) {
             if r.read_replica_source.is_some() {
@@ -971,14 +977,16 @@ impl Rds {
         )
     }
 
-    /// DeleteDBInstance: `SkipFinalSnapshot` (final snapshots need DB
-    /// snapshots, which ebsim does not take yet), deletion protection off;
-    /// the instance `deleting` while `work` takes down its server and storage,
-    /// then its record is gone. The response is the instance `deleting`.
+    /// DeleteDBInstance: `SkipFinalSnapshot`, or `FinalDBSnapshotIdentifier`
+    /// (a DB snapshot `final_snapshot` takes first; if it fails nothing is
+    /// deleted), deletion protection off; the instance `deleting` while `work`
+    /// takes down its server and storage, then its record is gone. The
+    /// response is the instance `deleting`.
     pub fn delete_db_instance(
         &self,
         caller: &Caller,
         req: &DeleteDbInstanceRequest,
+        final_snapshot: impl FnOnce(&DbInstanceRecord) -> Result<String>,
         work: impl FnOnce(&DbInstanceRecord) -> Result<()>,
     ) -> Result<Value> {
         let id = req.db_instance_identifier.as_str();
@@ -1011,11 +1019,14 @@ impl Rds {
                             "Cannot specify both FinalDBSnapshotIdentifier and SkipFinalSnapshot.",
                         ));
                     }
-                    (Some(_), false) => {
-                        return Err(err(
-                            ErrorKind::UnsupportedOperation,
-                            "ebsim does not take DB snapshots yet: delete with --skip-final-snapshot",
-                        ));
+                    (Some(id), false) => {
+                        let id = snapshots::check_snapshot_identifier(id)?;
+                        if self.store().snapshot(&id)?.is_some() {
+                            return Err(err(
+                                ErrorKind::DbSnapshotAlreadyExists,
+                                format!("Cannot create the snapshot because a snapshot with the identifier {id} already exists."),
+                            ));
+                        }
                     }
                     (None, true) => {}
                 }
@@ -1035,6 +1046,23 @@ impl Rds {
                 }
                 let before = self.update(&key, |r| r.status = status::DELETING.into())?;
                 let answer = db_instance(&before, self.region(), self.account_id());
+                if let Some(id) = &req.final_db_snapshot_identifier
+                    && let Err(e) = self.record_snapshot_of(&before, id, "manual", || {
+                        final_snapshot(&before)
+                    })
+                {
+                    // Nothing deleted; its server was taken down for the
+                    // snapshot: reboot (or delete) goes on from failed.
+                    let message = format!(
+                        "its final snapshot failed, nothing was deleted: {}",
+                        e.message()
+                    );
+                    self.update(&key, |x| {
+                        x.status = status::FAILED.into();
+                        x.status_message = Some(message);
+                    })?;
+                    return Err(e);
+                }
                 if let Err(e) = work(&before) {
                     let message = e.message().to_string();
                     self.update(&key, |r| {

@@ -27,8 +27,14 @@ fn snapshot_exists(id: &str) -> Error {
     )
 }
 
-/// DB snapshot identifiers follow the DB instance identifiers' rules.
+/// DB snapshot identifiers follow the DB instance identifiers' rules;
+/// automated snapshots' are RDS's own, `rds:<instance>-YYYY-MM-DD-HH-MM`.
 pub fn check_snapshot_identifier(id: &str) -> Result<String> {
+    if let Some(rest) = id.strip_prefix("rds:")
+        && check_identifier(rest).is_ok()
+    {
+        return Ok(id.to_ascii_lowercase());
+    }
     check_identifier(id).map_err(|_| {
         invalid(format!(
             "The parameter DBSnapshotIdentifier is not a valid identifier. Identifiers must begin with a letter; must contain only ASCII letters, digits, and hyphens; and must not end with a hyphen or contain two consecutive hyphens. ({id:?})"
@@ -52,7 +58,132 @@ pub fn parse_source(source: &str, here: &str) -> Result<(String, String)> {
     Ok((here.to_string(), check_snapshot_identifier(source)?))
 }
 
+/// A new DB snapshot record (`creating`) of instance `r`.
+pub(super) fn snapshot_of(
+    r: &DbInstanceRecord,
+    id: String,
+    snapshot_type: &str,
+    tags: Vec<crate::ec2::model::Tag>,
+    now: crate::clock::Timestamp,
+) -> DbSnapshotRecord {
+    DbSnapshotRecord {
+        identifier: id,
+        instance_identifier: r.identifier.clone(),
+        resource_id: r.resource_id.clone(),
+        snapshot_type: snapshot_type.into(),
+        status: "creating".into(),
+        create_time: now,
+        instance_create_time: r.create_time,
+        engine_version: r.engine_version.clone(),
+        master_username: r.master_username.clone(),
+        db_name: r.db_name.clone(),
+        allocated_storage: r.allocated_storage,
+        storage_type: r.storage_type.clone(),
+        port: r.port,
+        availability_zone: r.availability_zone.clone(),
+        encrypted: r.storage_encrypted,
+        kms_key_id: r.kms_key_id.clone(),
+        storage_snapshot_id: None,
+        source_region: None,
+        source_snapshot_arn: None,
+        tags,
+        class: r.class.clone(),
+    }
+}
+
 impl Rds {
+    /// Records a DB snapshot of `r` named `id` (of `snapshot_type`) whose
+    /// storage snapshot `take` makes; DBSnapshotAlreadyExists if the name is
+    /// taken. For the snapshots other operations take (a final one at delete,
+    /// one before a stop, automated backups), under the instance's lock (its
+    /// caller's).
+    pub fn record_snapshot_of(
+        &self,
+        r: &DbInstanceRecord,
+        id: &str,
+        snapshot_type: &str,
+        take: impl FnOnce() -> Result<String>,
+    ) -> Result<Value> {
+        let id = check_snapshot_identifier(id)?;
+        let tags = if r.copy_tags_to_snapshot {
+            r.tags.clone()
+        } else {
+            vec![]
+        };
+        self.make_snapshot(snapshot_of(r, id, snapshot_type, tags, self.now()), |_| {
+            take()
+        })
+    }
+
+    /// Automated backups, as RDS keeps them for an instance with a backup
+    /// retention period: one a day on ebsim's clock (the first right after
+    /// creation), each kept for the period. `take` makes a snapshot's storage,
+    /// `drop` deletes one. Under the instance's lock; skipped while an
+    /// operation holds it, for replicas, and while no backup is due.
+    pub fn automated_backups(
+        &self,
+        r: &DbInstanceRecord,
+        take: impl FnOnce(&DbInstanceRecord) -> Result<String>,
+        drop: impl Fn(&DbSnapshotRecord) -> Result<()>,
+    ) -> Result<()> {
+        if r.read_replica_source.is_some()
+            || ![status::AVAILABLE, status::STOPPED].contains(&r.status.as_str())
+        {
+            return Ok(());
+        }
+        let now = self.now();
+        let mine: Vec<DbSnapshotRecord> = self
+            .store()
+            .snapshots()?
+            .into_iter()
+            .filter(|s| s.snapshot_type == "automated" && s.instance_identifier == r.identifier)
+            .collect();
+        let keep = chrono::TimeDelta::days(i64::from(r.backup_retention_period));
+        let expired: Vec<&DbSnapshotRecord> =
+            mine.iter().filter(|s| now - s.create_time > keep).collect();
+        let due = r.backup_retention_period > 0
+            && mine
+                .iter()
+                .map(|s| s.create_time)
+                .max()
+                .is_none_or(|last| now - last >= chrono::TimeDelta::days(1));
+        if expired.is_empty() && !due {
+            return Ok(());
+        }
+        let Some(_lock) = self.try_lock(&r.identifier)? else {
+            return Ok(());
+        };
+        for s in expired {
+            drop(s)?;
+            self.store().write(|tx| tx.delete_snapshot(&s.identifier))?;
+        }
+        if due {
+            let r = self.instance(&r.identifier)?;
+            let id = format!("rds:{}-{}", r.identifier, now.format("%Y-%m-%d-%H-%M"));
+            if self.store().snapshot(&id)?.is_none() {
+                self.record_snapshot_of(&r, &id, "automated", || take(&r))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The automated snapshots of instance `identifier` (what DeleteDBInstance
+    /// removes unless DeleteAutomatedBackups is false, and a retention period
+    /// of 0 removes).
+    pub fn automated_snapshots_of(&self, identifier: &str) -> Result<Vec<DbSnapshotRecord>> {
+        Ok(self
+            .store()
+            .snapshots()?
+            .into_iter()
+            .filter(|s| s.snapshot_type == "automated" && s.instance_identifier == identifier)
+            .collect())
+    }
+
+    /// Forgets a DB snapshot whose storage snapshot the caller deleted.
+    pub fn forget_snapshot(&self, id: &str) -> Result<()> {
+        self.store().write(|tx| tx.delete_snapshot(id))
+    }
+
     fn snapshot_arn(&self, id: &str) -> String {
         snapshot_arn(self.region(), self.account_id(), id)
     }
@@ -154,29 +285,7 @@ impl Rds {
                         }
                     }
                 }
-                let s = DbSnapshotRecord {
-                    identifier: id,
-                    instance_identifier: r.identifier.clone(),
-                    resource_id: r.resource_id.clone(),
-                    snapshot_type: "manual".into(),
-                    status: "creating".into(),
-                    create_time: self.now(),
-                    instance_create_time: r.create_time,
-                    engine_version: r.engine_version.clone(),
-                    master_username: r.master_username.clone(),
-                    db_name: r.db_name.clone(),
-                    allocated_storage: r.allocated_storage,
-                    storage_type: r.storage_type.clone(),
-                    port: r.port,
-                    availability_zone: r.availability_zone.clone(),
-                    encrypted: r.storage_encrypted,
-                    kms_key_id: r.kms_key_id.clone(),
-                    storage_snapshot_id: None,
-                    source_region: None,
-                    source_snapshot_arn: None,
-                    tags,
-                    class: r.class.clone(),
-                };
+                let s = snapshot_of(&r, id, "manual", tags, self.now());
                 let was = r.status.clone();
                 self.update(&r.identifier, |r| r.status = "backing-up".into())?;
                 let made = self.make_snapshot(s, |_| take(&r));
@@ -277,6 +386,14 @@ impl Rds {
                 let id = check_snapshot_identifier(&req.db_snapshot_identifier)?;
                 self.authorize(caller, "rds:DeleteDBSnapshot", &arn)?;
                 let s = self.snapshot(&id)?;
+                if s.snapshot_type == "automated" {
+                    return Err(err(
+                        ErrorKind::InvalidDbSnapshotState,
+                        format!(
+                            "{id} is an automated snapshot: RDS deletes it when it falls out of the backup retention period (copy it to keep it)"
+                        ),
+                    ));
+                }
                 if !["available", "failed"].contains(&s.status.as_str()) {
                     return Err(err(
                         ErrorKind::InvalidDbSnapshotState,

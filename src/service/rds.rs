@@ -165,6 +165,11 @@ impl RdsRequest {
             }
             RdsRequest::StopDbInstance(req) => rds
                 .stop_db_instance(caller, &req, |r| {
+                    if let Some(id) = &req.db_snapshot_identifier {
+                        rds.record_snapshot_of(r, id, "manual", || {
+                            snapshot_storage(services, ctx, r, id)
+                        })?;
+                    }
                     take_down(services, ctx, r, StopMode::Fast)
                 })
                 .map(wrap),
@@ -184,15 +189,33 @@ impl RdsRequest {
                 if let Ok(r) = rds.instance(&req.db_instance_identifier)
                     && !r.replicas.is_empty()
                     && !r.deletion_protection
-                    && req.skip_final_snapshot == Some(true)
+                    && (req.skip_final_snapshot == Some(true)
+                        || req.final_db_snapshot_identifier.is_some())
                 {
                     for replica in r.replicas.clone() {
                         promote_elsewhere(services, ctx, &replica)?;
                     }
                 }
                 let out = rds
-                    .delete_db_instance(caller, &req, |r| delete_on_host(services, ctx, r))
+                    .delete_db_instance(
+                        caller,
+                        &req,
+                        |r| {
+                            // A clean stop first: the final snapshot is of a
+                            // checkpointed, detached volume.
+                            take_down(services, ctx, r, StopMode::Fast)?;
+                            let id = req.final_db_snapshot_identifier.as_deref().unwrap_or("");
+                            snapshot_storage(services, ctx, r, id)
+                        },
+                        |r| delete_on_host(services, ctx, r),
+                    )
                     .map(wrap)?;
+                if req.delete_automated_backups != Some(false) {
+                    let name = out["DBInstance"]["DBInstanceIdentifier"]
+                        .as_str()
+                        .unwrap_or_default();
+                    drop_automated(services, ctx, &rds, name)?;
+                }
                 if let Some(source) =
                     out["DBInstance"]["ReadReplicaSourceDBInstanceIdentifier"].as_str()
                 {
@@ -243,7 +266,16 @@ impl RdsRequest {
                 forget_replica(services, ctx, &source, name);
                 Ok(wrap(out))
             }
-            RdsRequest::ModifyDbInstance(req) => rds.modify_db_instance(caller, &req).map(wrap),
+            RdsRequest::ModifyDbInstance(req) => {
+                let out = rds.modify_db_instance(caller, &req).map(wrap)?;
+                if req.backup_retention_period == Some(0) {
+                    let name = out["DBInstance"]["DBInstanceIdentifier"]
+                        .as_str()
+                        .unwrap_or_default();
+                    drop_automated(services, ctx, &rds, name)?;
+                }
+                Ok(out)
+            }
             RdsRequest::CreateDbSnapshot(req) => rds
                 .create_db_snapshot(caller, &req, |r| {
                     snapshot_storage(services, ctx, r, &req.db_snapshot_identifier)
@@ -251,16 +283,7 @@ impl RdsRequest {
                 .map(|v| serde_json::json!({ "DBSnapshot": v })),
             RdsRequest::DescribeDbSnapshots(req) => rds.describe_db_snapshots(caller, &req),
             RdsRequest::DeleteDbSnapshot(req) => rds
-                .delete_db_snapshot(caller, &req, |s| {
-                    let Some(snap) = &s.storage_snapshot_id else {
-                        return Ok(());
-                    };
-                    let storage = services.rds_storage(&ctx.region)?;
-                    match storage.delete_snapshot(caller, snap) {
-                        Err(e) if e.kind() != ErrorKind::InvalidSnapshotNotFound => Err(e),
-                        _ => Ok(()),
-                    }
-                })
+                .delete_db_snapshot(caller, &req, |s| drop_storage_snapshot(services, ctx, s))
                 .map(|v| serde_json::json!({ "DBSnapshot": v })),
             RdsRequest::CopyDbSnapshot(req) => copy_db_snapshot(services, ctx, &rds, &req)
                 .map(|v| serde_json::json!({ "DBSnapshot": v })),
@@ -917,6 +940,52 @@ fn watch_keys(services: &Services, ctx: &RequestContext, rds: &Rds) -> Result<()
         if let Err(e) = rds.watch_key(&r, |r| take_down(services, ctx, r, StopMode::Fast)) {
             tracing::warn!("{id}: cannot apply its key's state: {}", e.message());
         }
+    }
+    // Automated backups due (and expired ones) on ebsim's clock.
+    for r in rds.instances()? {
+        let id = r.identifier.clone();
+        let taken = rds.automated_backups(
+            &r,
+            |r| {
+                let name = format!("rds:{}", r.identifier);
+                snapshot_storage(services, ctx, r, &name)
+            },
+            |s| drop_storage_snapshot(services, ctx, s),
+        );
+        if let Err(e) = taken {
+            tracing::warn!("{id}: automated backup: {}", e.message());
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a DB snapshot's storage snapshot (gone already is fine).
+fn drop_storage_snapshot(
+    services: &Services,
+    ctx: &RequestContext,
+    s: &DbSnapshotRecord,
+) -> Result<()> {
+    let Some(snap) = &s.storage_snapshot_id else {
+        return Ok(());
+    };
+    let storage = services.rds_storage(&ctx.region)?;
+    match storage.delete_snapshot(&ctx.caller, snap) {
+        Err(e) if e.kind() != ErrorKind::InvalidSnapshotNotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes instance `identifier`'s automated snapshots (at delete, unless
+/// DeleteAutomatedBackups is false; when its retention period becomes 0).
+fn drop_automated(
+    services: &Services,
+    ctx: &RequestContext,
+    rds: &Rds,
+    identifier: &str,
+) -> Result<()> {
+    for s in rds.automated_snapshots_of(identifier)? {
+        drop_storage_snapshot(services, ctx, &s)?;
+        rds.forget_snapshot(&s.identifier)?;
     }
     Ok(())
 }
