@@ -1228,6 +1228,33 @@ fn read_replicas_stream_new_rows_follow_the_key_rules_and_promote() {
     ]);
     assert!(e.contains("(InvalidParameterCombination)"), "{e}");
 
+    // A snapshot of the replica restores as a primary of its own.
+    t.s.ok(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "of-rep",
+        "--db-instance-identifier",
+        "rep",
+    ]);
+    let fport = free_port();
+    let fp = fport.to_string();
+    t.s.ok(&[
+        "rds",
+        "restore-db-instance-from-db-snapshot",
+        "--db-instance-identifier",
+        "from-rep",
+        "--db-snapshot-identifier",
+        "of-rep",
+        "--port",
+        &fp,
+    ]);
+    psql(fport, PASSWORD, "insert into feed values (10, 'writable')").unwrap();
+    assert_eq!(
+        psql(fport, PASSWORD, "select pg_is_in_recovery()").unwrap(),
+        "f"
+    );
+
     // Promotion: the replica takes writes and keeps every row; the source
     // lists it no more.
     let p = t.json(&[
@@ -1265,6 +1292,52 @@ fn read_replicas_stream_new_rows_follow_the_key_rules_and_promote() {
         "rep",
     ]);
     assert!(e.contains("is not a read replica"), "{e}");
+
+    // Deleting a source makes its replicas standalone first.
+    let r2port = free_port();
+    let r2p = r2port.to_string();
+    t.s.ok(&[
+        "rds",
+        "create-db-instance-read-replica",
+        "--db-instance-identifier",
+        "rep2",
+        "--source-db-instance-identifier",
+        "primary",
+        "--port",
+        &r2p,
+    ]);
+    // A delete that is refused (the final snapshot's name is taken) promotes nothing.
+    let e = t.fails(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "primary",
+        "--final-db-snapshot-identifier",
+        "of-rep",
+    ]);
+    assert!(e.contains("(DBSnapshotAlreadyExists)"), "{e}");
+    assert_eq!(
+        t.describe("rep2")["ReadReplicaSourceDBInstanceIdentifier"],
+        "primary"
+    );
+    t.s.ok(&[
+        "rds",
+        "delete-db-instance",
+        "--db-instance-identifier",
+        "primary",
+        "--skip-final-snapshot",
+    ]);
+    let d = t.describe("rep2");
+    assert!(
+        d.get("ReadReplicaSourceDBInstanceIdentifier").is_none(),
+        "{d}"
+    );
+    psql(
+        r2port,
+        PASSWORD,
+        "insert into feed values (20, 'rep2 on its own')",
+    )
+    .unwrap();
 
     // An unencrypted source cannot have an encrypted replica, and needs backups.
     let plain_port = free_port();
@@ -1402,6 +1475,16 @@ fn automated_backups_follow_the_retention_period_on_ebsim_s_clock() {
         psql(p2, PASSWORD, "select x from t").unwrap(),
         "kept by a backup"
     );
+    // `rds:` names are RDS's own.
+    let e = t.fails(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "rds:daily-mine",
+        "--db-instance-identifier",
+        "daily",
+    ]);
+    assert!(e.contains("(InvalidParameterValue)"), "{e}");
     // A retention period of 0 ends them.
     t.s.ok(&[
         "rds",

@@ -489,7 +489,7 @@ impl Postgres {
     pub fn allow_local_replication(&self, master_user: &str) -> Result<()> {
         const MAP: &str = "ebsim_replication";
         let hba_path = self.data.join("pg_hba.conf");
-        let hba = std::fs::read_to_string(&hba_path).map_err(|e| Error::io_file(&hba_path, e))?;
+        let hba = self.read_config(&hba_path)?;
         let line = format!("local replication {master_user} peer map={MAP}");
         let mut changed = false;
         if !hba.lines().any(|l| l.trim() == line) {
@@ -500,8 +500,7 @@ impl Postgres {
             changed = true;
         }
         let ident_path = self.data.join("pg_ident.conf");
-        let ident =
-            std::fs::read_to_string(&ident_path).map_err(|e| Error::io_file(&ident_path, e))?;
+        let ident = self.read_config(&ident_path)?;
         let entry = format!("{MAP} {SERVER_USER} {master_user}");
         let os_user = if running_as_root() {
             SERVER_USER.to_string()
@@ -526,15 +525,21 @@ impl Postgres {
     }
 
     /// Replaces a configuration file of the cluster atomically, the server's
-    /// user's, mode 0600.
+    /// user's, mode 0600. The data directory is the server's user's (and so,
+    /// through SQL, its superuser's): nothing in it is followed as a link —
+    /// a temporary name already there is removed (a link goes, not its
+    /// target) and the new file made with `O_EXCL | O_NOFOLLOW`.
     fn rewrite(&self, path: &Path, text: &str) -> Result<()> {
         use std::io::Write;
         let tmp = path.with_extension("ebsim-tmp");
+        if std::fs::symlink_metadata(&tmp).is_ok() {
+            std::fs::remove_file(&tmp).map_err(|e| Error::io_file(&tmp, e))?;
+        }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| Error::io_file(&tmp, e))?;
         f.write_all(text.as_bytes())
@@ -545,6 +550,63 @@ impl Postgres {
                 .map_err(|e| Error::io_file(&tmp, e))?;
         }
         std::fs::rename(&tmp, path).map_err(|e| Error::io_file(path, e))
+    }
+
+    /// Opens a configuration file of the cluster (reading, or appending),
+    /// refusing a link or anything but a regular file (see [`Postgres::rewrite`]).
+    fn open_config(&self, path: &Path, append: bool) -> Result<std::fs::File> {
+        let f = std::fs::OpenOptions::new()
+            .read(!append)
+            .append(append)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| Error::io_file(path, e))?;
+        let m = f.metadata().map_err(|e| Error::io_file(path, e))?;
+        if !m.is_file() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "{} is not a regular file; ebsim leaves it alone",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(f)
+    }
+
+    fn read_config(&self, path: &Path) -> Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        self.open_config(path, false)?
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io_file(path, e))?;
+        Ok(text)
+    }
+
+    /// A cluster restored from a snapshot of a read replica is a primary of
+    /// its own: its standby signal and the connection to the old source go.
+    pub fn make_standalone(&self) -> Result<()> {
+        for signal in ["standby.signal", "recovery.signal"] {
+            let p = self.data.join(signal);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                std::fs::remove_file(&p).map_err(|e| Error::io_file(&p, e))?;
+            }
+        }
+        let auto = self.data.join("postgresql.auto.conf");
+        if std::fs::symlink_metadata(&auto).is_ok() {
+            let text = self.read_config(&auto)?;
+            if text
+                .lines()
+                .any(|l| l.trim_start().starts_with("primary_conninfo"))
+            {
+                let kept: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("primary_conninfo"))
+                    .collect();
+                self.rewrite(&auto, &(kept.join("\n") + "\n"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes this cluster a streaming standby of `source` (running on this
@@ -602,10 +664,7 @@ impl Postgres {
         use std::io::Write;
         let socket_conf = conf_string(&self.socket_dir)?;
         let conf_path = self.data.join("postgresql.conf");
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&conf_path)
-            .map_err(|e| Error::io_file(&conf_path, e))?;
+        let mut f = self.open_config(&conf_path, true)?;
         write!(
             f,
             "\n# ebsim: this cluster serves another instance now\nport = {}\nunix_socket_directories = {}\n",

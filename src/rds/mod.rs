@@ -714,6 +714,7 @@ impl Rds {
             status_message: None,
             read_replica_source: req.replica_of.clone(),
             replicas: Vec::new(),
+            key_unusable_since: None,
         })
     }
 
@@ -823,7 +824,12 @@ impl Rds {
                 let answer = db_instance(&before, self.region(), self.account_id());
                 match work(&before) {
                     Ok(next) => {
-                        self.update(&key, |r| r.status = next.into())?;
+                        self.update(&key, |r| {
+                            r.status = next.into();
+                            if next == status::AVAILABLE {
+                                r.key_unusable_since = None;
+                            }
+                        })?;
                         Ok(answer)
                     }
                     Err(e) => {
@@ -979,13 +985,15 @@ impl Rds {
 
     /// DeleteDBInstance: `SkipFinalSnapshot`, or `FinalDBSnapshotIdentifier`
     /// (a DB snapshot `final_snapshot` takes first; if it fails nothing is
-    /// deleted), deletion protection off; the instance `deleting` while `work`
+    /// deleted); once every check has passed, `before` (its read replicas
+    /// promoted); deletion protection off; the instance `deleting` while `work`
     /// takes down its server and storage, then its record is gone. The
     /// response is the instance `deleting`.
     pub fn delete_db_instance(
         &self,
         caller: &Caller,
         req: &DeleteDbInstanceRequest,
+        before: impl FnOnce(&DbInstanceRecord) -> Result<()>,
         final_snapshot: impl FnOnce(&DbInstanceRecord) -> Result<String>,
         work: impl FnOnce(&DbInstanceRecord) -> Result<()>,
     ) -> Result<Value> {
@@ -1044,6 +1052,9 @@ impl Rds {
                         "Cannot delete protected DB Instance, please disable deletion protection and try again.",
                     ));
                 }
+                // Every check passed, the lock is held: what must go first
+                // (its read replicas promoted) goes now.
+                before(&r)?;
                 let before = self.update(&key, |r| r.status = status::DELETING.into())?;
                 let answer = db_instance(&before, self.region(), self.account_id());
                 if let Some(id) = &req.final_db_snapshot_identifier
@@ -1118,7 +1129,9 @@ impl Rds {
                     take_down(&r)?;
                 }
                 let key = r.kms_key_id.clone().unwrap_or_default();
+                let now = self.now();
                 self.update(&r.identifier, |r| {
+                    r.key_unusable_since = Some(now);
                     r.status = if deleted {
                         status::KEY_LOST.into()
                     } else {
@@ -1128,8 +1141,8 @@ impl Rds {
                 })?;
             }
             status::KEY_RECOVERABLE => {
-                let expired =
-                    self.now() - r.status_time > chrono::TimeDelta::days(KEY_RECOVERY_DAYS);
+                let since = r.key_unusable_since.unwrap_or(r.status_time);
+                let expired = self.now() - since > chrono::TimeDelta::days(KEY_RECOVERY_DAYS);
                 if deleted || (!usable && expired) {
                     self.update(&r.identifier, |r| r.status = status::KEY_LOST.into())?;
                 }

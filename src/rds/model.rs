@@ -26,7 +26,11 @@ pub mod status {
     pub const KEY_LOST: &str = "inaccessible-encryption-credentials";
 
     /// Statuses an operation in progress holds (with the instance's lock).
-    pub const TRANSITIONAL: &[&str] = &[CREATING, STOPPING, STARTING, REBOOTING, DELETING];
+    pub const BACKING_UP: &str = "backing-up";
+    pub const MODIFYING: &str = "modifying";
+    pub const TRANSITIONAL: &[&str] = &[
+        CREATING, STOPPING, STARTING, REBOOTING, DELETING, BACKING_UP, MODIFYING,
+    ];
 }
 
 /// One DB instance, as stored in `regions/<region>/rds/rds.db`. Nothing here is
@@ -70,6 +74,10 @@ pub struct DbInstanceRecord {
     /// This instance's read replicas: identifiers (same region) or ARNs.
     #[serde(default)]
     pub replicas: Vec<String>,
+    /// Since when its KMS key has been unusable (the 7 days to the terminal
+    /// state count from here, whatever the instance does meanwhile).
+    #[serde(default)]
+    pub key_unusable_since: Option<Timestamp>,
 }
 
 impl DbInstanceRecord {
@@ -110,6 +118,9 @@ pub struct DbSnapshotRecord {
     pub tags: Vec<Tag>,
     /// The instance's class, which a restore defaults to (not a DBSnapshot member).
     pub class: String,
+    /// When the first snapshot of a chain of copies was made.
+    #[serde(default)]
+    pub original_create_time: Option<Timestamp>,
 }
 
 /// `arn:aws:rds:REGION:ACCOUNT:snapshot:IDENTIFIER`.
@@ -171,7 +182,9 @@ pub fn db_snapshot(s: &DbSnapshotRecord, region: &str, account: &str) -> Value {
     put("SnapshotTarget", json!("region"));
     put(
         "OriginalSnapshotCreateTime",
-        json!(crate::clock::iso8601(&s.create_time)),
+        json!(crate::clock::iso8601(
+            s.original_create_time.as_ref().unwrap_or(&s.create_time)
+        )),
     );
     Value::Object(m)
 }

@@ -27,14 +27,20 @@ fn snapshot_exists(id: &str) -> Error {
     )
 }
 
-/// DB snapshot identifiers follow the DB instance identifiers' rules;
-/// automated snapshots' are RDS's own, `rds:<instance>-YYYY-MM-DD-HH-MM`.
-pub fn check_snapshot_identifier(id: &str) -> Result<String> {
+/// A DB snapshot named by a caller to look it up: a name of its own, or an
+/// automated snapshot's (`rds:<instance>-YYYY-MM-DD-HH-MM`, RDS's own).
+pub fn check_snapshot_name(id: &str) -> Result<String> {
     if let Some(rest) = id.strip_prefix("rds:")
         && check_identifier(rest).is_ok()
     {
         return Ok(id.to_ascii_lowercase());
     }
+    check_snapshot_identifier(id)
+}
+
+/// A DB snapshot identifier a caller gives a new snapshot: the DB instance
+/// identifiers' rules (`rds:` names are RDS's own).
+pub fn check_snapshot_identifier(id: &str) -> Result<String> {
     check_identifier(id).map_err(|_| {
         invalid(format!(
             "The parameter DBSnapshotIdentifier is not a valid identifier. Identifiers must begin with a letter; must contain only ASCII letters, digits, and hyphens; and must not end with a hyphen or contain two consecutive hyphens. ({id:?})"
@@ -49,13 +55,13 @@ pub fn parse_source(source: &str, here: &str) -> Result<(String, String)> {
         let parts: Vec<&str> = rest.splitn(4, ':').collect();
         if parts.len() == 4 && parts[2] == "snapshot" {
             crate::home::validate_region(parts[0])?;
-            return Ok((parts[0].to_string(), check_snapshot_identifier(parts[3])?));
+            return Ok((parts[0].to_string(), check_snapshot_name(parts[3])?));
         }
         return Err(invalid(format!(
             "The parameter SourceDBSnapshotIdentifier is not a valid identifier: {source} is not a DB snapshot ARN"
         )));
     }
-    Ok((here.to_string(), check_snapshot_identifier(source)?))
+    Ok((here.to_string(), check_snapshot_name(source)?))
 }
 
 /// A new DB snapshot record (`creating`) of instance `r`.
@@ -88,6 +94,7 @@ pub(super) fn snapshot_of(
         source_snapshot_arn: None,
         tags,
         class: r.class.clone(),
+        original_create_time: None,
     }
 }
 
@@ -104,7 +111,11 @@ impl Rds {
         snapshot_type: &str,
         take: impl FnOnce() -> Result<String>,
     ) -> Result<Value> {
-        let id = check_snapshot_identifier(id)?;
+        let id = if snapshot_type == "automated" {
+            check_snapshot_name(id)?
+        } else {
+            check_snapshot_identifier(id)?
+        };
         let tags = if r.copy_tags_to_snapshot {
             r.tags.clone()
         } else {
@@ -131,52 +142,91 @@ impl Rds {
         {
             return Ok(());
         }
-        let now = self.now();
-        let mine: Vec<DbSnapshotRecord> = self
-            .store()
-            .snapshots()?
-            .into_iter()
-            .filter(|s| s.snapshot_type == "automated" && s.instance_identifier == r.identifier)
-            .collect();
-        let keep = chrono::TimeDelta::days(i64::from(r.backup_retention_period));
-        let expired: Vec<&DbSnapshotRecord> =
-            mine.iter().filter(|s| now - s.create_time > keep).collect();
-        let due = r.backup_retention_period > 0
-            && mine
-                .iter()
-                .map(|s| s.create_time)
-                .max()
-                .is_none_or(|last| now - last >= chrono::TimeDelta::days(1));
+        let plan = |r: &DbInstanceRecord| -> Result<(Vec<DbSnapshotRecord>, bool)> {
+            let now = self.now();
+            let mine = self.automated_snapshots_of(&r.resource_id)?;
+            let keep = chrono::TimeDelta::days(i64::from(r.backup_retention_period));
+            let due = r.backup_retention_period > 0
+                && mine
+                    .iter()
+                    .map(|s| s.create_time)
+                    .max()
+                    .is_none_or(|last| now - last >= chrono::TimeDelta::days(1));
+            let expired = mine
+                .into_iter()
+                .filter(|s| now - s.create_time > keep)
+                .collect();
+            Ok((expired, due))
+        };
+        let (expired, due) = plan(r)?;
         if expired.is_empty() && !due {
             return Ok(());
         }
         let Some(_lock) = self.try_lock(&r.identifier)? else {
             return Ok(());
         };
-        for s in expired {
+        // Again under the lock: another process may have done it meanwhile,
+        // or changed the instance.
+        let r = self.instance(&r.identifier)?;
+        if ![status::AVAILABLE, status::STOPPED].contains(&r.status.as_str()) {
+            return Ok(());
+        }
+        let (expired, due) = plan(&r)?;
+        for s in &expired {
             drop(s)?;
             self.store().write(|tx| tx.delete_snapshot(&s.identifier))?;
         }
         if due {
-            let r = self.instance(&r.identifier)?;
-            let id = format!("rds:{}-{}", r.identifier, now.format("%Y-%m-%d-%H-%M"));
+            let id = format!(
+                "rds:{}-{}",
+                r.identifier,
+                self.now().format("%Y-%m-%d-%H-%M")
+            );
             if self.store().snapshot(&id)?.is_none() {
-                self.record_snapshot_of(&r, &id, "automated", || take(&r))?;
+                let was = r.status.clone();
+                self.update(&r.identifier, |x| x.status = status::BACKING_UP.into())?;
+                let made = self.record_snapshot_of(&r, &id, "automated", || take(&r));
+                self.update(&r.identifier, |x| x.status = was)?;
+                made?;
             }
         }
         Ok(())
     }
 
-    /// The automated snapshots of instance `identifier` (what DeleteDBInstance
-    /// removes unless DeleteAutomatedBackups is false, and a retention period
-    /// of 0 removes).
-    pub fn automated_snapshots_of(&self, identifier: &str) -> Result<Vec<DbSnapshotRecord>> {
+    /// The automated snapshots of the instance whose DbiResourceId is
+    /// `resource_id` (what DeleteDBInstance removes unless
+    /// DeleteAutomatedBackups is false, and a retention period of 0 removes):
+    /// by its immutable id, so a later instance of the same name never takes
+    /// over backups kept from an earlier one.
+    pub fn automated_snapshots_of(&self, resource_id: &str) -> Result<Vec<DbSnapshotRecord>> {
         Ok(self
             .store()
             .snapshots()?
             .into_iter()
-            .filter(|s| s.snapshot_type == "automated" && s.instance_identifier == identifier)
+            .filter(|s| s.snapshot_type == "automated" && s.resource_id == resource_id)
             .collect())
+    }
+
+    /// DB snapshots left `creating` by a process that was killed while it made
+    /// them (the instance's lock is free, or the instance is gone) become
+    /// `failed`: DeleteDBSnapshot removes them.
+    pub fn settle_snapshots(&self) -> Result<()> {
+        for s in self.store().snapshots()? {
+            if s.status != "creating" {
+                continue;
+            }
+            let held = match self.instance(&s.instance_identifier) {
+                Ok(_) => self.try_lock(&s.instance_identifier)?.is_none(),
+                Err(_) => false,
+            };
+            // A copy holds no instance's lock: it settles once old enough.
+            let copy_in_progress = s.source_snapshot_arn.is_some()
+                && self.now() - s.create_time < chrono::TimeDelta::hours(1);
+            if !held && !copy_in_progress {
+                self.update_snapshot(&s.identifier, |x| x.status = "failed".into())?;
+            }
+        }
+        Ok(())
     }
 
     /// Forgets a DB snapshot whose storage snapshot the caller deleted.
@@ -329,7 +379,7 @@ impl Rds {
                     )));
                 }
                 let all = match &req.db_snapshot_identifier {
-                    Some(id) => vec![self.snapshot(&check_snapshot_identifier(id)?)?],
+                    Some(id) => vec![self.snapshot(&check_snapshot_name(id)?)?],
                     None => self.store().snapshots()?,
                 };
                 let instance = req
@@ -383,10 +433,14 @@ impl Rds {
             json!({ "DBSnapshotIdentifier": req.db_snapshot_identifier }),
             std::slice::from_ref(&arn),
             || {
-                let id = check_snapshot_identifier(&req.db_snapshot_identifier)?;
+                let id = check_snapshot_name(&req.db_snapshot_identifier)?;
                 self.authorize(caller, "rds:DeleteDBSnapshot", &arn)?;
                 let s = self.snapshot(&id)?;
-                if s.snapshot_type == "automated" {
+                let instance_gone = self
+                    .instances()?
+                    .iter()
+                    .all(|r| r.resource_id != s.resource_id);
+                if s.snapshot_type == "automated" && !instance_gone {
                     return Err(err(
                         ErrorKind::InvalidDbSnapshotState,
                         format!(
@@ -496,6 +550,9 @@ impl Rds {
                         &source.identifier,
                     )),
                     tags,
+                    original_create_time: Some(
+                        source.original_create_time.unwrap_or(source.create_time),
+                    ),
                     availability_zone: if cross {
                         crate::ec2::zones::zones_of(self.region())
                             .first()
@@ -542,8 +599,7 @@ impl Rds {
             std::slice::from_ref(&arn),
             || {
                 let identifier = check_identifier(&req.db_instance_identifier)?;
-                let snap =
-                    self.snapshot(&check_snapshot_identifier(&req.db_snapshot_identifier)?)?;
+                let snap = self.snapshot(&check_snapshot_name(&req.db_snapshot_identifier)?)?;
                 self.authorize(caller, "rds:RestoreDBInstanceFromDBSnapshot", &arn)?;
                 if snap.status != "available" {
                     return Err(err(

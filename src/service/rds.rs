@@ -185,21 +185,17 @@ impl RdsRequest {
                 })
                 .map(wrap),
             RdsRequest::DeleteDbInstance(req) => {
-                // A source's read replicas become standalone instances first.
-                if let Ok(r) = rds.instance(&req.db_instance_identifier)
-                    && !r.replicas.is_empty()
-                    && !r.deletion_protection
-                    && (req.skip_final_snapshot == Some(true)
-                        || req.final_db_snapshot_identifier.is_some())
-                {
-                    for replica in r.replicas.clone() {
-                        promote_elsewhere(services, ctx, &replica)?;
-                    }
-                }
                 let out = rds
                     .delete_db_instance(
                         caller,
                         &req,
+                        // A source's read replicas become standalone first.
+                        |r| {
+                            for replica in &r.replicas {
+                                promote_elsewhere(services, ctx, replica)?;
+                            }
+                            Ok(())
+                        },
                         |r| {
                             // A clean stop first: the final snapshot is of a
                             // checkpointed, detached volume.
@@ -210,11 +206,14 @@ impl RdsRequest {
                         |r| delete_on_host(services, ctx, r),
                     )
                     .map(wrap)?;
-                if req.delete_automated_backups != Some(false) {
-                    let name = out["DBInstance"]["DBInstanceIdentifier"]
-                        .as_str()
-                        .unwrap_or_default();
-                    drop_automated(services, ctx, &rds, name)?;
+                // The instance is gone; what follows is tidying, never an error.
+                let dbi = out["DBInstance"]["DbiResourceId"]
+                    .as_str()
+                    .unwrap_or_default();
+                if req.delete_automated_backups != Some(false)
+                    && let Err(e) = drop_automated(services, ctx, &rds, dbi)
+                {
+                    tracing::warn!("{dbi}: its automated backups are left: {}", e.message());
                 }
                 if let Some(source) =
                     out["DBInstance"]["ReadReplicaSourceDBInstanceIdentifier"].as_str()
@@ -254,7 +253,14 @@ impl RdsRequest {
                 } else {
                     crate::rds::model::instance_arn(&ctx.region, rds.account_id(), &name)
                 };
-                source_rds.note_replica(&source.identifier, &listed, true)?;
+                if let Err(e) = source_rds.note_replica(&source.identifier, &listed, true) {
+                    // The replica exists whatever its source's list says.
+                    tracing::warn!(
+                        "{}: cannot list its new read replica {listed}: {}",
+                        source.identifier,
+                        e.message()
+                    );
+                }
                 Ok(out)
             }
             RdsRequest::PromoteReadReplica(req) => {
@@ -269,10 +275,10 @@ impl RdsRequest {
             RdsRequest::ModifyDbInstance(req) => {
                 let out = rds.modify_db_instance(caller, &req).map(wrap)?;
                 if req.backup_retention_period == Some(0) {
-                    let name = out["DBInstance"]["DBInstanceIdentifier"]
+                    let dbi = out["DBInstance"]["DbiResourceId"]
                         .as_str()
                         .unwrap_or_default();
-                    drop_automated(services, ctx, &rds, name)?;
+                    drop_automated(services, ctx, &rds, dbi)?;
                 }
                 Ok(out)
             }
@@ -613,7 +619,9 @@ fn bring_up(
         pg.init(&r.master_username, password).map_err(undo_mount)?;
     }
     if let Setup::Restored = setup {
-        pg.reconfigure().map_err(undo_mount)?;
+        pg.make_standalone()
+            .and_then(|()| pg.reconfigure())
+            .map_err(undo_mount)?;
     }
     if let Setup::Replica(source, master) = setup {
         source
@@ -941,6 +949,10 @@ fn watch_keys(services: &Services, ctx: &RequestContext, rds: &Rds) -> Result<()
             tracing::warn!("{id}: cannot apply its key's state: {}", e.message());
         }
     }
+    // DB snapshots a killed process left half made.
+    if let Err(e) = rds.settle_snapshots() {
+        tracing::warn!("cannot settle DB snapshots: {}", e.message());
+    }
     // Automated backups due (and expired ones) on ebsim's clock.
     for r in rds.instances()? {
         let id = r.identifier.clone();
@@ -975,15 +987,16 @@ fn drop_storage_snapshot(
     }
 }
 
-/// Deletes instance `identifier`'s automated snapshots (at delete, unless
-/// DeleteAutomatedBackups is false; when its retention period becomes 0).
+/// Deletes the automated snapshots of the instance with DbiResourceId
+/// `resource_id` (at delete, unless DeleteAutomatedBackups is false; when its
+/// retention period becomes 0).
 fn drop_automated(
     services: &Services,
     ctx: &RequestContext,
     rds: &Rds,
-    identifier: &str,
+    resource_id: &str,
 ) -> Result<()> {
-    for s in rds.automated_snapshots_of(identifier)? {
+    for s in rds.automated_snapshots_of(resource_id)? {
         drop_storage_snapshot(services, ctx, &s)?;
         rds.forget_snapshot(&s.identifier)?;
     }
