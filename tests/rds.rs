@@ -718,6 +718,57 @@ fn rds_errors_use_rds_s_codes_and_an_unencrypted_instance_is_in_the_clear() {
     ]);
     assert_eq!(m["DBInstance"]["DeletionProtection"], false);
     assert_eq!(m["DBInstance"]["BackupRetentionPeriod"], 7);
+    // A new master password, from a file: the old one no longer lets anyone in.
+    let pw_file = t.s.dir.path().join("new-password");
+    std::fs::write(&pw_file, "Changed-pw-0042").unwrap();
+    t.s.ok(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--master-user-password",
+        &format!("file://{}", pw_file.display()),
+    ]);
+    let old = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            MASTER,
+            "-d",
+            "shop",
+            "-Atc",
+            "select 1",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!old.status.success());
+    let new = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            MASTER,
+            "-d",
+            "shop",
+            "-Atc",
+            "select count(*) from t",
+        ])
+        .env("PGPASSWORD", "Changed-pw-0042")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&new.stdout).trim(), "2000");
+    let log =
+        std::fs::read_to_string(t.s.home().join("regions/us-east-1/cloudtrail.jsonl")).unwrap();
+    assert!(
+        !log.contains("Changed-pw-0042"),
+        "the new password is in the audit log"
+    );
     // An IAM user without RDS permissions is refused.
     t.s.ok(&["iam", "create-user", "--user-name", "dev"]);
     let o = t.s.ebsim(&[

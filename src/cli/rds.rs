@@ -494,7 +494,9 @@ pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {
             copy_tags_to_snapshot: flag(copy_tags_to_snapshot, no_copy_tags_to_snapshot),
             apply_immediately: flag(apply_immediately, no_apply_immediately),
             allocated_storage,
-            master_user_password: master_user_password.map(zeroize::Zeroizing::new),
+            master_user_password: master_user_password
+                .map(|p| input::text("master-user-password", &p).map(zeroize::Zeroizing::new))
+                .transpose()?,
         })),
         C::CreateDbSnapshot {
             db_snapshot_identifier,

@@ -80,6 +80,42 @@ pub fn server_binaries() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// PostgreSQL's stored form of a SCRAM-SHA-256 password:
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64), with
+/// SaltedPassword = PBKDF2-HMAC-SHA-256(password, salt, 4096) (RFC 7677).
+/// The password is not normalized (SASLprep): RDS's passwords are printable
+/// ASCII, which SASLprep leaves as it is.
+fn scram_verifier(password: &str) -> zeroize::Zeroizing<String> {
+    let mut salt = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut salt[..]);
+    scram_verifier_with(password, &salt)
+}
+
+fn scram_verifier_with(password: &str, salt: &[u8; 16]) -> zeroize::Zeroizing<String> {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    use sha2::Digest;
+    const ITERATIONS: u32 = 4096;
+    let mut salted = zeroize::Zeroizing::new([0u8; 32]);
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt, ITERATIONS, &mut salted[..]);
+    let hmac = |key: &[u8], msg: &[u8]| -> Vec<u8> {
+        let mut m =
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+        m.update(msg);
+        m.finalize().into_bytes().to_vec()
+    };
+    let client_key = zeroize::Zeroizing::new(hmac(&salted[..], b"Client Key"));
+    let stored_key = sha2::Sha256::digest(&client_key[..]);
+    let server_key = hmac(&salted[..], b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    zeroize::Zeroizing::new(format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    ))
+}
+
 fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -479,6 +515,63 @@ impl Postgres {
         }
     }
 
+    /// Gives `master_user` a new password, with no plaintext anywhere but
+    /// this process's memory: the SCRAM-SHA-256 verifier is made here
+    /// (RFC 5802/7677 as PostgreSQL stores it: 4096 iterations, a random
+    /// 16-byte salt) and set with `ALTER ROLE … PASSWORD 'SCRAM-SHA-256$…'`,
+    /// which PostgreSQL stores as given. The statement goes to psql's stdin
+    /// over the unix socket, as the server's OS user (peer authentication for
+    /// the `postgres` database, mapped to the master user: the line
+    /// [`Postgres::allow_local_replication`] writes, for `postgres` too).
+    pub fn set_password(&self, master_user: &str, password: &str) -> Result<()> {
+        use std::io::Write;
+        if password.is_empty() || password.chars().any(char::is_control) {
+            return Err(Error::new(
+                ErrorKind::InvalidParameterValue,
+                "the master password must not be empty or hold control characters (line breaks)",
+            ));
+        }
+        self.allow_local_peer(master_user, "postgres")?;
+        let verifier = scram_verifier(password);
+        let mut c = self.command("psql");
+        c.arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                master_user,
+                "-d",
+                "postgres",
+            ])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().map_err(|e| {
+            Error::environment(format!("cannot run psql for {}: {e}", self.data.display()))
+        })?;
+        let sql = format!(
+            "ALTER ROLE \"{master_user}\" PASSWORD '{}';\n",
+            verifier.as_str()
+        );
+        let wrote = child.stdin.take().expect("piped").write_all(sql.as_bytes());
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io(format!("psql for {}", self.data.display()), e))?;
+        if wrote.is_err() || !out.status.success() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "the new master password could not be set on {}: {}",
+                    self.data.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Lets the server's own OS user open replication connections over the
     /// unix socket as `master_user` without a password (peer authentication,
     /// mapped in pg_ident.conf): what a read replica's `pg_basebackup` and its
@@ -487,10 +580,16 @@ impl Postgres {
     /// nothing changes when it is there already. A running server is told to
     /// reload.
     pub fn allow_local_replication(&self, master_user: &str) -> Result<()> {
+        self.allow_local_peer(master_user, "replication")
+    }
+
+    /// The peer line of [`Postgres::allow_local_replication`] for `database`
+    /// (`replication`, or `postgres` for ebsim's own administration).
+    fn allow_local_peer(&self, master_user: &str, database: &str) -> Result<()> {
         const MAP: &str = "ebsim_replication";
         let hba_path = self.data.join("pg_hba.conf");
         let hba = self.read_config(&hba_path)?;
-        let line = format!("local replication {master_user} peer map={MAP}");
+        let line = format!("local {database} {master_user} peer map={MAP}");
         let mut changed = false;
         if !hba.lines().any(|l| l.trim() == line) {
             let text = format!(
@@ -778,6 +877,18 @@ fn processes_in(dir: &Path, uid: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn scram_verifiers_match_an_independent_computation() {
+        // Python's hashlib.pbkdf2_hmac and hmac, salt bytes 0..16.
+        let salt: [u8; 16] = std::array::from_fn(|i| u8::try_from(i).unwrap());
+        assert_eq!(
+            scram_verifier_with("Changed-pw-0042", &salt).as_str(),
+            "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$fbAkYDJd14acN41G24JSMSjZ6q7itpMf2QIUAraaLb8=:PaKyQgxg3V396UeOAQkaG66snG99I3AIzsjIUDXOOyA="
+        );
+        assert_ne!(scram_verifier("a").as_str(), scram_verifier("a").as_str());
+    }
+
     use super::*;
 
     #[test]

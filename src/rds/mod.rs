@@ -1153,13 +1153,15 @@ impl Rds {
     }
 
     /// ModifyDBInstance: the instance class, backup retention, deletion
-    /// protection and tag copying, applied at once. Growing the storage and a
-    /// new master password are refused (ebsim does not do them yet); the
-    /// model has no member that changes the encryption or the key.
+    /// protection, tag copying and (on a running instance, `set_password`
+    /// does it) the master password, applied at once. Growing the storage is
+    /// refused (ebsim does not do it yet); the model has no member that
+    /// changes the encryption or the key.
     pub fn modify_db_instance(
         &self,
         caller: &Caller,
         req: &ModifyDbInstanceRequest,
+        set_password: impl FnOnce(&DbInstanceRecord, &str) -> Result<()>,
     ) -> Result<Value> {
         let id = req.db_instance_identifier.as_str();
         let key = id.to_ascii_lowercase();
@@ -1181,11 +1183,8 @@ impl Rds {
             || {
                 check_identifier(id)?;
                 self.authorize(caller, "rds:ModifyDBInstance", &arn)?;
-                if req.master_user_password.is_some() {
-                    return Err(err(
-                        ErrorKind::UnsupportedOperation,
-                        "ebsim does not change a master password yet: use ALTER ROLE … PASSWORD as the master user",
-                    ));
+                if let Some(p) = &req.master_user_password {
+                    check_password(p)?;
                 }
                 let r = self.instance(&key)?;
                 if let Some(gib) = req.allocated_storage
@@ -1224,6 +1223,13 @@ impl Rds {
                 let r = self.instance(&key)?;
                 if ![status::AVAILABLE, status::STOPPED].contains(&r.status.as_str()) {
                     return Err(invalid_state(&r));
+                }
+                if let Some(p) = &req.master_user_password {
+                    // The server holds the password: it must be running.
+                    if r.status != status::AVAILABLE {
+                        return Err(invalid_state(&r));
+                    }
+                    set_password(&r, p)?;
                 }
                 let after = self.update(&key, |r| {
                     if let Some(c) = &req.db_instance_class {

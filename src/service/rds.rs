@@ -273,7 +273,14 @@ impl RdsRequest {
                 Ok(wrap(out))
             }
             RdsRequest::ModifyDbInstance(req) => {
-                let out = rds.modify_db_instance(caller, &req).map(wrap)?;
+                let out = rds
+                    .modify_db_instance(caller, &req, |r, password| {
+                        let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
+                        place
+                            .postgres(r.port)?
+                            .set_password(&r.master_username, password)
+                    })
+                    .map(wrap)?;
                 if req.backup_retention_period == Some(0) {
                     let dbi = out["DBInstance"]["DbiResourceId"]
                         .as_str()
