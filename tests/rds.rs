@@ -155,6 +155,31 @@ impl Rds {
             .to_string()
     }
 
+    /// Where instance `id`'s storage is mounted (in this sandbox's run
+    /// directory: /run/ebsim/rds/<data root hash>/us-east-1/<id>/storage).
+    fn data_mount(&self, id: &str) -> PathBuf {
+        let suffix = format!("/us-east-1/{id}/storage");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let found: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|p| p.ends_with(&suffix) && p.starts_with("/run/ebsim/rds/"))
+            .collect();
+        let here = ebsim::host::database::DatabaseHost::new(
+            &ebsim::home::DataRoot::open(self.s.home()).unwrap(),
+            "us-east-1",
+            id,
+        )
+        .unwrap()
+        .mount_point();
+        assert!(
+            found.iter().any(|p| Path::new(p) == here),
+            "{id} is not mounted at {}",
+            here.display()
+        );
+        here
+    }
+
     /// The storage images of RDS's volumes in us-east-1.
     fn images(&self) -> Vec<PathBuf> {
         self.images_in("us-east-1")
@@ -718,6 +743,71 @@ fn rds_errors_use_rds_s_codes_and_an_unencrypted_instance_is_in_the_clear() {
     ]);
     assert_eq!(m["DBInstance"]["DeletionProtection"], false);
     assert_eq!(m["DBInstance"]["BackupRetentionPeriod"], 7);
+    // Larger storage: at least 10% more, never less; the filesystem grows with it.
+    let e = t.fails(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--allocated-storage",
+        "21",
+    ]);
+    assert!(
+        e.contains("(InvalidParameterCombination)") && e.contains("at least 10% greater"),
+        "{e}"
+    );
+    let e = t.fails(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--allocated-storage",
+        "10",
+    ]);
+    assert!(
+        e.contains("(InvalidParameterValue)") && e.contains("cannot be decreased"),
+        "{e}"
+    );
+    let grown = t.json(&[
+        "rds",
+        "modify-db-instance",
+        "--db-instance-identifier",
+        "plain",
+        "--allocated-storage",
+        "30",
+    ]);
+    assert_eq!(grown["DBInstance"]["AllocatedStorage"], 30);
+    assert_eq!(t.status("plain"), "available");
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            MASTER,
+            "-d",
+            "shop",
+            "-Atc",
+            "select count(*) from t",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    let df = Command::new("df")
+        .args(["--output=size", "-B1G"])
+        .arg(t.data_mount("plain"))
+        .output()
+        .unwrap();
+    let size: u64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size >= 28, "the filesystem is {size} GiB");
     // A new master password, from a file: the old one no longer lets anyone in.
     let pw_file = t.s.dir.path().join("new-password");
     std::fs::write(&pw_file, "Changed-pw-0042").unwrap();

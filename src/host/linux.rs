@@ -274,6 +274,41 @@ pub fn mkfs_ext4(device: &str) -> Result<()> {
     .map(|_| ())
 }
 
+/// Grows the (unmounted) ext4 on `device` to the device's size when the
+/// device is larger (a volume grown since): `e2fsck -f` first, as resize2fs
+/// requires offline, then `resize2fs`. Nothing when it is that size already
+/// (read from the superblock: `dumpe2fs -h`). Online growth is not used: a
+/// guest kernel may refuse it (EPERM seen on this project's VMs).
+pub fn grow_ext4(device: &str) -> Result<bool> {
+    let device_bytes: u64 = run_tool("blockdev", &["--getsize64", device])?
+        .parse()
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("blockdev --getsize64 {device}: not a number"),
+            )
+        })?;
+    let header = run_tool("dumpe2fs", &["-h", device])?;
+    let field = |name: &str| -> Option<u64> {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let (Some(blocks), Some(block_size)) = (field("Block count:"), field("Block size:")) else {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!("dumpe2fs -h {device}: no block count or size"),
+        ));
+    };
+    if blocks * block_size + block_size > device_bytes {
+        return Ok(false);
+    }
+    run_tool("e2fsck", &["-f", "-p", device])?;
+    run_tool("resize2fs", &[device])?;
+    Ok(true)
+}
+
 /// Mounts the filesystem on `device` at `target`.
 pub fn mount(device: &str, target: &Path) -> Result<()> {
     let t = target.display().to_string();

@@ -1153,15 +1153,16 @@ impl Rds {
     }
 
     /// ModifyDBInstance: the instance class, backup retention, deletion
-    /// protection, tag copying and (on a running instance, `set_password`
-    /// does it) the master password, applied at once. Growing the storage is
-    /// refused (ebsim does not do it yet); the model has no member that
-    /// changes the encryption or the key.
+    /// protection, tag copying, (on a running instance, `set_password` does
+    /// it) the master password, and a larger AllocatedStorage (`grow` does it,
+    /// the instance `modifying` meanwhile), applied at once. The model has no
+    /// member that changes the encryption or the key.
     pub fn modify_db_instance(
         &self,
         caller: &Caller,
         req: &ModifyDbInstanceRequest,
         set_password: impl FnOnce(&DbInstanceRecord, &str) -> Result<()>,
+        grow: impl FnOnce(&DbInstanceRecord, u32) -> Result<()>,
     ) -> Result<Value> {
         let id = req.db_instance_identifier.as_str();
         let key = id.to_ascii_lowercase();
@@ -1187,14 +1188,13 @@ impl Rds {
                     check_password(p)?;
                 }
                 let r = self.instance(&key)?;
-                if let Some(gib) = req.allocated_storage
-                    && gib != i64::from(r.allocated_storage)
-                {
-                    return Err(err(
-                        ErrorKind::UnsupportedOperation,
-                        "ebsim does not grow a DB instance's storage yet",
-                    ));
-                }
+                let grow_to = match req.allocated_storage {
+                    Some(gib) if gib != i64::from(r.allocated_storage) => {
+                        self.check_growth(&r, gib)?;
+                        Some(u32::try_from(gib).expect("checked range"))
+                    }
+                    _ => None,
+                };
                 if let Some(c) = &req.db_instance_class
                     && (!c.starts_with("db.") || c.len() < 5)
                 {
@@ -1231,6 +1231,22 @@ impl Rds {
                     }
                     set_password(&r, p)?;
                 }
+                if let Some(gib) = grow_to {
+                    let was = r.status.clone();
+                    self.update(&key, |x| x.status = status::MODIFYING.into())?;
+                    if let Err(e) = grow(&r, gib) {
+                        let message = format!("growing its storage failed: {}", e.message());
+                        self.update(&key, |x| {
+                            x.status = status::FAILED.into();
+                            x.status_message = Some(message);
+                        })?;
+                        return Err(e);
+                    }
+                    self.update(&key, |x| {
+                        x.status = was;
+                        x.allocated_storage = gib;
+                    })?;
+                }
                 let after = self.update(&key, |r| {
                     if let Some(c) = &req.db_instance_class {
                         r.class = c.clone();
@@ -1249,6 +1265,50 @@ impl Rds {
             },
             |v| v.clone(),
         )
+    }
+}
+
+impl Rds {
+    /// RDS's rules for a larger AllocatedStorage: never smaller, at most
+    /// 65536 GiB, at least 10 % more, within the account's storage quota.
+    fn check_growth(&self, r: &DbInstanceRecord, gib: i64) -> Result<()> {
+        let now = i64::from(r.allocated_storage);
+        if gib < now {
+            return Err(invalid(format!(
+                "Invalid storage size for engine name postgres and storage type {}: {gib}. The allocated storage of {} cannot be decreased from {now} GiB.",
+                r.storage_type, r.identifier
+            )));
+        }
+        if !STORAGE_GIB.contains(&gib) {
+            return Err(invalid(format!(
+                "Invalid storage size for engine name postgres and storage type {}: {gib}",
+                r.storage_type
+            )));
+        }
+        if gib * 10 < now * 11 {
+            return Err(err(
+                ErrorKind::InvalidParameterCombination,
+                format!(
+                    "The new allocated storage ({gib} GiB) must be at least 10% greater than the current allocated storage ({now} GiB)."
+                ),
+            ));
+        }
+        let used: u64 = self
+            .instances()?
+            .iter()
+            .map(|i| u64::from(i.allocated_storage))
+            .sum();
+        let more = u64::try_from(gib - now).expect("checked above");
+        if used + more > MAX_TOTAL_STORAGE_GIB {
+            return Err(err(
+                ErrorKind::StorageQuotaExceeded,
+                format!(
+                    "The request would exceed the storage quota: {used} GiB of {MAX_TOTAL_STORAGE_GIB} GiB are allocated in {}, and {more} GiB more were asked for.",
+                    self.region()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

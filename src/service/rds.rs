@@ -274,12 +274,18 @@ impl RdsRequest {
             }
             RdsRequest::ModifyDbInstance(req) => {
                 let out = rds
-                    .modify_db_instance(caller, &req, |r, password| {
-                        let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
-                        place
-                            .postgres(r.port)?
-                            .set_password(&r.master_username, password)
-                    })
+                    .modify_db_instance(
+                        caller,
+                        &req,
+                        |r, password| {
+                            let place =
+                                DatabaseHost::new(services.root(), &ctx.region, &r.identifier)?;
+                            place
+                                .postgres(r.port)?
+                                .set_password(&r.master_username, password)
+                        },
+                        |r, gib| grow_storage(services, ctx, r, gib),
+                    )
                     .map(wrap)?;
                 if req.backup_retention_period == Some(0) {
                     let dbi = out["DBInstance"]["DbiResourceId"]
@@ -602,6 +608,11 @@ fn bring_up(
     if new_fs {
         linux::mkfs_ext4(&loop_dev).map_err(undo_loop)?;
     }
+    if matches!(setup, Setup::Existing | Setup::Restored) {
+        // A volume grown since the filesystem was made (ModifyDBInstance):
+        // ext4 grows to it before it is mounted (nothing to do otherwise).
+        linux::grow_ext4(&loop_dev).map_err(undo_loop)?;
+    }
     let mnt = place.mount_point();
     linux::mount(&loop_dev, &mnt).map_err(undo_loop)?;
     let undo_mount = |e: Error| -> Error {
@@ -621,6 +632,7 @@ fn bring_up(
             a.mounted_at = Some(mnt.display().to_string());
         })
         .map_err(undo_mount)?;
+
     let pg = place.postgres(r.port).map_err(undo_mount)?;
     if let Some(password) = init {
         pg.init(&r.master_username, password).map_err(undo_mount)?;
@@ -776,6 +788,39 @@ fn take_down(
     let _ = a;
     storage.attachment(volume_id)?;
     Ok(())
+}
+
+/// ModifyDBInstance's larger storage: a running instance is taken down
+/// (a clean stop), its volume grown (EBS's ModifyVolume of a detached
+/// volume), and brought up again, where ext4 grows to the volume before it
+/// is mounted (`e2fsck -f`, `resize2fs`); a stopped one's at its next start.
+fn grow_storage(
+    services: &Services,
+    ctx: &RequestContext,
+    r: &DbInstanceRecord,
+    gib: u32,
+) -> Result<()> {
+    let volume_id = storage_volume(r)?.to_string();
+    let up = r.status == status::AVAILABLE;
+    if up {
+        take_down(services, ctx, r, StopMode::Fast)?;
+    }
+    let storage = services.rds_storage(&ctx.region)?;
+    let grown = storage.modify_volume(
+        &ctx.caller,
+        crate::ec2::model::ModifyVolumeRequest {
+            volume_id,
+            size: Some(u64::from(gib)),
+            ..Default::default()
+        },
+    );
+    let back_up = if up {
+        bring_up(services, ctx, r, Setup::Existing)
+    } else {
+        Ok(())
+    };
+    grown?;
+    back_up
 }
 
 /// The storage snapshot of a DB snapshot: taken by the attachment process of
