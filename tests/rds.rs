@@ -1720,3 +1720,101 @@ fn a_stop_and_a_delete_can_leave_a_snapshot_that_restores_every_row() {
     ]);
     assert_eq!(psql(p2, PASSWORD, "select count(*) from t").unwrap(), "2");
 }
+
+#[test]
+fn a_snapshot_killed_half_way_leaves_a_failed_record_that_delete_removes() {
+    if skipped() {
+        return;
+    }
+    let t = Rds::new();
+    let port = free_port();
+    t.create(
+        "crashy",
+        port,
+        &["--storage-encrypted", "--backup-retention-period", "0"],
+    );
+    psql(
+        port,
+        PASSWORD,
+        "create table t(x text); insert into t values ('survives')",
+    )
+    .unwrap();
+    t.s.ok(&[
+        "rds",
+        "stop-db-instance",
+        "--db-instance-identifier",
+        "crashy",
+    ]);
+    // The snapshot of a stopped instance runs in this command: killed (as
+    // kill -9 would) after its blocks are stored, before its manifest.
+    let o = Command::new(env!("CARGO_BIN_EXE_ebsim"))
+        .args([
+            "rds",
+            "create-db-snapshot",
+            "--db-snapshot-identifier",
+            "half",
+            "--db-instance-identifier",
+            "crashy",
+        ])
+        .env("EBSIM_HOME", t.s.home())
+        .env("EBSIM_FAULT", "snapshot:after-blocks")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        None,
+        "not killed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The next call settles what it left: the instance failed (its operation
+    // died), the snapshot failed, and delete removes it.
+    let d = t.describe("crashy");
+    assert_eq!(d["DBInstanceStatus"], "failed", "{d}");
+    assert!(
+        d["StatusMessage"].as_str().unwrap().contains("backing-up"),
+        "{d}"
+    );
+    let s = t.json(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "half",
+    ]);
+    assert_eq!(s["DBSnapshots"][0]["Status"], "failed", "{s}");
+    t.s.ok(&[
+        "rds",
+        "delete-db-snapshot",
+        "--db-snapshot-identifier",
+        "half",
+    ]);
+    let e = t.fails(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "half",
+    ]);
+    assert!(e.contains("(DBSnapshotNotFound)"), "{e}");
+    // Reboot brings the instance back with its rows; a new snapshot works.
+    t.s.ok(&[
+        "rds",
+        "reboot-db-instance",
+        "--db-instance-identifier",
+        "crashy",
+    ]);
+    assert_eq!(psql(port, PASSWORD, "select x from t").unwrap(), "survives");
+    t.s.ok(&[
+        "rds",
+        "create-db-snapshot",
+        "--db-snapshot-identifier",
+        "whole",
+        "--db-instance-identifier",
+        "crashy",
+    ]);
+    let s = t.json(&[
+        "rds",
+        "describe-db-snapshots",
+        "--db-snapshot-identifier",
+        "whole",
+    ]);
+    assert_eq!(s["DBSnapshots"][0]["Status"], "available");
+}

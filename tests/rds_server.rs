@@ -40,6 +40,38 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Deletes the sandbox's DB instances (both regions) when the test ends,
+/// however it ends, before the sandbox's directory goes.
+struct Instances<'a>(&'a Sandbox);
+
+impl Drop for Instances<'_> {
+    fn drop(&mut self) {
+        for region in ["us-east-1", "us-west-2"] {
+            let o = self.0.ebsim(&[
+                "--region",
+                region,
+                "rds",
+                "describe-db-instances",
+                "--query",
+                "DBInstances[].DBInstanceIdentifier",
+                "--output",
+                "text",
+            ]);
+            for id in o.stdout.split_whitespace() {
+                let _ = self.0.ebsim(&[
+                    "--region",
+                    region,
+                    "rds",
+                    "delete-db-instance",
+                    "--db-instance-identifier",
+                    id,
+                    "--skip-final-snapshot",
+                ]);
+            }
+        }
+    }
+}
+
 #[test]
 fn boto3_and_the_aws_cli_run_rds_over_the_wire() {
     if let Some(why) = missing() {
@@ -49,6 +81,7 @@ fn boto3_and_the_aws_cli_run_rds_over_the_wire() {
         return;
     }
     let s = Sandbox::new();
+    let _instances = Instances(&s);
     let key = root_key(&s);
     let srv = Server::start(&s, &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rds_server.py");

@@ -211,7 +211,10 @@ impl Rds {
     /// them (the instance's lock is free, or the instance is gone) become
     /// `failed`: DeleteDBSnapshot removes them.
     pub fn settle_snapshots(&self) -> Result<()> {
-        for s in self.store().snapshots()? {
+        // The list first: the store's lock is not held across the loop, which
+        // reads instances (and takes the lock again).
+        let all = self.store().snapshots()?;
+        for s in all {
             if s.status != "creating" {
                 continue;
             }
