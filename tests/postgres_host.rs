@@ -7,49 +7,11 @@
 
 mod common;
 
+use common::postgres::{free_port, skipped};
 use common::sandbox::Sandbox;
 use ebsim::host::postgres::{Postgres, StopMode, server_binaries};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
-
-fn missing() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    if let Err(e) = server_binaries() {
-        return Some(e.to_string());
-    }
-    if let Some(tool) = ["losetup", "mkfs.ext4", "psql", "runuser"]
-        .into_iter()
-        .find(|t| !common::have(t))
-    {
-        return Some(format!("{tool} is not installed"));
-    }
-    None
-}
-
-/// Records the test as skipped, saying why, when it cannot run here.
-fn skipped() -> bool {
-    let Some(why) = missing() else {
-        return false;
-    };
-    common::skip(&format!(
-        "{why} (scripts/test.sh installs PostgreSQL 15 and the tools; CI runs as root)"
-    ));
-    true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 const MASTER: &str = "dbadmin";
 const PASSWORD: &str = "ebsim-master-pw-7c1d";

@@ -6,39 +6,10 @@
 
 mod common;
 
+use common::postgres::free_port;
 use common::sandbox::Sandbox;
 use common::server::{Server, client, have_python_module, root_key, run};
 use std::path::Path;
-
-fn missing() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    if let Err(e) = ebsim::host::postgres::server_binaries() {
-        return Some(e.to_string());
-    }
-    if let Some(tool) = ["losetup", "mkfs.ext4", "psql", "runuser"]
-        .into_iter()
-        .find(|t| !common::have(t))
-    {
-        return Some(format!("{tool} is not installed"));
-    }
-    if !have_python_module("boto3") {
-        return Some("boto3 is not installed".into());
-    }
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Deletes the sandbox's DB instances (both regions) when the test ends,
 /// however it ends, before the sandbox's directory goes.
@@ -74,7 +45,9 @@ impl Drop for Instances<'_> {
 
 #[test]
 fn boto3_and_the_aws_cli_run_rds_over_the_wire() {
-    if let Some(why) = missing() {
+    let missing = common::postgres::missing()
+        .or_else(|| (!have_python_module("boto3")).then(|| "boto3 is not installed".to_string()));
+    if let Some(why) = missing {
         common::skip(&format!(
             "{why} (scripts/test.sh installs it; CI runs as root)"
         ));

@@ -122,11 +122,17 @@ pub fn detach_volume(ctx: &Ctx, req: DetachVolumeRequest) -> Result<()> {
 }
 
 fn need_root(what: &str) -> Result<()> {
+    need_root_for(what, "it runs losetup and mount")
+}
+
+/// Refuses a command that mounts or unmounts unless it runs as root; `why`
+/// says what it does that needs root.
+pub(super) fn need_root_for(what: &str, why: &str) -> Result<()> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
     } else {
         Err(Error::environment(format!(
-            "{what} needs root (it runs losetup and mount); run it with sudo"
+            "{what} needs root ({why}); run it with sudo"
         )))
     }
 }

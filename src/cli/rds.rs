@@ -341,13 +341,10 @@ fn tag_list(values: &[String]) -> Result<Vec<crate::ec2::model::Tag>> {
 }
 
 fn need_root(op: &str) -> Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        Ok(())
-    } else {
-        Err(Error::environment(format!(
-            "{op} needs root (it attaches, mounts and unmounts the instance's storage); run it with sudo"
-        )))
-    }
+    super::attach::need_root_for(
+        op,
+        "it attaches, mounts and unmounts the instance's storage",
+    )
 }
 
 pub fn run(ctx: &Ctx, cmd: RdsCommand) -> Result<()> {

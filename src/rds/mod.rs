@@ -82,6 +82,30 @@ fn not_found(id: &str) -> Error {
     )
 }
 
+/// A resource named by its identifier (this region's) or its ARN
+/// (`arn:aws:rds:REGION:ACCOUNT:<kind>:ID`, another region's perhaps): its
+/// region, and its identifier as `check` reads it. `member` names the request
+/// member for the error.
+pub fn parse_id_or_arn(
+    source: &str,
+    here: &str,
+    kind: &str,
+    member: &str,
+    check: impl Fn(&str) -> Result<String>,
+) -> Result<(String, String)> {
+    let Some(rest) = source.strip_prefix("arn:aws:rds:") else {
+        return Ok((here.to_string(), check(source)?));
+    };
+    let parts: Vec<&str> = rest.splitn(4, ':').collect();
+    if parts.len() == 4 && parts[2] == kind {
+        crate::home::validate_region(parts[0])?;
+        return Ok((parts[0].to_string(), check(parts[3])?));
+    }
+    Err(invalid(format!(
+        "The parameter {member} is not a valid identifier: {source} is not an ARN of an RDS {kind}"
+    )))
+}
+
 /// RDS's DB instance identifier rules; the identifier lowercased.
 pub fn check_identifier(id: &str) -> Result<String> {
     let ok = !id.is_empty()
@@ -784,9 +808,9 @@ impl Rds {
 
     /// An operation on one existing instance: authorized, its lock taken, its
     /// status checked against `from` and set to `during`; `work` runs; the
-    /// status becomes what `work` returns (or, when it fails, `on_error`'s
-    /// answer: the status to leave). The response is the instance `during`,
-    /// as RDS answers.
+    /// status becomes what `work` returns (or, when it fails, what it was
+    /// for a refused key, else `failed`). The response is the instance
+    /// `during`, as RDS answers.
     #[allow(clippy::too_many_arguments)]
     fn transition(
         &self,
@@ -797,7 +821,6 @@ impl Rds {
         from: &[&str],
         during: &str,
         work: impl FnOnce(&DbInstanceRecord) -> Result<&'static str>,
-        on_error: impl FnOnce(&str, &Error) -> String,
     ) -> Result<Value> {
         let key = id.to_ascii_lowercase();
         let arn = self.arn(&key);
@@ -833,7 +856,14 @@ impl Rds {
                         Ok(answer)
                     }
                     Err(e) => {
-                        let back = on_error(&was, &e);
+                        // A key RDS cannot use refuses the operation before
+                        // its host work: the instance stays as it was. Any
+                        // other failure came part way through: failed.
+                        let back = if e.kind() == ErrorKind::KmsKeyNotAccessible {
+                            was.clone()
+                        } else {
+                            status::FAILED.to_string()
+                        };
                         let message = e.message().to_string();
                         self.update(&key, |r| {
                             r.status = back;
@@ -858,15 +888,7 @@ impl Rds {
         work: impl FnOnce(&DbInstanceRecord) -> Result<()>,
     ) -> Result<Value> {
         if let Some(id) = &req.db_snapshot_identifier {
-            let id = snapshots::check_snapshot_identifier(id)?;
-            if self.store().snapshot(&id)?.is_some() {
-                return Err(err(
-                    ErrorKind::DbSnapshotAlreadyExists,
-                    format!(
-                        "Cannot create the snapshot because a snapshot with the identifier {id} already exists."
-                    ),
-                ));
-            }
+            self.free_snapshot_name(id)?;
         }
         if let Ok(r) = self.instance(&req.db_instance_identifier) {
             if r.read_replica_source.is_some() {
@@ -897,7 +919,6 @@ impl Rds {
             &[status::AVAILABLE],
             status::STOPPING,
             |r| work(r).map(|()| status::STOPPED),
-            |_: &str, _: &Error| status::FAILED.into(),
         )
     }
 
@@ -935,13 +956,6 @@ impl Rds {
                 }
                 work(r).map(|()| status::AVAILABLE)
             },
-            |was: &str, e: &Error| {
-                if e.kind() == ErrorKind::KmsKeyNotAccessible {
-                    was.into()
-                } else {
-                    status::FAILED.into()
-                }
-            },
         )
     }
 
@@ -971,14 +985,6 @@ impl Rds {
                     self.check_key(caller, arn)?;
                 }
                 work(r).map(|()| status::AVAILABLE)
-            },
-            // A key refused before the host work leaves the instance as it was.
-            |was: &str, e: &Error| {
-                if e.kind() == ErrorKind::KmsKeyNotAccessible {
-                    was.into()
-                } else {
-                    status::FAILED.into()
-                }
             },
         )
     }
@@ -1028,13 +1034,7 @@ impl Rds {
                         ));
                     }
                     (Some(id), false) => {
-                        let id = snapshots::check_snapshot_identifier(id)?;
-                        if self.store().snapshot(&id)?.is_some() {
-                            return Err(err(
-                                ErrorKind::DbSnapshotAlreadyExists,
-                                format!("Cannot create the snapshot because a snapshot with the identifier {id} already exists."),
-                            ));
-                        }
+                        self.free_snapshot_name(id)?;
                     }
                     (None, true) => {}
                 }

@@ -16,17 +16,13 @@ use serde_json::{Value, json};
 /// (this region) or an ARN (`arn:aws:rds:REGION:ACCOUNT:db:ID`); its region
 /// and identifier.
 pub fn parse_source(source: &str, here: &str) -> Result<(String, String)> {
-    if let Some(rest) = source.strip_prefix("arn:aws:rds:") {
-        let parts: Vec<&str> = rest.splitn(4, ':').collect();
-        if parts.len() == 4 && parts[2] == "db" {
-            crate::home::validate_region(parts[0])?;
-            return Ok((parts[0].to_string(), check_identifier(parts[3])?));
-        }
-        return Err(super::invalid(format!(
-            "The parameter SourceDBInstanceIdentifier is not a valid identifier: {source} is not a DB instance ARN"
-        )));
-    }
-    Ok((here.to_string(), check_identifier(source)?))
+    super::parse_id_or_arn(
+        source,
+        here,
+        "db",
+        "SourceDBInstanceIdentifier",
+        check_identifier,
+    )
 }
 
 impl Rds {

@@ -7,6 +7,7 @@
 
 use super::model::*;
 use super::{Provision, Rds, check_identifier, err, invalid};
+use crate::ec2::model::Tag;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kms::access::Caller;
 use serde_json::{Value, json};
@@ -51,17 +52,25 @@ pub fn check_snapshot_identifier(id: &str) -> Result<String> {
 /// A source snapshot as CopyDBSnapshot names it: an identifier (this region)
 /// or an ARN (`arn:aws:rds:REGION:ACCOUNT:snapshot:ID`); its region and id.
 pub fn parse_source(source: &str, here: &str) -> Result<(String, String)> {
-    if let Some(rest) = source.strip_prefix("arn:aws:rds:") {
-        let parts: Vec<&str> = rest.splitn(4, ':').collect();
-        if parts.len() == 4 && parts[2] == "snapshot" {
-            crate::home::validate_region(parts[0])?;
-            return Ok((parts[0].to_string(), check_snapshot_name(parts[3])?));
+    super::parse_id_or_arn(
+        source,
+        here,
+        "snapshot",
+        "SourceDBSnapshotIdentifier",
+        check_snapshot_name,
+    )
+}
+
+/// A snapshot's tags: those the request gives, then those of `copied` (the
+/// instance's or the source snapshot's) whose keys the request did not give.
+fn with_tags(given: &[Tag], copied: Option<&Vec<Tag>>) -> Vec<Tag> {
+    let mut tags = given.to_vec();
+    for t in copied.into_iter().flatten() {
+        if !tags.iter().any(|x| x.key == t.key) {
+            tags.push(t.clone());
         }
-        return Err(invalid(format!(
-            "The parameter SourceDBSnapshotIdentifier is not a valid identifier: {source} is not a DB snapshot ARN"
-        )));
     }
-    Ok((here.to_string(), check_snapshot_name(source)?))
+    tags
 }
 
 /// A new DB snapshot record (`creating`) of instance `r`.
@@ -69,7 +78,7 @@ pub(super) fn snapshot_of(
     r: &DbInstanceRecord,
     id: String,
     snapshot_type: &str,
-    tags: Vec<crate::ec2::model::Tag>,
+    tags: Vec<Tag>,
     now: crate::clock::Timestamp,
 ) -> DbSnapshotRecord {
     DbSnapshotRecord {
@@ -116,11 +125,7 @@ impl Rds {
         } else {
             check_snapshot_identifier(id)?
         };
-        let tags = if r.copy_tags_to_snapshot {
-            r.tags.clone()
-        } else {
-            vec![]
-        };
+        let tags = with_tags(&[], r.copy_tags_to_snapshot.then_some(&r.tags));
         self.make_snapshot(snapshot_of(r, id, snapshot_type, tags, self.now()), |_| {
             take()
         })
@@ -237,6 +242,16 @@ impl Rds {
         self.store().write(|tx| tx.delete_snapshot(id))
     }
 
+    /// `id` as a new DB snapshot's identifier: valid, and not taken
+    /// (DBSnapshotAlreadyExists).
+    pub(super) fn free_snapshot_name(&self, id: &str) -> Result<String> {
+        let id = check_snapshot_identifier(id)?;
+        if self.store().snapshot(&id)?.is_some() {
+            return Err(snapshot_exists(&id));
+        }
+        Ok(id)
+    }
+
     fn snapshot_arn(&self, id: &str) -> String {
         snapshot_arn(self.region(), self.account_id(), id)
     }
@@ -327,17 +342,8 @@ impl Rds {
                 if ![status::AVAILABLE, status::STOPPED].contains(&r.status.as_str()) {
                     return Err(super::invalid_state(&r));
                 }
-                if self.store().snapshot(&id)?.is_some() {
-                    return Err(snapshot_exists(&id));
-                }
-                let mut tags = req.tags.clone();
-                if r.copy_tags_to_snapshot {
-                    for t in &r.tags {
-                        if !tags.iter().any(|x| x.key == t.key) {
-                            tags.push(t.clone());
-                        }
-                    }
-                }
+                let id = self.free_snapshot_name(&id)?;
+                let tags = with_tags(&req.tags, r.copy_tags_to_snapshot.then_some(&r.tags));
                 let s = snapshot_of(&r, id, "manual", tags, self.now());
                 let was = r.status.clone();
                 self.update(&r.identifier, |r| r.status = "backing-up".into())?;
@@ -530,14 +536,7 @@ impl Rds {
                     (None, Some(k)) => Some(self.check_key(caller, k)?),
                     (None, None) => None,
                 };
-                let mut tags = req.tags.clone();
-                if req.copy_tags == Some(true) {
-                    for t in &source.tags {
-                        if !tags.iter().any(|x| x.key == t.key) {
-                            tags.push(t.clone());
-                        }
-                    }
-                }
+                let tags = with_tags(&req.tags, (req.copy_tags == Some(true)).then_some(&source.tags));
                 let copy = DbSnapshotRecord {
                     identifier: target,
                     status: "creating".into(),

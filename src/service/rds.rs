@@ -404,15 +404,37 @@ fn create_on_host(
     req: &CreateDbInstanceRequest,
     p: &crate::rds::Provision<'_>,
 ) -> Result<()> {
+    let password = req
+        .master_user_password
+        .as_deref()
+        .map(String::as_str)
+        .unwrap_or_default();
+    provision(services, ctx, p, None, Setup::New(password))
+}
+
+/// The host work every new instance shares (a create, a restore, a replica):
+/// its storage volume (from `snapshot_id`'s storage snapshot, or empty; the
+/// record's key and size; its tags), recorded at once, then [`bring_up`]
+/// with `setup`. A failure undoes it: the volume deleted and the run
+/// directory removed, or, when the volume cannot be deleted, the record kept
+/// (`failed`, naming it) for DeleteDBInstance to finish.
+fn provision(
+    services: &Services,
+    ctx: &RequestContext,
+    p: &crate::rds::Provision<'_>,
+    snapshot_id: Option<String>,
+    setup: Setup<'_>,
+) -> Result<()> {
     let r = p.record;
     let storage = services.rds_storage(&ctx.region)?;
-    let mut tags = vec![];
-    if !r.tags.is_empty() {
-        tags.push(TagSpecification {
+    let tags = if r.tags.is_empty() || snapshot_id.is_some() {
+        vec![]
+    } else {
+        vec![TagSpecification {
             resource_type: "volume".into(),
             tags: r.tags.clone(),
-        });
-    }
+        }]
+    };
     let volume = storage.create_volume(
         &ctx.caller,
         CreateVolumeRequest {
@@ -420,6 +442,7 @@ fn create_on_host(
             size: Some(u64::from(r.allocated_storage)),
             encrypted: Some(r.storage_encrypted),
             kms_key_id: r.kms_key_id.clone(),
+            snapshot_id,
             volume_type: Some(r.storage_type.clone()),
             tag_specifications: tags,
             ..Default::default()
@@ -427,20 +450,17 @@ fn create_on_host(
     )?;
     let undo_volume = |e: Error| -> Error {
         if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
-            // What the create made stays named by the instance, left failed,
-            // for delete-db-instance to finish.
             p.keep_record();
             return Error::new(
                 e.kind(),
                 format!(
-                    "{}; what the create made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
+                    "{}; what was made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
                     e.message(),
                     e2.message()
                 ),
             );
         }
-        let place = DatabaseHost::new(services.root(), &ctx.region, &r.identifier);
-        if let Ok(place) = place {
+        if let Ok(place) = DatabaseHost::new(services.root(), &ctx.region, &r.identifier) {
             let _ = place.remove();
         }
         e
@@ -448,12 +468,7 @@ fn create_on_host(
     p.record_volume(&volume.volume_id).map_err(undo_volume)?;
     let mut r = r.clone();
     r.volume_id = Some(volume.volume_id.clone());
-    let password = req
-        .master_user_password
-        .as_deref()
-        .map(String::as_str)
-        .unwrap_or_default();
-    bring_up(services, ctx, &r, Setup::New(password)).map_err(undo_volume)
+    bring_up(services, ctx, &r, setup).map_err(undo_volume)
 }
 
 /// Promotes read replica `replica` (an identifier of this region, or an ARN
@@ -509,45 +524,15 @@ fn replica_on_host(
     source_region: &str,
     source: &DbInstanceRecord,
 ) -> Result<()> {
-    let r = p.record;
-    let storage = services.rds_storage(&ctx.region)?;
-    let volume = storage.create_volume(
-        &ctx.caller,
-        CreateVolumeRequest {
-            availability_zone: Some(r.availability_zone.clone()),
-            size: Some(u64::from(r.allocated_storage)),
-            encrypted: Some(r.storage_encrypted),
-            kms_key_id: r.kms_key_id.clone(),
-            volume_type: Some(r.storage_type.clone()),
-            ..Default::default()
-        },
-    )?;
-    let undo_volume = |e: Error| -> Error {
-        if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
-            p.keep_record();
-            return Error::new(
-                e.kind(),
-                format!(
-                    "{}; what the replica's create made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
-                    e.message(),
-                    e2.message()
-                ),
-            );
-        }
-        e
-    };
-    p.record_volume(&volume.volume_id).map_err(undo_volume)?;
-    let mut r = r.clone();
-    r.volume_id = Some(volume.volume_id.clone());
     let source_place = DatabaseHost::new(services.root(), source_region, &source.identifier)?;
     let source_pg = source_place.postgres(source.port)?;
-    bring_up(
+    provision(
         services,
         ctx,
-        &r,
+        p,
+        None,
         Setup::Replica(&source_pg, &source.master_username),
     )
-    .map_err(undo_volume)
 }
 
 /// What [`bring_up`] finds on the storage.
@@ -907,44 +892,13 @@ fn restore_on_host(
     p: &crate::rds::Provision<'_>,
     snap: &DbSnapshotRecord,
 ) -> Result<()> {
-    let r = p.record;
-    let storage = services.rds_storage(&ctx.region)?;
     let from = snap.storage_snapshot_id.clone().ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidDbSnapshotState,
             format!("{} has no storage snapshot", snap.identifier),
         )
     })?;
-    let volume = storage.create_volume(
-        &ctx.caller,
-        CreateVolumeRequest {
-            availability_zone: Some(r.availability_zone.clone()),
-            size: Some(u64::from(r.allocated_storage)),
-            encrypted: Some(r.storage_encrypted),
-            kms_key_id: r.kms_key_id.clone(),
-            snapshot_id: Some(from),
-            volume_type: Some(r.storage_type.clone()),
-            ..Default::default()
-        },
-    )?;
-    let undo_volume = |e: Error| -> Error {
-        if let Err(e2) = storage.delete_volume(&ctx.caller, &volume.volume_id, false) {
-            p.keep_record();
-            return Error::new(
-                e.kind(),
-                format!(
-                    "{}; what the restore made could not all be undone ({}): the instance is left failed, delete-db-instance removes it",
-                    e.message(),
-                    e2.message()
-                ),
-            );
-        }
-        e
-    };
-    p.record_volume(&volume.volume_id).map_err(undo_volume)?;
-    let mut r = r.clone();
-    r.volume_id = Some(volume.volume_id.clone());
-    bring_up(services, ctx, &r, Setup::Restored).map_err(undo_volume)
+    provision(services, ctx, p, Some(from), Setup::Restored)
 }
 
 /// Stops the instance's server: `mode` through pg_ctl; a server that cannot

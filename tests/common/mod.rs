@@ -5,6 +5,7 @@
 
 pub mod nbd_client;
 pub mod pki;
+pub mod postgres;
 pub mod sandbox;
 pub mod server;
 
